@@ -1,0 +1,69 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "sallyport",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "sallyport", targets: ["sallyport"])
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+    ],
+    targets: [
+        // Pure SOCKS5 wire types, incremental parser, serializers and the negotiation state machine.
+        .target(
+            name: "SOCKSProtocol",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
+        // Authentication: the Authenticator protocol and the identities it returns.
+        .target(
+            name: "SallyportAuth",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
+        // The one bidirectional relay every session goes through.
+        .target(
+            name: "SallyportRelay",
+            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+        ),
+        // Server wiring: configuration, listeners, negotiation handler, outbound connect, logging, lifecycle.
+        .target(
+            name: "Sallyport",
+            dependencies: [
+                "SOCKSProtocol", "SallyportAuth", "SallyportRelay",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .executableTarget(
+            name: "sallyport",
+            dependencies: [
+                "Sallyport",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(
+            name: "SOCKSProtocolTests",
+            dependencies: ["SOCKSProtocol", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        .testTarget(
+            name: "SallyportTests",
+            dependencies: [
+                "Sallyport", "SOCKSProtocol", "SallyportAuth", "SallyportRelay",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,25 @@
+/// What can be wrong with bytes a SOCKS client sent.
+public enum SOCKSProtocolError: Error, Hashable, Sendable {
+    /// The version byte of a greeting or request was not 5.
+    case invalidVersion(UInt8)
+    /// The version byte of an RFC 1929 request was not 1.
+    case invalidAuthenticationVersion(UInt8)
+    /// An RFC 1929 username or password of length 0, or holding a NUL byte.
+    case invalidCredentials
+    /// `ATYP` other than 1, 3 or 4.
+    case unsupportedAddressType(UInt8)
+    /// A domain name of length 0 or holding a NUL byte.
+    case invalidDomainName
+}
+
+extension SOCKSProtocolError: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .invalidVersion(let version): return "invalid SOCKS version \(version)"
+        case .invalidAuthenticationVersion(let version): return "invalid RFC 1929 version \(version)"
+        case .invalidCredentials: return "empty username or password, or one holding a NUL byte"
+        case .unsupportedAddressType(let type): return "unsupported address type \(type)"
+        case .invalidDomainName: return "empty domain name, or one holding a NUL byte"
+        }
+    }
+}

@@ -1,0 +1,195 @@
+import NIOCore
+
+/// The server side of a SOCKS5 negotiation, as a value: bytes and outcomes go in, actions come out.
+///
+/// It never touches a channel. The caller keeps one inbound buffer, hands it to `process(_:)` until
+/// the answer is `.needMoreData` or `.wait`, and carries out each action. Messages are read by length,
+/// so a greeting, credentials, a request and payload that arrive in one segment, or one byte at a
+/// time, take the same path. Bytes left in the buffer once the machine reports `.established` are the
+/// client's first payload.
+public struct ServerNegotiation: Sendable {
+    /// What the server is willing to do.
+    public struct Configuration: Hashable, Sendable {
+        /// The methods this listener offers, most preferred first.
+        public var methods: [AuthenticationMethod]
+        /// The commands served; others get reply `0x07`.
+        public var commands: Set<SOCKSCommand>
+        /// How many bytes a client may send ahead of its answer (while authenticating or while the
+        /// request is carried out) before it is closed.
+        public var maximumEarlyData: Int
+
+        public init(methods: [AuthenticationMethod], commands: Set<SOCKSCommand>, maximumEarlyData: Int) {
+            self.methods = methods
+            self.commands = commands
+            self.maximumEarlyData = maximumEarlyData
+        }
+    }
+
+    /// Why a negotiation ended without a relay.
+    public enum Failure: Hashable, Sendable {
+        case protocolError(SOCKSProtocolError)
+        case noAcceptableMethod
+        case authenticationFailed
+        case commandNotSupported(SOCKSCommand)
+        case requestFailed(SOCKSReplyCode)
+        case earlyDataLimitExceeded
+        case clientClosed
+    }
+
+    /// What the caller is to do next.
+    public enum Action: Sendable {
+        /// Wait for more bytes from the client.
+        case needMoreData
+        /// Wait for the outcome of the authentication or the request asked for earlier.
+        case wait
+        /// Write these bytes, then call `process(_:)` again.
+        case send(ByteBuffer)
+        /// Write these bytes, then close the connection.
+        case sendAndClose(ByteBuffer, Failure)
+        /// Close the connection without a word.
+        case close(Failure)
+        /// Check these credentials, then call `authenticationCompleted(success:)`.
+        case authenticate(UsernamePasswordRequest)
+        /// Carry out this request, then call `requestSucceeded(bound:)` or `requestFailed(_:)`.
+        case execute(SOCKSRequest)
+        /// Write this success reply and start relaying; what is left in the buffer is payload.
+        case established(ByteBuffer)
+    }
+
+    enum State: Sendable {
+        case awaitingGreeting
+        case awaitingCredentials
+        case authenticating
+        case awaitingRequest
+        case executing(SOCKSRequest)
+        case established
+        case closed
+    }
+
+    public let configuration: Configuration
+    private(set) var state: State = .awaitingGreeting
+    /// The method chosen from the client's greeting, once there is one.
+    public private(set) var method: AuthenticationMethod?
+
+    public init(configuration: Configuration) {
+        self.configuration = configuration
+    }
+
+    /// True once the negotiation is over, successfully or not.
+    public var isFinished: Bool {
+        switch state {
+        case .established, .closed: return true
+        default: return false
+        }
+    }
+
+    /// Parses the next message from `buffer`, if the state expects one and it is all there.
+    public mutating func process(_ buffer: inout ByteBuffer) -> Action {
+        do {
+            switch state {
+            case .awaitingGreeting:
+                guard let greeting = try buffer.readClientGreeting() else { return .needMoreData }
+                return chooseMethod(from: greeting)
+            case .awaitingCredentials:
+                guard let credentials = try buffer.readUsernamePasswordRequest() else { return .needMoreData }
+                state = .authenticating
+                return .authenticate(credentials)
+            case .awaitingRequest:
+                guard let request = try buffer.readSOCKSRequest() else { return .needMoreData }
+                guard configuration.commands.contains(request.command) else {
+                    return fail(.commandNotSupported(request.command), reply: .commandNotSupported)
+                }
+                state = .executing(request)
+                return .execute(request)
+            case .authenticating, .executing:
+                guard buffer.readableBytes <= configuration.maximumEarlyData else {
+                    state = .closed
+                    return .close(.earlyDataLimitExceeded)
+                }
+                return .wait
+            case .established, .closed:
+                return .wait
+            }
+        } catch {
+            return protocolFailure(error)
+        }
+    }
+
+    /// The authenticator's answer to the `.authenticate` action.
+    public mutating func authenticationCompleted(success: Bool) -> Action {
+        guard case .authenticating = state else { preconditionFailure("no authentication was asked for in \(state)") }
+        var reply = ByteBuffer()
+        if success {
+            state = .awaitingRequest
+            reply.writeUsernamePasswordReply(.success)
+            return .send(reply)
+        }
+        state = .closed
+        reply.writeUsernamePasswordReply(.failure)
+        return .sendAndClose(reply, .authenticationFailed)
+    }
+
+    /// The request was carried out; `bound` is the address to report as `BND`.
+    public mutating func requestSucceeded(bound: SOCKSEndpoint) -> Action {
+        guard case .executing = state else { preconditionFailure("no request was executing in \(state)") }
+        state = .established
+        var reply = ByteBuffer()
+        reply.writeSOCKSReply(SOCKSReply(code: .succeeded, bound: bound))
+        return .established(reply)
+    }
+
+    /// The request failed or was refused with this reply code.
+    public mutating func requestFailed(_ code: SOCKSReplyCode) -> Action {
+        guard case .executing = state else { preconditionFailure("no request was executing in \(state)") }
+        return fail(.requestFailed(code), reply: code)
+    }
+
+    /// The client sent EOF. Before the request is complete that ends the negotiation; after it, the
+    /// request goes on (the EOF is the caller's to pass on once relaying).
+    public mutating func inputClosed() -> Action {
+        switch state {
+        case .awaitingGreeting, .awaitingCredentials, .awaitingRequest, .authenticating:
+            state = .closed
+            return .close(.clientClosed)
+        case .executing, .established, .closed:
+            return .wait
+        }
+    }
+
+    private mutating func chooseMethod(from greeting: ClientGreeting) -> Action {
+        var reply = ByteBuffer()
+        guard let chosen = configuration.methods.first(where: greeting.methods.contains) else {
+            state = .closed
+            reply.writeMethodSelection(MethodSelection(method: .noAcceptableMethods))
+            return .sendAndClose(reply, .noAcceptableMethod)
+        }
+        method = chosen
+        state = chosen == .usernamePassword ? .awaitingCredentials : .awaitingRequest
+        reply.writeMethodSelection(MethodSelection(method: chosen))
+        return .send(reply)
+    }
+
+    private mutating func fail(_ failure: Failure, reply code: SOCKSReplyCode) -> Action {
+        state = .closed
+        var reply = ByteBuffer()
+        reply.writeSOCKSReply(SOCKSReply(code: code))
+        return .sendAndClose(reply, failure)
+    }
+
+    private mutating func protocolFailure(_ error: SOCKSProtocolError) -> Action {
+        switch (state, error) {
+        case (.awaitingCredentials, .invalidCredentials):
+            state = .closed
+            var reply = ByteBuffer()
+            reply.writeUsernamePasswordReply(.failure)
+            return .sendAndClose(reply, .protocolError(error))
+        case (.awaitingRequest, .unsupportedAddressType):
+            return fail(.protocolError(error), reply: .addressTypeNotSupported)
+        case (.awaitingRequest, .invalidDomainName):
+            return fail(.protocolError(error), reply: .generalFailure)
+        default:
+            state = .closed
+            return .close(.protocolError(error))
+        }
+    }
+}

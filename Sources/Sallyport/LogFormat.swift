@@ -1,0 +1,156 @@
+import Logging
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A swift-log handler that writes one line per entry, in logfmt or JSON, to a sink (stderr by
+/// default). Each line is written with one `write(2)`, so lines from different threads never mix.
+public struct LineLogHandler: LogHandler {
+    public var logLevel: Logger.Level
+    public var metadata: Logger.Metadata = [:]
+    public var metadataProvider: Logger.MetadataProvider?
+    let label: String
+    let format: LogConfiguration.Format
+    let sink: @Sendable (String) -> Void
+
+    public init(
+        label: String, level: Logger.Level, format: LogConfiguration.Format,
+        sink: @escaping @Sendable (String) -> Void = LineLogHandler.standardError
+    ) {
+        self.label = label
+        self.logLevel = level
+        self.format = format
+        self.sink = sink
+    }
+
+    /// Writes a line to standard error.
+    public static let standardError: @Sendable (String) -> Void = { line in
+        var line = line
+        line.withUTF8 { bytes in
+            var offset = 0
+            while offset < bytes.count {
+                let written = write(2, bytes.baseAddress! + offset, bytes.count - offset)
+                if written <= 0 {
+                    if written < 0 && errno == EINTR { continue }
+                    return
+                }
+                offset += written
+            }
+        }
+    }
+
+    public subscript(metadataKey key: String) -> Logger.Metadata.Value? {
+        get { metadata[key] }
+        set { metadata[key] = newValue }
+    }
+
+    public func log(event: LogEvent) {
+        var merged = metadata
+        if let provided = metadataProvider?.get() { merged.merge(provided) { $1 } }
+        if let extra = event.metadata { merged.merge(extra) { $1 } }
+        sink(Self.formatLine(
+            format: format, timestamp: Self.timestamp(), level: event.level, message: event.message.description,
+            metadata: merged) + "\n")
+    }
+
+    /// Keys of the access log, in the order they are written; other keys follow in sorted order.
+    static let keyOrder = [
+        "session", "listener", "client", "user", "cmd", "dst", "remote", "rule", "reply", "up", "down",
+        "duration", "end",
+    ]
+
+    static func formatLine(
+        format: LogConfiguration.Format, timestamp: String, level: Logger.Level, message: String,
+        metadata: Logger.Metadata
+    ) -> String {
+        let ordered = keyOrder.filter { metadata[$0] != nil }
+            + metadata.keys.filter { !keyOrder.contains($0) }.sorted()
+        switch format {
+        case .logfmt:
+            var line = "ts=\(timestamp) level=\(level) msg=\(logfmtValue(message))"
+            for key in ordered {
+                line += " \(key)=\(logfmtValue(metadata[key]!.description))"
+            }
+            return line
+        case .json:
+            var line = "{\"ts\":\(jsonString(timestamp)),\"level\":\(jsonString(level.rawValue)),\"msg\":\(jsonString(message))"
+            for key in ordered {
+                line += ",\(jsonString(key)):\(jsonValue(metadata[key]!))"
+            }
+            return line + "}"
+        }
+    }
+
+    static func logfmtValue(_ value: String) -> String {
+        let needsQuotes = value.isEmpty || value.utf8.contains { $0 <= 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "=") || $0 == 0x7F }
+        guard needsQuotes else { return value }
+        return jsonString(value)
+    }
+
+    static func jsonValue(_ value: Logger.MetadataValue) -> String {
+        switch value {
+        case .string(let string):
+            // Counters are logged as strings by swift-log's API; write plain numbers as numbers.
+            if !string.isEmpty, string.utf8.allSatisfy({ (0x30...0x39).contains($0) || $0 == UInt8(ascii: ".") }),
+                string.first != ".", string.last != ".", string.filter({ $0 == "." }).count <= 1,
+                !(string.count > 1 && string.first == "0" && !string.hasPrefix("0."))
+            {
+                return string
+            }
+            return jsonString(string)
+        case .stringConvertible(let convertible):
+            return jsonValue(.string(convertible.description))
+        case .array(let values):
+            return "[" + values.map(jsonValue).joined(separator: ",") + "]"
+        case .dictionary(let dictionary):
+            return "{" + dictionary.keys.sorted().map { "\(jsonString($0)):\(jsonValue(dictionary[$0]!))" }.joined(separator: ",") + "}"
+        }
+    }
+
+    static func jsonString(_ value: String) -> String {
+        var result = "\""
+        for scalar in value.unicodeScalars {
+            switch scalar {
+            case "\"": result += "\\\""
+            case "\\": result += "\\\\"
+            case "\n": result += "\\n"
+            case "\r": result += "\\r"
+            case "\t": result += "\\t"
+            case _ where scalar.value < 0x20 || scalar.value == 0x7F:
+                let hex = String(scalar.value, radix: 16)
+                result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            default: result.unicodeScalars.append(scalar)
+            }
+        }
+        return result + "\""
+    }
+
+    /// UTC time as RFC 3339 with milliseconds.
+    static func timestamp() -> String {
+        var now = timespec()
+        clock_gettime(CLOCK_REALTIME, &now)
+        var seconds = now.tv_sec
+        var parts = tm()
+        gmtime_r(&seconds, &parts)
+        func two(_ value: Int32) -> String { value < 10 ? "0\(value)" : "\(value)" }
+        let millis = Int(now.tv_nsec / 1_000_000)
+        let millisText = millis < 10 ? "00\(millis)" : millis < 100 ? "0\(millis)" : "\(millis)"
+        return "\(parts.tm_year + 1900)-\(two(parts.tm_mon + 1))-\(two(parts.tm_mday))T\(two(parts.tm_hour)):\(two(parts.tm_min)):\(two(parts.tm_sec)).\(millisText)Z"
+    }
+}
+
+extension LogConfiguration.Level {
+    /// The swift-log level.
+    public var loggerLevel: Logger.Level {
+        switch self {
+        case .trace: return .trace
+        case .debug: return .debug
+        case .info: return .info
+        case .notice: return .notice
+        case .warning: return .warning
+        case .error: return .error
+        case .critical: return .critical
+        }
+    }
+}

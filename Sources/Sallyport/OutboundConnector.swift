@@ -1,0 +1,128 @@
+import NIOCore
+import NIOPosix
+import SOCKSProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Why an outbound connection failed, as the reply code the client gets and a reason for the log.
+struct ConnectFailure: Error, CustomStringConvertible {
+    var code: SOCKSReplyCode
+    var reason: String
+    var description: String { reason }
+}
+
+/// Opens the outbound TCP connection of a CONNECT: resolves names (both families), connects with
+/// happy eyeballs under one timeout, and maps failures to RFC 1928 reply codes.
+struct OutboundConnector: Sendable {
+    let resolver: HostResolver
+    let connectTimeout: TimeAmount
+    let receiveBufferBytes: Int
+
+    /// Resolves `destination` to addresses; IP literals are returned as they are.
+    func addresses(for destination: SOCKSEndpoint, on eventLoop: any EventLoop) -> EventLoopFuture<[SocketAddress]> {
+        switch destination.host {
+        case .ipv4, .ipv6:
+            do {
+                return eventLoop.makeSucceededFuture([try destination.socketAddress()])
+            } catch {
+                return eventLoop.makeFailedFuture(ConnectFailure(code: .addressTypeNotSupported, reason: "\(error)"))
+            }
+        case .domain(let name):
+            return resolver.resolve(host: name, port: Int(destination.port), on: eventLoop).flatMapErrorThrowing { error in
+                throw ConnectFailure(code: .hostUnreachable, reason: "\(error)")
+            }
+        }
+    }
+
+    /// Connects to one of `addresses` (all of one name), on `eventLoop` so that the relay can join
+    /// the new channel with the client's. The channel is returned with reading off: the relay turns
+    /// it on once it is in place, so no byte the target sends first is lost.
+    func connect(to addresses: [SocketAddress], name: String, port: Int, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+        let bootstrap = ClientBootstrap(group: eventLoop)
+            .connectTimeout(connectTimeout)
+            .channelOption(.allowRemoteHalfClosure, value: true)
+            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
+            .channelOption(.autoRead, value: false)
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: receiveBufferBytes))
+        let connected: EventLoopFuture<any Channel>
+        if addresses.count == 1 {
+            connected = bootstrap.connect(to: addresses[0])
+        } else {
+            connected = bootstrap.resolver(FixedAddressResolver(addresses: addresses, eventLoop: eventLoop))
+                .connect(host: name, port: port)
+        }
+        return connected.flatMapErrorThrowing { error in
+            throw Self.failure(for: error)
+        }
+    }
+
+    /// Maps a connection error to the reply code RFC 1928 gives it.
+    static func failure(for error: any Error) -> ConnectFailure {
+        switch error {
+        case let failure as ConnectFailure:
+            return failure
+        case let error as NIOConnectionError:
+            // Report the most telling of the per-address failures.
+            let failures = error.connectionErrors.map { failure(for: $0.error) }
+            if let best = failures.min(by: { rank($0.code) < rank($1.code) }) { return best }
+            return ConnectFailure(code: .hostUnreachable, reason: "no address to connect to")
+        case let error as IOError:
+            return ConnectFailure(code: code(forErrno: error.errnoCode), reason: String(cString: strerror(error.errnoCode)))
+        case ChannelError.connectTimeout:
+            return ConnectFailure(code: .ttlExpired, reason: "connect timed out")
+        default:
+            return ConnectFailure(code: .generalFailure, reason: "\(error)")
+        }
+    }
+
+    static func code(forErrno code: Int32) -> SOCKSReplyCode {
+        switch code {
+        case ECONNREFUSED: return .connectionRefused
+        case ENETUNREACH, ENETDOWN: return .networkUnreachable
+        case EHOSTUNREACH, EHOSTDOWN: return .hostUnreachable
+        case ETIMEDOUT: return .ttlExpired
+        default: return .generalFailure
+        }
+    }
+
+    /// Which failure to report when several addresses failed: the one that says most about the host.
+    private static func rank(_ code: SOCKSReplyCode) -> Int {
+        switch code {
+        case .connectionRefused: return 0
+        case .ttlExpired: return 1
+        case .hostUnreachable: return 2
+        case .networkUnreachable: return 3
+        default: return 4
+        }
+    }
+}
+
+extension SOCKSEndpoint {
+    /// The socket address of an IP endpoint (not of a name).
+    func socketAddress() throws -> SocketAddress {
+        switch host {
+        case .ipv4(let address):
+            return try SocketAddress(packedIPAddress: ByteBuffer(bytes: address.bytes), port: Int(port))
+        case .ipv6(let address):
+            return try SocketAddress(packedIPAddress: ByteBuffer(bytes: address.bytes), port: Int(port))
+        case .domain(let name):
+            throw ConnectFailure(code: .generalFailure, reason: "\(name) is a name, not an address")
+        }
+    }
+
+    /// The endpoint of a socket address, for `BND.ADDR`.
+    init(_ address: SocketAddress) {
+        let port = UInt16(clamping: address.port ?? 0)
+        switch address {
+        case .v4(let v4):
+            self.init(host: .ipv4(SOCKSIPv4Address(UInt32(bigEndian: v4.address.sin_addr.s_addr))), port: port)
+        case .v6(let v6):
+            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+            self.init(host: .ipv6(SOCKSIPv6Address(bytes: bytes)), port: port)
+        default:
+            self = .unspecified
+        }
+    }
+}

@@ -1,0 +1,303 @@
+import Logging
+import NIOCore
+import SOCKSProtocol
+import SallyportAuth
+import SallyportRelay
+
+/// What every session of one server shares: settings and services. Immutable.
+struct SessionServices: Sendable {
+    let timeouts: Timeouts
+    let limits: Limits
+    let relay: RelayConfiguration
+    let authenticator: (any Authenticator)?
+    let connector: OutboundConnector
+    let logger: Logger
+    let accessLogger: Logger
+    let registry: SessionRegistry
+}
+
+/// Drives one client connection through the negotiation, then hands it to the relay.
+///
+/// A thin shell around `ServerNegotiation`: it buffers inbound bytes, carries out the machine's
+/// actions (write, close, authenticate, connect), runs the negotiation timer, and writes the session's
+/// access-log line when it ends.
+final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    private let services: SessionServices
+    private var machine: ServerNegotiation
+    private var buffer = ByteBuffer()
+    private var context: ChannelHandlerContext?
+    private var record: SessionRecord
+    private var negotiationTimer: Scheduled<Void>?
+    private var identity = Identity.anonymous
+    private var clientInputClosed = false
+    private var outbound: (any Channel)?
+    private var relay: RelaySession?
+    private var finished = false
+
+    init(services: SessionServices, negotiation: ServerNegotiation.Configuration, listener: String) {
+        self.services = services
+        self.machine = ServerNegotiation(configuration: negotiation)
+        self.record = SessionRecord(id: services.registry.makeID(), listener: listener)
+    }
+
+    // MARK: Channel events
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        record.client = context.channel.remoteAddress
+        services.registry.add(record.id, NIOLoopBound(self, eventLoop: context.eventLoop))
+        negotiationTimer = context.eventLoop.assumeIsolated().scheduleTask(in: services.timeouts.negotiation) { [self] in
+            negotiationTimedOut()
+        }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        var incoming = unwrapInboundIn(data)
+        buffer.writeBuffer(&incoming)
+        runMachine()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            clientInputClosed = true
+            perform(machine.inputClosed())
+        } else {
+            context.fireUserInboundEventTriggered(event)
+        }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        outbound?.close(promise: nil)
+        if relay == nil { finish(end: record.end ?? "client_closed") }
+        context.fireChannelInactive()
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        record.end = record.end ?? "client_error"
+        services.logger.debug("client connection error", metadata: ["session": "\(record.idText)", "error": "\(error)"])
+        context.close(promise: nil)
+    }
+
+    /// Server shutdown: close now, whatever the phase.
+    func closeForShutdown() {
+        if let relay {
+            relay.close()
+        } else {
+            record.end = record.end ?? "closed_by_server"
+            context?.close(promise: nil)
+        }
+    }
+
+    // MARK: Driving the machine
+
+    private func runMachine() {
+        while context != nil, !finished, relay == nil {
+            let action = machine.process(&buffer)
+            if case .needMoreData = action { break }
+            if case .wait = action { break }
+            perform(action)
+        }
+        context?.flush()
+    }
+
+    private func perform(_ action: ServerNegotiation.Action) {
+        guard let context else { return }
+        switch action {
+        case .needMoreData, .wait:
+            break
+        case .send(let bytes):
+            context.write(wrapOutboundOut(bytes), promise: nil)
+        case .sendAndClose(let bytes, let failure):
+            record.end = record.end ?? failure.logName
+            if case .requestFailed(let code) = failure { record.reply = code }
+            if case .commandNotSupported = failure { record.reply = .commandNotSupported }
+            if case .protocolError(.unsupportedAddressType) = failure { record.reply = .addressTypeNotSupported }
+            if case .protocolError(.invalidDomainName) = failure { record.reply = .generalFailure }
+            context.writeAndFlush(wrapOutboundOut(bytes)).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        case .close(let failure):
+            record.end = record.end ?? failure.logName
+            context.close(promise: nil)
+        case .authenticate(let credentials):
+            authenticate(credentials, context: context)
+        case .execute(let request):
+            execute(request, context: context)
+        case .established(let reply):
+            startRelay(reply: reply, context: context)
+        }
+    }
+
+    private func authenticate(_ credentials: UsernamePasswordRequest, context: ChannelHandlerContext) {
+        record.user = credentials.username
+        guard let authenticator = services.authenticator else {
+            perform(machine.authenticationCompleted(success: false))
+            return
+        }
+        let request = AuthenticationRequest(
+            username: credentials.username, password: credentials.password.bytes, client: context.channel.remoteAddress)
+        authenticator.authenticate(request, on: context.eventLoop).hop(to: context.eventLoop).assumeIsolated()
+            .whenComplete { [self] result in
+                guard self.context != nil, !finished else { return }
+                switch result {
+                case .success(.success(let identity)):
+                    self.identity = identity
+                    perform(machine.authenticationCompleted(success: true))
+                    runMachine()
+                case .success(.failure(let reason)):
+                    services.logger.notice(
+                        "authentication failed",
+                        metadata: ["session": "\(record.idText)", "user": "\(credentials.username)", "client": "\(record.clientText)", "reason": "\(reason)"])
+                    perform(machine.authenticationCompleted(success: false))
+                case .failure(let error):
+                    services.logger.error(
+                        "authenticator error",
+                        metadata: ["session": "\(record.idText)", "user": "\(credentials.username)", "error": "\(error)"])
+                    perform(machine.authenticationCompleted(success: false))
+                }
+            }
+    }
+
+    private func execute(_ request: SOCKSRequest, context: ChannelHandlerContext) {
+        negotiationTimer?.cancel()
+        negotiationTimer = nil
+        record.command = request.command
+        record.destination = request.destination
+        let connector = services.connector
+        let eventLoop = context.eventLoop
+        connector.addresses(for: request.destination, on: eventLoop)
+            .flatMap { addresses in
+                connector.connect(to: addresses, name: "\(request.destination.host)", port: Int(request.destination.port), on: eventLoop)
+            }
+            .assumeIsolated()
+            .whenComplete { [self] result in
+                switch result {
+                case .success(let channel):
+                    guard self.context != nil, !finished else {
+                        channel.close(promise: nil)
+                        return
+                    }
+                    outbound = channel
+                    record.remote = channel.remoteAddress
+                    let bound = channel.localAddress.map(SOCKSEndpoint.init) ?? .unspecified
+                    perform(machine.requestSucceeded(bound: bound))
+                case .failure(let error):
+                    let failure = OutboundConnector.failure(for: error)
+                    services.logger.debug(
+                        "connect failed",
+                        metadata: ["session": "\(record.idText)", "dst": "\(request.destination)", "error": "\(failure.reason)"])
+                    guard self.context != nil, !finished else { return }
+                    perform(machine.requestFailed(failure.code))
+                }
+            }
+    }
+
+    private func startRelay(reply: ByteBuffer, context: ChannelHandlerContext) {
+        guard let target = outbound else { return }
+        record.reply = .succeeded
+        context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+        let payload = buffer.readableBytes > 0 ? buffer : nil
+        buffer = ByteBuffer()
+        do {
+            relay = try TCPRelay.start(
+                client: context.channel, target: target, configuration: services.relay,
+                initialPayload: payload, clientInputClosed: clientInputClosed
+            ) { [self] outcome in
+                record.counters = outcome.counters
+                finish(end: outcome.end.rawValue)
+            }
+            context.pipeline.syncOperations.removeHandler(context: context, promise: nil)
+        } catch {
+            services.logger.error("cannot start the relay", metadata: ["session": "\(record.idText)", "error": "\(error)"])
+            target.close(promise: nil)
+            context.close(promise: nil)
+        }
+    }
+
+    private func negotiationTimedOut() {
+        negotiationTimer = nil
+        guard !machine.isFinished, relay == nil, outbound == nil else { return }
+        record.end = record.end ?? "negotiation_timeout"
+        context?.close(promise: nil)
+    }
+
+    /// Ends the session once: stops its timer, leaves the registry, writes the access-log line.
+    private func finish(end: String) {
+        guard !finished else { return }
+        finished = true
+        negotiationTimer?.cancel()
+        negotiationTimer = nil
+        services.registry.remove(record.id)
+        record.end = record.end ?? end
+        services.accessLogger.info("session", metadata: record.metadata(user: identity.user ?? record.user))
+    }
+}
+
+/// What the access log says of a session.
+struct SessionRecord {
+    let id: UInt64
+    let listener: String
+    let start = NIODeadline.now()
+    var client: SocketAddress?
+    var user: String?
+    var command: SOCKSCommand?
+    var destination: SOCKSEndpoint?
+    var remote: SocketAddress?
+    var reply: SOCKSReplyCode?
+    var counters = RelayCounters()
+    var end: String?
+
+    init(id: UInt64, listener: String) {
+        self.id = id
+        self.listener = listener
+    }
+
+    var idText: String { String(id, radix: 16) }
+    var clientText: String { client.map(Self.text) ?? "-" }
+
+    static func text(_ address: SocketAddress) -> String {
+        guard let ip = address.ipAddress, let port = address.port else { return "\(address)" }
+        return address.protocol == .inet6 ? "[\(ip)]:\(port)" : "\(ip):\(port)"
+    }
+
+    func metadata(user: String?) -> Logger.Metadata {
+        let elapsed = NIODeadline.now() - start
+        let seconds = Double(elapsed.nanoseconds) / 1e9
+        return [
+            "session": "\(idText)",
+            "listener": "\(listener)",
+            "client": "\(clientText)",
+            "user": "\(user ?? "-")",
+            "cmd": "\(command.map(\.description) ?? "-")",
+            "dst": "\(destination.map(\.description) ?? "-")",
+            "remote": "\(remote.map(Self.text) ?? "-")",
+            "reply": "\(reply.map { String($0.rawValue) } ?? "-")",
+            "up": "\(counters.clientToTarget)",
+            "down": "\(counters.targetToClient)",
+            "duration": "\((seconds * 1000).rounded() / 1000)",
+            "end": "\(end ?? "-")",
+        ]
+    }
+}
+
+extension ServerNegotiation.Failure {
+    /// The `end` field of the access log.
+    var logName: String {
+        switch self {
+        case .protocolError: return "protocol_error"
+        case .noAcceptableMethod: return "no_acceptable_method"
+        case .authenticationFailed: return "auth_failed"
+        case .commandNotSupported: return "command_not_supported"
+        case .requestFailed: return "request_failed"
+        case .earlyDataLimitExceeded: return "early_data_limit"
+        case .clientClosed: return "client_closed"
+        }
+    }
+}

@@ -1,0 +1,271 @@
+import NIOCore
+
+/// How a relayed session ended: the first thing that started its end.
+public enum RelayEnd: String, Sendable {
+    /// The client sent EOF first (the other direction was then allowed to finish).
+    case clientClosed = "client_closed"
+    /// The target sent EOF first.
+    case targetClosed = "target_closed"
+    /// The client connection failed (reset, write error).
+    case clientError = "client_error"
+    /// The target connection failed (reset, write error).
+    case targetError = "target_error"
+    /// No byte moved either way for the idle timeout.
+    case idleTimeout = "idle_timeout"
+    /// The server closed it (shutdown after the grace period).
+    case closedByServer = "closed_by_server"
+}
+
+/// Byte counts of one relayed session.
+public struct RelayCounters: Sendable, Hashable {
+    /// Bytes read from the client and written towards the target.
+    public var clientToTarget: UInt64 = 0
+    /// Bytes read from the target and written towards the client.
+    public var targetToClient: UInt64 = 0
+
+    public init(clientToTarget: UInt64 = 0, targetToClient: UInt64 = 0) {
+        self.clientToTarget = clientToTarget
+        self.targetToClient = targetToClient
+    }
+}
+
+/// What the relay reports once both connections are closed.
+public struct RelayOutcome: Sendable {
+    public var counters: RelayCounters
+    public var end: RelayEnd
+}
+
+/// Settings of the relay.
+public struct RelayConfiguration: Sendable, Hashable {
+    /// Close the session when no byte has moved either way for this long; nil never does.
+    public var idleTimeout: TimeAmount?
+
+    public init(idleTimeout: TimeAmount?) {
+        self.idleTimeout = idleTimeout
+    }
+}
+
+/// The one bidirectional TCP relay every session goes through.
+///
+/// Two handlers, one on each channel, hand each other what they read (the shape of swift-nio-ssh's
+/// `GlueHandler`): a side is read only while the other side is writable (backpressure both ways); an
+/// EOF on one side becomes a write shutdown on the other while the reverse direction keeps flowing;
+/// the session ends when both channels are closed. Both channels must share one event loop, which is
+/// what lets the handlers touch each other without locks.
+public enum TCPRelay {
+    /// Joins `client` and `target`. Call on their shared event loop.
+    ///
+    /// - Parameters:
+    ///   - initialPayload: bytes the client sent ahead of the reply, written to the target first.
+    ///   - clientInputClosed: the client already sent EOF; the target's write side is shut at once.
+    ///   - onEnd: called once, on the event loop, when both channels have closed.
+    /// - Returns: a handle that can close the session.
+    @discardableResult
+    public static func start(
+        client: any Channel,
+        target: any Channel,
+        configuration: RelayConfiguration,
+        initialPayload: ByteBuffer?,
+        clientInputClosed: Bool,
+        onEnd: @escaping (RelayOutcome) -> Void
+    ) throws -> RelaySession {
+        precondition(client.eventLoop === target.eventLoop, "the relay needs both channels on one event loop")
+        client.eventLoop.preconditionInEventLoop()
+        let session = RelaySession(eventLoop: client.eventLoop, configuration: configuration, onEnd: onEnd)
+        let clientHandler = RelayHandler(side: .client, session: session)
+        let targetHandler = RelayHandler(side: .target, session: session)
+        clientHandler.partner = targetHandler
+        targetHandler.partner = clientHandler
+        session.handlers = (clientHandler, targetHandler)
+
+        try target.pipeline.syncOperations.addHandler(targetHandler)
+        try client.pipeline.syncOperations.addHandler(clientHandler)
+        if let initialPayload, initialPayload.readableBytes > 0 {
+            session.counters.clientToTarget += UInt64(initialPayload.readableBytes)
+            target.writeAndFlush(initialPayload, promise: nil)
+        }
+        if clientInputClosed {
+            session.noteEnd(.clientClosed)
+            target.close(mode: .output, promise: nil)
+        }
+        session.startIdleTimer()
+        // Channels may have closed before the handlers were in place.
+        if !client.isActive { clientHandler.sideClosed() }
+        if !target.isActive { targetHandler.sideClosed() }
+        return session
+    }
+}
+
+/// One relayed session: its counters, its idle timer and the callback for its end. Lives on the
+/// event loop of its channels.
+public final class RelaySession {
+    let eventLoop: any EventLoop
+    let configuration: RelayConfiguration
+    var counters = RelayCounters()
+    private var end: RelayEnd?
+    private var onEnd: ((RelayOutcome) -> Void)?
+    fileprivate var handlers: (client: RelayHandler, target: RelayHandler)?
+    private var openSides = 2
+    private var idleTimer: Scheduled<Void>?
+    private var quietTicks = 0
+    private var bytesAtLastTick: UInt64 = 0
+
+    /// Ticks of the idle timer per idle timeout: a quiet session closes within 1.25 × the timeout.
+    private static let ticksPerIdleTimeout: Int64 = 4
+
+    fileprivate init(eventLoop: any EventLoop, configuration: RelayConfiguration, onEnd: @escaping (RelayOutcome) -> Void) {
+        self.eventLoop = eventLoop
+        self.configuration = configuration
+        self.onEnd = onEnd
+    }
+
+    /// The bytes moved so far.
+    public var currentCounters: RelayCounters { counters }
+
+    /// Closes both connections at once (server shutdown). Call on the session's event loop.
+    public func close() {
+        noteEnd(.closedByServer)
+        closeBoth()
+    }
+
+    fileprivate func noteEnd(_ reason: RelayEnd) {
+        if end == nil { end = reason }
+    }
+
+    fileprivate func closeBoth() {
+        handlers?.client.closeChannel()
+        handlers?.target.closeChannel()
+    }
+
+    fileprivate func sideClosed() {
+        openSides -= 1
+        guard openSides == 0 else {
+            // The other side has nothing left to talk to.
+            closeBoth()
+            return
+        }
+        idleTimer?.cancel()
+        idleTimer = nil
+        handlers = nil
+        let callback = onEnd
+        onEnd = nil
+        callback?(RelayOutcome(counters: counters, end: end ?? .clientClosed))
+    }
+
+    fileprivate func startIdleTimer() {
+        guard let timeout = configuration.idleTimeout, timeout.nanoseconds > 0 else { return }
+        let tick = TimeAmount.nanoseconds(max(timeout.nanoseconds / Self.ticksPerIdleTimeout, 1))
+        idleTimer = eventLoop.assumeIsolated().scheduleTask(in: tick) { [self] in
+            idleTick()
+        }
+    }
+
+    private func idleTick() {
+        guard handlers != nil else { return }
+        let moved = counters.clientToTarget &+ counters.targetToClient
+        if moved == bytesAtLastTick {
+            quietTicks += 1
+        } else {
+            quietTicks = 0
+            bytesAtLastTick = moved
+        }
+        if quietTicks >= Int(Self.ticksPerIdleTimeout) {
+            noteEnd(.idleTimeout)
+            closeBoth()
+        } else {
+            startIdleTimer()
+        }
+    }
+}
+
+/// One side of the relay: reads from its channel and writes into its partner's.
+final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    enum Side { case client, target }
+
+    let side: Side
+    let session: RelaySession
+    fileprivate var partner: RelayHandler?
+    private var context: ChannelHandlerContext?
+    private var pendingRead = false
+    private var closed = false
+
+    init(side: Side, session: RelaySession) {
+        self.side = side
+        self.session = session
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        self.context = context
+        if context.channel.isWritable { partner?.partnerBecameWritable() }
+    }
+
+    func handlerRemoved(context: ChannelHandlerContext) {
+        self.context = nil
+        self.partner = nil
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
+        switch side {
+        case .client: session.counters.clientToTarget &+= UInt64(buffer.readableBytes)
+        case .target: session.counters.targetToClient &+= UInt64(buffer.readableBytes)
+        }
+        partner?.context?.write(data, promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        partner?.context?.flush()
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        sideClosed()
+        context.fireChannelInactive()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            session.noteEnd(side == .client ? .clientClosed : .targetClosed)
+            // Pass the EOF on; the reverse direction keeps flowing.
+            partner?.context?.close(mode: .output, promise: nil)
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        session.noteEnd(side == .client ? .clientError : .targetError)
+        session.closeBoth()
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable { partner?.partnerBecameWritable() }
+        context.fireChannelWritabilityChanged()
+    }
+
+    func read(context: ChannelHandlerContext) {
+        if let partner, partner.context?.channel.isWritable == true {
+            context.read()
+        } else {
+            pendingRead = true
+        }
+    }
+
+    private func partnerBecameWritable() {
+        guard pendingRead else { return }
+        pendingRead = false
+        context?.read()
+    }
+
+    fileprivate func closeChannel() {
+        context?.close(promise: nil)
+    }
+
+    fileprivate func sideClosed() {
+        guard !closed else { return }
+        closed = true
+        session.sideClosed()
+    }
+}

@@ -1,0 +1,122 @@
+import ArgumentParser
+import Logging
+import Sallyport
+import ServiceLifecycle
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+@main
+struct SallyportCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "sallyport",
+        abstract: "A SOCKS5 proxy server (RFC 1928, RFC 1929).",
+        discussion: """
+            With no configuration file, Sallyport serves on 127.0.0.1:1080 with no authentication, \
+            reachable from this host only.
+            """,
+        version: sallyportVersion,
+        subcommands: [Run.self, CheckConfig.self],
+        defaultSubcommand: Run.self)
+}
+
+struct Run: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run the server (the default).")
+
+    @Option(name: .long, help: ArgumentHelp("The YAML configuration file (see conf/sallyport.yaml).", valueName: "path"))
+    var config: String?
+
+    @Option(
+        name: .long,
+        help: ArgumentHelp(
+            "Listen on HOST:PORT ([V6]:PORT for IPv6) instead of the configured listeners; repeatable. Port 0 picks a free port.",
+            valueName: "host:port"))
+    var listen: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("Log level: trace, debug, info, notice, warning, error, critical.", valueName: "level"))
+    var logLevel: String?
+
+    @Option(name: .long, help: ArgumentHelp("Log format: logfmt or json.", valueName: "format"))
+    var logFormat: String?
+
+    func validate() throws {
+        for address in listen {
+            if case .failure(let error) = ConfigurationLoader.parseListenAddress(address) {
+                throw ValidationError("--listen \(error)")
+            }
+        }
+        if let logLevel, LogConfiguration.Level(rawValue: logLevel) == nil {
+            throw ValidationError("--log-level '\(logLevel)': expected one of \(LogConfiguration.Level.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        if let logFormat, LogConfiguration.Format(rawValue: logFormat) == nil {
+            throw ValidationError("--log-format '\(logFormat)': expected logfmt or json")
+        }
+    }
+
+    func run() async throws {
+        var configuration: ServerConfiguration
+        if let config {
+            do {
+                configuration = try ConfigurationLoader.load(path: config)
+            } catch {
+                printError("sallyport: the configuration is not valid:\n\(error)")
+                throw ExitCode.failure
+            }
+        } else {
+            configuration = .embeddedDefault
+        }
+        if !listen.isEmpty {
+            let methods = configuration.listeners.first?.methods ?? [.none]
+            configuration.listeners = listen.compactMap { text in
+                guard case .success(let address) = ConfigurationLoader.parseListenAddress(text) else { return nil }
+                return ListenerConfiguration(host: address.host, port: address.port, methods: methods)
+            }
+        }
+        if let logLevel, let level = LogConfiguration.Level(rawValue: logLevel) { configuration.log.level = level }
+        if let logFormat, let format = LogConfiguration.Format(rawValue: logFormat) { configuration.log.format = format }
+
+        let log = configuration.log
+        LoggingSystem.bootstrap { label in
+            LineLogHandler(label: label, level: log.level.loggerLevel, format: log.format)
+        }
+        let logger = Logger(label: "sallyport")
+        let server = SallyportServer(
+            configuration: configuration, logger: logger, accessLogger: Logger(label: "sallyport.access"))
+        let group = ServiceGroup(
+            configuration: ServiceGroupConfiguration(
+                services: [.init(service: server)],
+                gracefulShutdownSignals: [.sigterm, .sigint],
+                logger: Logger(label: "sallyport.lifecycle", factory: { _ in SwiftLogNoOpLogHandler() })))
+        do {
+            try await group.run()
+        } catch {
+            logger.critical("cannot run", metadata: ["error": "\(error)"])
+            throw ExitCode.failure
+        }
+    }
+}
+
+struct CheckConfig: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-config",
+        abstract: "Check a configuration file: exit 0 when it is valid, else print every problem and exit 1.")
+
+    @Argument(help: ArgumentHelp("The YAML configuration file.", valueName: "path"))
+    var path: String
+
+    func run() throws {
+        do {
+            let configuration = try ConfigurationLoader.load(path: path)
+            let listeners = configuration.listeners.map(\.addressDescription).joined(separator: ", ")
+            print("\(path): valid; listeners: \(listeners)")
+        } catch {
+            printError("\(error)")
+            throw ExitCode.failure
+        }
+    }
+}
+
+func printError(_ text: String) {
+    LineLogHandler.standardError(text + "\n")
+}
