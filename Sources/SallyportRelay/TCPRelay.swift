@@ -89,6 +89,9 @@ public enum TCPRelay {
             target.close(mode: .output, promise: nil)
         }
         session.startIdleTimer()
+        // The target was connected with reading off, so that nothing it sent first was read before
+        // the relay was in place; reading starts now.
+        try target.syncOptions?.setOption(.autoRead, value: true)
         // Channels may have closed before the handlers were in place.
         if !client.isActive { clientHandler.sideClosed() }
         if !target.isActive { targetHandler.sideClosed() }

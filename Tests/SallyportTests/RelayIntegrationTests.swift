@@ -1,0 +1,259 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import SOCKSProtocol
+import Sallyport
+import Testing
+
+/// Sends `payload` through the proxy to an echo server while reading the echo at the same time.
+func echoThroughProxy(proxyPort: Int, destination: SOCKSEndpoint, payload: [UInt8]) async throws -> (SOCKSReply, [UInt8]) {
+    try await onThread {
+        let socket = try TestSocket(host: "127.0.0.1", port: proxyPort)
+        let reply = try socket.socksConnect(to: destination)
+        guard reply.code == .succeeded else { return (reply, []) }
+        let writer = Thread {
+            try? socket.send(payload)
+            socket.shutdownWrite()
+        }
+        writer.start()
+        let echoed = try socket.receiveUntilEOF()
+        return (reply, echoed)
+    }
+}
+
+@Suite struct RelayIntegrationTests {
+    static let mebibyte = patternBytes(count: 1 << 20, seed: 42)
+
+    @Test func connectByIPv4EchoesOneMiBIntact() async throws {
+        let echo = try await TargetServer.echo()
+        let proxy = try await TestProxy.start()
+        let (reply, echoed) = try await echoThroughProxy(
+            proxyPort: proxy.port, destination: SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port)),
+            payload: Self.mebibyte)
+        #expect(reply.code == .succeeded)
+        #expect(echoed.count == Self.mebibyte.count)
+        #expect(fnv1a(echoed) == fnv1a(Self.mebibyte))
+        // BND is the real local address of the outbound socket.
+        #expect(reply.bound.host == .ipv4(.init(127, 0, 0, 1)))
+        #expect(reply.bound.port != 0 && Int(reply.bound.port) != echo.port)
+        await proxy.stop()
+        await echo.stop()
+    }
+
+    @Test func connectByIPv6EchoesOneMiBIntact() async throws {
+        let echo = try await TargetServer.echo(host: "::1")
+        let proxy = try await TestProxy.start()
+        let (reply, echoed) = try await echoThroughProxy(
+            proxyPort: proxy.port, destination: SOCKSEndpoint(host: .ipv6(.init(high: 0, low: 1)), port: UInt16(echo.port)),
+            payload: Self.mebibyte)
+        #expect(reply.code == .succeeded)
+        #expect(reply.bound.host == .ipv6(.init(high: 0, low: 1)))
+        #expect(fnv1a(echoed) == fnv1a(Self.mebibyte))
+        await proxy.stop()
+        await echo.stop()
+    }
+
+    @Test func connectByNameEchoesOneMiBIntact() async throws {
+        // localhost may resolve to ::1 first, where nothing listens: the IPv4 address must still win.
+        let echo = try await TargetServer.echo()
+        let proxy = try await TestProxy.start()
+        let (reply, echoed) = try await echoThroughProxy(
+            proxyPort: proxy.port, destination: SOCKSEndpoint(host: .domain("localhost"), port: UInt16(echo.port)),
+            payload: Self.mebibyte)
+        #expect(reply.code == .succeeded)
+        #expect(fnv1a(echoed) == fnv1a(Self.mebibyte))
+        await proxy.stop()
+        await echo.stop()
+    }
+
+    @Test func listenerOnIPv6Serves() async throws {
+        let echo = try await TargetServer.echo()
+        let proxy = try await TestProxy.start { $0.listeners = [.init(host: "::1", port: 0)] }
+        let echoed: [UInt8] = try await onThread {
+            let socket = try TestSocket(host: "::1", port: proxy.port)
+            let reply = try socket.socksConnect(to: SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port)), payload: [1, 2, 3])
+            guard reply.code == .succeeded else { return [] }
+            socket.shutdownWrite()
+            return try socket.receiveUntilEOF()
+        }
+        #expect(echoed == [1, 2, 3])
+        await proxy.stop()
+        await echo.stop()
+    }
+
+    @Test func halfCloseDeliversTheWholeEchoThenEOF() async throws {
+        let echo = try await TargetServer.echo()
+        let proxy = try await TestProxy.start()
+        let payload = patternBytes(count: 300_000, seed: 7)
+        let echoed: [UInt8] = try await onThread {
+            let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
+            let reply = try socket.socksConnect(to: SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port)))
+            guard reply.code == .succeeded else { return [] }
+            let writer = Thread {
+                try? socket.send(payload)
+                // Our write side ends here; the echo must still come back in full.
+                socket.shutdownWrite()
+            }
+            writer.start()
+            return try socket.receiveUntilEOF()
+        }
+        #expect(echoed == payload)
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("end=client_closed") && $0.contains("up=300000 down=300000") } })
+        await proxy.stop()
+        await echo.stop()
+    }
+
+    @Test func pipelinedGreetingRequestAndPayloadInOneSegment() async throws {
+        let echo = try await TargetServer.echo()
+        let proxy = try await TestProxy.start()
+        let echoed: [UInt8] = try await onThread {
+            let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
+            var buffer = ByteBuffer()
+            buffer.writeClientGreeting(ClientGreeting(methods: [.none]))
+            buffer.writeSOCKSRequest(SOCKSRequest(command: .connect, destination: SOCKSEndpoint(host: .domain("127.0.0.1"), port: UInt16(echo.port))))
+            buffer.writeString("early payload")
+            try socket.send(Array(buffer.readableBytesView))
+            socket.shutdownWrite()
+            return try socket.receiveUntilEOF()
+        }
+        // Method selection (2) + reply (10) + the echoed payload.
+        #expect(echoed.count == 2 + 10 + 13)
+        #expect(Array(echoed.suffix(13)) == Array("early payload".utf8))
+        await proxy.stop()
+        await echo.stop()
+    }
+
+    @Test func negotiationFedOneByteAtATimeWorks() async throws {
+        let echo = try await TargetServer.echo()
+        let proxy = try await TestProxy.start()
+        let echoed: [UInt8] = try await onThread {
+            let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
+            var buffer = ByteBuffer()
+            buffer.writeClientGreeting(ClientGreeting(methods: [.none]))
+            buffer.writeSOCKSRequest(SOCKSRequest(command: .connect, destination: SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))))
+            for byte in buffer.readableBytesView {
+                try socket.send([byte])
+                usleep(2000)
+            }
+            try expectBytesHelper(try socket.receive(exactly: 2), [5, 0])
+            let reply = try socket.readReply()
+            guard reply.code == .succeeded else { return [] }
+            try socket.send([9, 8, 7])
+            return try socket.receive(exactly: 3)
+        }
+        #expect(echoed == [9, 8, 7])
+        await proxy.stop()
+        await echo.stop()
+    }
+
+    @Test func targetThatSpeaksFirstIsHeard() async throws {
+        let banner = try await TargetServer.start { BannerHandler(banner: "SSH-2.0-Test\r\n") }
+        let proxy = try await TestProxy.start()
+        let received: [UInt8] = try await onThread {
+            let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
+            let reply = try socket.socksConnect(to: SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(banner.port)))
+            guard reply.code == .succeeded else { return [] }
+            return try socket.receive(exactly: 14)
+        }
+        #expect(received == Array("SSH-2.0-Test\r\n".utf8))
+        await proxy.stop()
+        await banner.stop()
+    }
+
+    @Test func refusedConnectionGetsReply05() async throws {
+        let closedPort = try await freePort()
+        let proxy = try await TestProxy.start()
+        let reply = try await onThread {
+            let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
+            let reply = try socket.socksConnect(to: SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(closedPort)))
+            #expect(socket.waitForClose())
+            return reply
+        }
+        #expect(reply.code == .connectionRefused)
+        #expect(reply.bound == .unspecified)
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("reply=5") && $0.contains("end=request_failed") } })
+        await proxy.stop()
+    }
+
+    @Test func unknownNameGetsReply04() async throws {
+        let proxy = try await TestProxy.start()
+        let reply = try await onThread {
+            let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
+            return try socket.socksConnect(to: SOCKSEndpoint(host: .domain("no-such-host.invalid"), port: 80))
+        }
+        #expect(reply.code == .hostUnreachable)
+        await proxy.stop()
+    }
+
+    @Test func silentClientIsClosedAfterTheNegotiationTimeout() async throws {
+        let proxy = try await TestProxy.start { $0.timeouts.negotiation = .milliseconds(300) }
+        let elapsed = try await onThread {
+            let socket = try TestSocket(host: "127.0.0.1", port: proxy.port, timeout: 5)
+            let start = NIODeadline.now()
+            try socket.send([5])  // a greeting that never completes
+            #expect(socket.waitForClose())
+            return NIODeadline.now() - start
+        }
+        #expect(elapsed >= .milliseconds(250))
+        #expect(elapsed < .seconds(3))
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("end=negotiation_timeout") } })
+        await proxy.stop()
+    }
+
+    @Test func clientFloodingBeforeItsReplyIsClosed() async throws {
+        // The authenticator answers late, so the client's request and payload pile up unanswered.
+        let proxy = try await TestProxy.start(
+            configure: {
+                $0.limits.earlyDataBytes = 1024
+                $0.listeners[0].methods = [.usernamePassword]
+            },
+            authenticator: SlowAuthenticator(delay: .seconds(5)))
+        let (closed, elapsed) = try await onThread {
+            let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
+            let start = NIODeadline.now()
+            var buffer = ByteBuffer()
+            buffer.writeClientGreeting(ClientGreeting(methods: [.usernamePassword]))
+            buffer.writeUsernamePasswordRequest(UsernamePasswordRequest(username: "u", password: Password("pw-u")))
+            buffer.writeSOCKSRequest(SOCKSRequest(command: .connect, destination: SOCKSEndpoint(host: .domain("example.com"), port: 80)))
+            buffer.writeBytes([UInt8](repeating: 0x41, count: 4096))
+            try socket.send(Array(buffer.readableBytesView))
+            return (socket.waitForClose(), NIODeadline.now() - start)
+        }
+        #expect(closed)
+        #expect(elapsed < .seconds(3))
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("end=early_data_limit") } })
+        await proxy.stop()
+    }
+
+    @Test func twoHundredConcurrentSessionsAllComplete() async throws {
+        let echo = try await TargetServer.echo()
+        let proxy = try await TestProxy.start()
+        let results = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for index in 0..<200 {
+                group.addTask {
+                    let payload = patternBytes(count: 4096, seed: UInt64(index + 1))
+                    let (reply, echoed) = try await echoThroughProxy(
+                        proxyPort: proxy.port, destination: SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port)),
+                        payload: payload)
+                    return reply.code == .succeeded && echoed == payload
+                }
+            }
+            var results: [Bool] = []
+            for try await result in group { results.append(result) }
+            return results
+        }
+        #expect(results.count == 200)
+        #expect(results.allSatisfy { $0 })
+        #expect(await proxy.logs.wait { $0.filter { $0.contains(" msg=session ") }.count == 200 })
+        await proxy.stop()
+        await echo.stop()
+    }
+}
+
+/// A port on 127.0.0.1 that nothing listens on (bound, read, closed).
+func freePort() async throws -> Int {
+    let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+    let port = channel.localAddress!.port!
+    try await channel.close()
+    return port
+}

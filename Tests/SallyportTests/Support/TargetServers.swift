@@ -1,0 +1,207 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Sallyport
+import SallyportAuth
+
+/// Echoes every byte; on EOF it finishes writing and shuts its write side (half-close aware).
+final class EchoHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.write(data, promise: nil)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        context.flush()
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            context.close(mode: .output, promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// Answers any request with a fixed HTTP response, then closes.
+final class HTTPResponder: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let body: String
+    private var received = ""
+    private var answered = false
+
+    init(body: String) { self.body = body }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        received += String(buffer: unwrapInboundIn(data))
+        guard !answered, received.contains("\r\n\r\n") else { return }
+        answered = true
+        let response = "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: \(body.utf8.count)\r\nConnection: close\r\n\r\n\(body)"
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: response))).assumeIsolated().whenComplete { _ in
+            context.close(promise: nil)
+        }
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        context.close(promise: nil)
+    }
+}
+
+/// Sends a banner as soon as a client connects (as SSH and SMTP servers do), then echoes.
+final class BannerHandler: ChannelInboundHandler {
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let banner: String
+
+    init(banner: String) { self.banner = banner }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: banner)), promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        context.writeAndFlush(data, promise: nil)
+    }
+}
+
+/// A TCP server on loopback for tests, on a port the system picks.
+struct TargetServer {
+    let channel: any Channel
+    var port: Int { channel.localAddress!.port! }
+
+    static func start(host: String = "127.0.0.1", _ makeHandler: @escaping @Sendable () -> any ChannelHandler & Sendable) async throws -> TargetServer {
+        let channel = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.allowRemoteHalfClosure, value: true)
+            .childChannelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(makeHandler())
+                }
+            }
+            .bind(host: host, port: 0).get()
+        return TargetServer(channel: channel)
+    }
+
+    static func echo(host: String = "127.0.0.1") async throws -> TargetServer {
+        try await start(host: host) { EchoHandler() }
+    }
+
+    func stop() async {
+        try? await channel.close()
+    }
+}
+
+// The handlers above live on one event loop each; NIO hands them to their loop once.
+extension EchoHandler: @unchecked Sendable {}
+extension HTTPResponder: @unchecked Sendable {}
+extension BannerHandler: @unchecked Sendable {}
+
+/// Collects the log lines a server writes, for assertions.
+final class LogCapture: Sendable {
+    private let box = NIOLockedValueBox<[String]>([])
+
+    var lines: [String] { box.withLockedValue { $0 } }
+    var text: String { lines.joined() }
+
+    func logger(label: String = "test", format: LogConfiguration.Format = .logfmt, level: Logger.Level = .trace) -> Logger {
+        Logger(label: label) { label in
+            LineLogHandler(label: label, level: level, format: format) { [box] line in
+                box.withLockedValue { $0.append(line) }
+            }
+        }
+    }
+
+    /// Lines of the access log (message `session`).
+    var sessionLines: [String] { lines.filter { $0.contains(" msg=session ") } }
+
+    /// Waits until `predicate` holds for the captured lines, up to `timeout` seconds.
+    func wait(timeout: Double = 5, until predicate: ([String]) -> Bool) async -> Bool {
+        let deadline = NIODeadline.now() + .milliseconds(Int64(timeout * 1000))
+        while NIODeadline.now() < deadline {
+            if predicate(lines) { return true }
+            try? await Task.sleep(for: .milliseconds(20))
+        }
+        return predicate(lines)
+    }
+}
+
+/// Parses the `key=value` fields of a logfmt line.
+func logfmtFields(_ line: String) -> [String: String] {
+    var fields: [String: String] = [:]
+    var index = line.startIndex
+    while index < line.endIndex {
+        while index < line.endIndex, line[index] == " " || line[index] == "\n" { index = line.index(after: index) }
+        guard let equals = line[index...].firstIndex(of: "=") else { break }
+        let key = String(line[index..<equals])
+        var valueStart = line.index(after: equals)
+        var value = ""
+        if valueStart < line.endIndex, line[valueStart] == "\"" {
+            valueStart = line.index(after: valueStart)
+            var cursor = valueStart
+            while cursor < line.endIndex, line[cursor] != "\"" {
+                if line[cursor] == "\\" { cursor = line.index(after: cursor) }
+                value.append(line[cursor])
+                cursor = line.index(after: cursor)
+            }
+            index = cursor < line.endIndex ? line.index(after: cursor) : cursor
+        } else {
+            let end = line[valueStart...].firstIndex(where: { $0 == " " || $0 == "\n" }) ?? line.endIndex
+            value = String(line[valueStart..<end])
+            index = end
+        }
+        fields[key] = value
+    }
+    return fields
+}
+
+/// A running Sallyport for one test.
+struct TestProxy {
+    let server: SallyportServer
+    let addresses: [SocketAddress]
+    let logs: LogCapture
+    var port: Int { addresses[0].port! }
+
+    static func start(
+        configure: (inout ServerConfiguration) -> Void = { _ in },
+        authenticator: (any Authenticator)? = nil
+    ) async throws -> TestProxy {
+        var configuration = ServerConfiguration(listeners: [ListenerConfiguration(host: "127.0.0.1", port: 0)])
+        configuration.timeouts.shutdownGrace = .zero
+        configure(&configuration)
+        let logs = LogCapture()
+        let server = SallyportServer(
+            configuration: configuration, authenticator: authenticator, logger: logs.logger(label: "sallyport"),
+            accessLogger: logs.logger(label: "sallyport.access"))
+        let addresses = try await server.start()
+        return TestProxy(server: server, addresses: addresses, logs: logs)
+    }
+
+    func stop() async {
+        await server.shutdown(grace: .zero)
+    }
+}
+
+/// Accepts any user whose password is "pw-" followed by the user name.
+struct TestAuthenticator: Authenticator {
+    func authenticate(_ request: AuthenticationRequest, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> {
+        let ok = request.password == Array("pw-\(request.username)".utf8)
+        return eventLoop.makeSucceededFuture(ok ? .success(Identity(user: request.username, groups: ["staff"])) : .failure(reason: "bad password"))
+    }
+}
+
+/// Accepts everyone, but only after `delay`.
+struct SlowAuthenticator: Authenticator {
+    let delay: TimeAmount
+
+    func authenticate(_ request: AuthenticationRequest, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> {
+        let user = request.username
+        return eventLoop.scheduleTask(in: delay) { AuthenticationResult.success(Identity(user: user)) }.futureResult
+    }
+}
