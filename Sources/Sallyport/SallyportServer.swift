@@ -96,8 +96,9 @@ public final class SallyportServer: Service, Sendable {
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: receiveBuffer))
             .childChannelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture {
+                    let listenerName = channel.parent?.localAddress.map(SessionRecord.text) ?? name
                     try channel.pipeline.syncOperations.addHandler(
-                        SOCKSServerHandler(services: services, negotiation: negotiation, listener: name))
+                        SOCKSServerHandler(services: services, negotiation: negotiation, listener: listenerName))
                 }
             }
         do {

@@ -1,0 +1,117 @@
+import Foundation
+import NIOCore
+import SOCKSProtocol
+import Testing
+
+@testable import Sallyport
+
+@Suite struct AccessLogTests {
+    @Test func sessionLineCarriesEveryField() async throws {
+        let echo = try await TargetServer.echo()
+        let proxy = try await TestProxy.start(
+            configure: { $0.listeners[0].methods = [.usernamePassword] }, authenticator: TestAuthenticator())
+        let clientPort: Int = try await onThread {
+            let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
+            var buffer = ByteBuffer()
+            buffer.writeClientGreeting(ClientGreeting(methods: [.usernamePassword]))
+            buffer.writeUsernamePasswordRequest(UsernamePasswordRequest(username: "alice", password: Password("pw-alice")))
+            buffer.writeSOCKSRequest(SOCKSRequest(command: .connect, destination: SOCKSEndpoint(host: .domain("localhost"), port: UInt16(echo.port))))
+            buffer.writeBytes([UInt8](repeating: 1, count: 1000))
+            try socket.send(Array(buffer.readableBytesView))
+            socket.shutdownWrite()
+            let received = try socket.receiveUntilEOF()
+            try expectBytesHelper(Array(received.prefix(4)), [5, 2, 1, 0])
+            var local = sockaddr_storage()
+            var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
+            _ = withUnsafeMutablePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket.fd, $0, &length) }
+            }
+            return withUnsafePointer(to: &local) {
+                $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
+            }
+        }
+        #expect(await proxy.logs.wait { !$0.filter { $0.contains(" msg=session ") }.isEmpty })
+        let line = try #require(proxy.logs.sessionLines.first)
+        let fields = logfmtFields(line)
+        #expect(fields["level"] == "info")
+        #expect(fields["session"]?.isEmpty == false)
+        #expect(fields["listener"] == "127.0.0.1:\(proxy.port)")
+        #expect(fields["client"] == "127.0.0.1:\(clientPort)")
+        #expect(fields["user"] == "alice")
+        #expect(fields["cmd"] == "connect")
+        #expect(fields["dst"] == "localhost:\(echo.port)")
+        #expect(fields["remote"] == "127.0.0.1:\(echo.port)")
+        #expect(fields["reply"] == "0")
+        #expect(fields["up"] == "1000")
+        #expect(fields["down"] == "1000")
+        #expect(Double(fields["duration"] ?? "") != nil)
+        #expect(fields["end"] == "client_closed")
+        await proxy.stop()
+        await echo.stop()
+    }
+
+    @Test func failedNegotiationsAreLoggedToo() async throws {
+        let proxy = try await TestProxy.start()
+        try await onThread {
+            let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
+            try socket.send([5, 1, 2])  // offers only username; the listener offers none
+            try expectBytesHelper(try socket.receive(exactly: 2), [5, 0xFF])
+            _ = socket.waitForClose()
+        }
+        #expect(await proxy.logs.wait { $0.contains { $0.contains(" msg=session ") && $0.contains("end=no_acceptable_method") } })
+        let fields = logfmtFields(proxy.logs.sessionLines[0])
+        #expect(fields["user"] == "-")
+        #expect(fields["cmd"] == "-")
+        #expect(fields["reply"] == "-")
+        await proxy.stop()
+    }
+
+    @Test func jsonFormatIsOneObjectPerLine() throws {
+        let line = LineLogHandler.formatLine(
+            format: .json, timestamp: "2026-01-01T00:00:00.000Z", level: .info, message: "session",
+            metadata: ["user": "bob \"the\" builder", "up": "12", "dst": "example.com:443", "duration": "0.5"])
+        let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+        #expect(object?["msg"] as? String == "session")
+        #expect(object?["user"] as? String == "bob \"the\" builder")
+        #expect(object?["up"] as? Int == 12)
+        #expect(object?["duration"] as? Double == 0.5)
+        #expect(object?["dst"] as? String == "example.com:443")
+        #expect(!line.contains("\n"))
+    }
+
+    @Test func logfmtQuotesValuesWithSpaces() {
+        let line = LineLogHandler.formatLine(
+            format: .logfmt, timestamp: "t", level: .notice, message: "authentication failed",
+            metadata: ["user": "a b", "client": "127.0.0.1:5"])
+        #expect(line == "ts=t level=notice msg=\"authentication failed\" client=127.0.0.1:5 user=\"a b\"")
+    }
+
+    @Test func noPasswordEverAppearsInTheLogs() async throws {
+        let echo = try await TargetServer.echo()
+        let proxy = try await TestProxy.start(
+            configure: { $0.listeners[0].methods = [.usernamePassword] }, authenticator: TestAuthenticator())
+        let secret = "pw-carol"
+        let wrong = "Tr0ub4dor&3-wrong"
+        for password in [secret, wrong, "x\u{0}y"] {
+            try await onThread {
+                let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
+                var buffer = ByteBuffer()
+                buffer.writeClientGreeting(ClientGreeting(methods: [.usernamePassword]))
+                buffer.writeUsernamePasswordRequest(UsernamePasswordRequest(username: "carol", password: Password(password)))
+                buffer.writeSOCKSRequest(SOCKSRequest(command: .connect, destination: SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))))
+                try socket.send(Array(buffer.readableBytesView))
+                socket.shutdownWrite()
+                _ = try? socket.receiveUntilEOF()
+            }
+        }
+        #expect(await proxy.logs.wait { $0.filter { $0.contains(" msg=session ") }.count == 3 })
+        let text = proxy.logs.text
+        #expect(text.contains("user=carol"))
+        #expect(text.contains("auth_failed"))
+        #expect(!text.contains(secret))
+        #expect(!text.contains(wrong))
+        #expect(!text.contains("Tr0ub4dor"))
+        await proxy.stop()
+        await echo.stop()
+    }
+}

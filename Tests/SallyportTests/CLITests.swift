@@ -1,0 +1,95 @@
+import Foundation
+import SOCKSProtocol
+import Testing
+
+@Suite struct CLITests {
+    @Test func checkConfigAcceptsTheShippedExample() async throws {
+        let result = try await runProcess(sallyportExecutable(), ["check-config", packageRoot() + "/conf/sallyport.yaml"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout.contains("valid"))
+    }
+
+    @Test func checkConfigNamesLineAndKeyOfEachProblem() async throws {
+        let path = try temporaryFile("listen:\n  - 127.0.0.1:70000\nlog:\n  colour: red\n")
+        let result = try await runProcess(sallyportExecutable(), ["check-config", path])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("\(path):2:5: listen[0]: '127.0.0.1:70000': the port must be a number from 0 to 65535"))
+        #expect(result.stderr.contains("\(path):4:3: log.colour: unknown key"))
+    }
+
+    @Test func versionAndHelp() async throws {
+        let version = try await runProcess(sallyportExecutable(), ["--version"])
+        #expect(version.status == 0)
+        #expect(version.stdout.contains("0."))
+        let help = try await runProcess(sallyportExecutable(), ["run", "--help"])
+        #expect(help.stdout.contains("--listen"))
+        #expect(help.stdout.contains("--config"))
+    }
+
+    @Test func badListenAddressIsRefusedWithAReason() async throws {
+        let result = try await runProcess(sallyportExecutable(), ["--listen", "nowhere"])
+        #expect(result.status != 0)
+        #expect(result.stderr.contains("--listen 'nowhere': expected HOST:PORT"))
+    }
+
+    @Test func badConfigFileStopsTheServerWithItsErrors() async throws {
+        let path = try temporaryFile("timeouts:\n  idle: forever\n")
+        let result = try await runProcess(sallyportExecutable(), ["--config", path], timeout: 10)
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("\(path):2:9: timeouts.idle: 'forever' is not a duration"))
+    }
+
+    @Test func listenOnPortZeroLogsEveryBoundAddressAndStopsOnSIGTERM() async throws {
+        let echo = try await TargetServer.echo()
+        let server = try BackgroundProcess(sallyportExecutable(), ["--listen", "127.0.0.1:0", "--listen", "[::1]:0"])
+        #expect(await server.waitForStderr(containing: "msg=listening"))
+        let line = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
+        let addresses = logfmtFields(line)["addresses"]?.split(separator: ",").map(String.init) ?? []
+        #expect(addresses.count == 2)
+        #expect(addresses.first?.hasPrefix("127.0.0.1:") == true)
+        #expect(addresses.last?.hasPrefix("[::1]:") == true)
+
+        // A session through the started binary, then SIGTERM: it drains and exits 0.
+        let port = Int(addresses.first?.split(separator: ":").last ?? "") ?? 0
+        let echoed: [UInt8] = try await onThread {
+            let socket = try TestSocket(host: "127.0.0.1", port: port)
+            let reply = try socket.socksConnect(to: SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port)), payload: [4, 2])
+            guard reply.code == .succeeded else { return [] }
+            socket.shutdownWrite()
+            return try socket.receiveUntilEOF()
+        }
+        #expect(echoed == [4, 2])
+        #expect(await server.waitForStderr(containing: "msg=session"))
+        server.signal(SIGTERM)
+        #expect(await server.waitForExit() == 0)
+        #expect(server.stderr.contains("msg=stopped"))
+        await echo.stop()
+    }
+
+    @Test func sigtermLetsARunningSessionFinishWithinTheGrace() async throws {
+        let echo = try await TargetServer.echo()
+        let config = try temporaryFile("listen: [127.0.0.1:0]\ntimeouts:\n  shutdown_grace: 5s\n")
+        let server = try BackgroundProcess(sallyportExecutable(), ["--config", config])
+        #expect(await server.waitForStderr(containing: "msg=listening"))
+        let line = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
+        let port = Int(logfmtFields(line)["addresses"]?.split(separator: ":").last ?? "") ?? 0
+        let socket = try await onThread { () throws -> TestSocket in
+            let socket = try TestSocket(host: "127.0.0.1", port: port)
+            let reply = try socket.socksConnect(to: SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port)))
+            guard reply.code == .succeeded else { throw TestSocketError("connect failed", errno: 0) }
+            return socket
+        }
+        server.signal(SIGTERM)
+        #expect(await server.waitForStderr(containing: "draining sessions"))
+        // The session still works during the grace period, and closes when the client is done.
+        let echoed: [UInt8] = try await onThread {
+            try socket.send([1, 2, 3])
+            let back = try socket.receive(exactly: 3)
+            socket.shutdownWrite()
+            return back + (try socket.receiveUntilEOF())
+        }
+        #expect(echoed == [1, 2, 3])
+        #expect(await server.waitForExit() == 0)
+        await echo.stop()
+    }
+}

@@ -1,0 +1,125 @@
+import NIOCore
+import SOCKSProtocol
+import Testing
+
+@testable import Sallyport
+
+@Suite struct ConfigurationTests {
+    @Test func emptyFileGivesTheEmbeddedDefault() throws {
+        let configuration = try ConfigurationLoader.parse(yaml: "", file: "empty.yaml")
+        #expect(configuration == .embeddedDefault)
+        #expect(configuration.listeners == [ListenerConfiguration(host: "127.0.0.1", port: 1080, methods: [.none])])
+    }
+
+    @Test func everyKeyIsRead() throws {
+        let yaml = """
+            listen:
+              - 127.0.0.1:1081
+              - "[::1]:1082"
+              - address: 127.0.0.2:0
+                methods: [username, none]
+            methods: [none]
+            timeouts:
+              negotiation: 500ms
+              connect: 3s
+              idle: 2m
+              shutdown_grace: 0
+            limits:
+              early_data: 16KiB
+            relay:
+              receive_buffer: 128KiB
+            log:
+              level: debug
+              format: json
+            """
+        let configuration = try ConfigurationLoader.parse(yaml: yaml, file: "full.yaml")
+        #expect(configuration.listeners == [
+            .init(host: "127.0.0.1", port: 1081, methods: [.none]),
+            .init(host: "::1", port: 1082, methods: [.none]),
+            .init(host: "127.0.0.2", port: 0, methods: [.usernamePassword, .none]),
+        ])
+        #expect(configuration.timeouts.negotiation == .milliseconds(500))
+        #expect(configuration.timeouts.connect == .seconds(3))
+        #expect(configuration.timeouts.idle == .minutes(2))
+        #expect(configuration.timeouts.shutdownGrace == .zero)
+        #expect(configuration.limits.earlyDataBytes == 16384)
+        #expect(configuration.relay.receiveBufferBytes == 131072)
+        #expect(configuration.log == LogConfiguration(level: .debug, format: .json))
+    }
+
+    @Test func idleZeroTurnsTheIdleTimeoutOff() throws {
+        let configuration = try ConfigurationLoader.parse(yaml: "timeouts:\n  idle: 0\n", file: "f.yaml")
+        #expect(configuration.timeouts.idle == nil)
+    }
+
+    @Test func unknownKeyAndBadPortAreNamedWithTheirLines() {
+        let yaml = """
+            listen:
+              - 127.0.0.1:99999
+            timeouts:
+              negotation: 5s
+            """
+        #expect {
+            try ConfigurationLoader.parse(yaml: yaml, file: "bad.yaml")
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("bad.yaml:2:5: listen[0]: '127.0.0.1:99999': the port must be a number from 0 to 65535")
+                && text.contains("bad.yaml:4:3: timeouts.negotation: unknown key; known keys here: negotiation, connect, idle, shutdown_grace")
+        }
+    }
+
+    @Test(arguments: [
+        ("listen: 127.0.0.1:1080", "listen: expected a list"),
+        ("listen: [localhost1:80]", "is not an IP address"),
+        ("listen: [\"::1:80\"]", "an IPv6 address goes in brackets"),
+        ("listen: [1080]", "expected HOST:PORT"),
+        ("methods: [gssapi]", "unknown method 'gssapi'"),
+        ("methods: []", "expected a non-empty list of methods"),
+        ("timeouts:\n  connect: soon", "timeouts.connect: 'soon' is not a duration"),
+        ("timeouts:\n  connect: 0", "timeouts.connect: '0' is not a duration"),
+        ("log:\n  level: loud", "log.level: unknown value 'loud'; expected one of: trace, debug"),
+        ("log:\n  format: xml", "log.format: unknown value 'xml'"),
+        ("limits:\n  early_data: lots", "limits.early_data: 'lots' is not a size"),
+        ("listen: [127.0.0.1:1080\n", "not valid YAML"),
+        ("- just\n- a list", "expected a mapping of keys"),
+        ("relay: {receive_buffer: 1}", "relay.receive_buffer: '1' is not a size from 4096"),
+        ("listen:\n  - methods: [none]", "listen[0]: missing key 'address'"),
+    ])
+    func badValuesAreExplained(yaml: String, expected: String) {
+        #expect {
+            try ConfigurationLoader.parse(yaml: yaml, file: "x.yaml")
+        } throws: { error in
+            "\(error)".contains(expected)
+        }
+    }
+
+    @Test func everyProblemIsReportedNotJustTheFirst() {
+        #expect {
+            try ConfigurationLoader.parse(yaml: "bogus: 1\nlog:\n  level: loud\n  colour: red\n", file: "x.yaml")
+        } throws: { error in
+            (error as? ConfigurationError)?.problems.count == 3
+        }
+    }
+
+    @Test func missingFileIsNamed() {
+        #expect {
+            try ConfigurationLoader.load(path: "/nonexistent/sallyport.yaml")
+        } throws: { error in
+            "\(error)".contains("/nonexistent/sallyport.yaml: cannot read the file")
+        }
+    }
+
+    @Test func shippedExampleConfigurationIsValid() throws {
+        let path = packageRoot() + "/conf/sallyport.yaml"
+        let configuration = try ConfigurationLoader.load(path: path)
+        #expect(!configuration.listeners.isEmpty)
+    }
+}
+
+/// The package's root directory, found from this source file's path.
+func packageRoot(file: String = #filePath) -> String {
+    var components = file.split(separator: "/", omittingEmptySubsequences: false)
+    while let last = components.last, last != "Tests" { components.removeLast() }
+    components.removeLast()
+    return components.joined(separator: "/")
+}
