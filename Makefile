@@ -1,0 +1,50 @@
+# Sallyport — build, run, test and package.
+#   make run    install what is missing, build, serve on 127.0.0.1:1080 (embedded default config)
+#   make test   install what is missing, build, run every test (PAM and interop suites included)
+#   make deb    build a Debian package into dist/
+
+SWIFT ?= swift
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+VERSION := $(shell sed -n 's/^public let sallyportVersion = "\(.*\)"/\1/p' Sources/Sallyport/Version.swift)
+
+# Debian packages: to build and run, and what the tests drive (real clients, pam_wrapper).
+RUN_PACKAGES := libpam0g-dev
+TEST_PACKAGES := $(RUN_PACKAGES) libpam-wrapper curl ncat netcat-openbsd proxychains4 python3 python3-socks
+
+# Installs the Debian packages named in $(1) that are not installed yet.
+define apt_install
+	@missing=""; for p in $(1); do \
+	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "install ok installed" || missing="$$missing $$p"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  $(SUDO) apt-get update -q && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing; \
+	fi
+endef
+
+.PHONY: all build run test deps-run deps-test deb clean
+
+all: build
+
+deps-run:
+	$(call apt_install,$(RUN_PACKAGES))
+
+deps-test:
+	$(call apt_install,$(TEST_PACKAGES))
+
+build: deps-run
+	$(SWIFT) build -c release
+
+run: build
+	.build/release/sallyport
+
+test: deps-test
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+deb: deps-run
+	$(SWIFT) build -c release --static-swift-stdlib
+	packaging/build-deb.sh "$(VERSION)" .build/release/sallyport dist
+
+clean:
+	rm -rf .build dist
