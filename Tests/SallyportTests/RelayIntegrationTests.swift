@@ -225,6 +225,31 @@ func echoThroughProxy(proxyPort: Int, destination: SOCKSEndpoint, payload: [UInt
         await proxy.stop()
     }
 
+    @Test func quietSessionIsClosedAfterTheIdleTimeout() async throws {
+        let echo = try await TargetServer.echo()
+        let proxy = try await TestProxy.start { $0.timeouts.idle = .milliseconds(400) }
+        let (closed, elapsed) = try await onThread {
+            let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
+            let reply = try socket.socksConnect(to: SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port)))
+            guard reply.code == .succeeded else { return (false, TimeAmount.zero) }
+            // Traffic keeps it open past one timeout...
+            for _ in 0..<6 {
+                try socket.send([1])
+                _ = try socket.receive(exactly: 1)
+                usleep(100_000)
+            }
+            // ...silence ends it.
+            let start = NIODeadline.now()
+            return (socket.waitForClose(), NIODeadline.now() - start)
+        }
+        #expect(closed)
+        #expect(elapsed >= .milliseconds(350))
+        #expect(elapsed < .seconds(2))
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("up=6 down=6") && $0.contains("end=idle_timeout") } })
+        await proxy.stop()
+        await echo.stop()
+    }
+
     @Test func twoHundredConcurrentSessionsAllComplete() async throws {
         let echo = try await TargetServer.echo()
         let proxy = try await TestProxy.start()
