@@ -9,7 +9,14 @@ VERSION := $(shell sed -n 's/^public let sallyportVersion = "\(.*\)"/\1/p' Sourc
 
 # Debian packages: to build and run, and what the tests drive (real clients, pam_wrapper).
 RUN_PACKAGES := libpam0g-dev
-TEST_PACKAGES := $(RUN_PACKAGES) libpam-wrapper curl ncat netcat-openbsd proxychains4 python3 python3-socks
+TEST_PACKAGES := $(RUN_PACKAGES) libpam-wrapper libnss-wrapper libpam-modules curl ncat netcat-openbsd proxychains4 python3 python3-socks
+
+# The PAM suite runs through real PAM: pam_wrapper redirects libpam to our service files (pam_matrix
+# with a password file), nss_wrapper supplies the users' groups.
+PAM_FIXTURES := $(CURDIR)/.build/pam-fixtures
+PAM_TEST_ENV := LD_PRELOAD="libpam_wrapper.so libnss_wrapper.so" PAM_WRAPPER=1 \
+	PAM_WRAPPER_SERVICE_DIR=$(PAM_FIXTURES)/services NSS_WRAPPER_PASSWD=$(PAM_FIXTURES)/passwd \
+	NSS_WRAPPER_GROUP=$(PAM_FIXTURES)/group SALLYPORT_PAM_FIXTURES=$(PAM_FIXTURES)
 
 # Installs the Debian packages named in $(1) that are not installed yet.
 define apt_install
@@ -40,7 +47,8 @@ run: build
 
 test: deps-test
 	$(SWIFT) build --build-tests
-	$(SWIFT) test --skip-build
+	Tests/Fixtures/make-pam-fixtures.sh $(PAM_FIXTURES)
+	env $(PAM_TEST_ENV) $(SWIFT) test --skip-build
 
 deb: deps-run
 	$(SWIFT) build -c release --static-swift-stdlib

@@ -20,10 +20,22 @@ let package = Package(
             name: "SOCKSProtocol",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")]
         ),
-        // Authentication: the Authenticator protocol and the identities it returns.
+        // Linux-PAM, from Debian's libpam0g-dev.
+        .systemLibrary(
+            name: "CPAM",
+            path: "Sources/CPAM",
+            providers: [.apt(["libpam0g-dev"])]
+        ),
+        // Authentication: the Authenticator protocol, PAM on its own thread pool, login throttling.
         .target(
             name: "SallyportAuth",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "CPAM",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
         ),
         // The one bidirectional relay every session goes through.
         .target(
@@ -49,6 +61,10 @@ let package = Package(
                 "Sallyport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
+        ),
+        .testTarget(
+            name: "SallyportAuthTests",
+            dependencies: ["SallyportAuth", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
             name: "SOCKSProtocolTests",

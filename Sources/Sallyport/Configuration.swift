@@ -1,5 +1,6 @@
 import NIOCore
 import SOCKSProtocol
+import SallyportAuth
 
 /// Everything the server is told by its configuration file (or the embedded default).
 public struct ServerConfiguration: Sendable, Hashable {
@@ -9,19 +10,38 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var limits: Limits
     public var log: LogConfiguration
     public var relay: RelaySettings
+    public var auth: AuthenticationSettings
+    /// Let a listener on a non-loopback address offer method `none` (an open proxy for whoever
+    /// reaches it). Off by default: such a configuration is refused.
+    public var allowUnauthenticatedRemote: Bool
 
     public init(
         listeners: [ListenerConfiguration] = [ListenerConfiguration(host: "127.0.0.1", port: 1080)],
         timeouts: Timeouts = Timeouts(),
         limits: Limits = Limits(),
         log: LogConfiguration = LogConfiguration(),
-        relay: RelaySettings = RelaySettings()
+        relay: RelaySettings = RelaySettings(),
+        auth: AuthenticationSettings = AuthenticationSettings(),
+        allowUnauthenticatedRemote: Bool = false
     ) {
         self.listeners = listeners
         self.timeouts = timeouts
         self.limits = limits
         self.log = log
         self.relay = relay
+        self.auth = auth
+        self.allowUnauthenticatedRemote = allowUnauthenticatedRemote
+    }
+
+    /// Listeners that would serve method `none` to other hosts while that is not allowed.
+    public var unauthenticatedRemoteListeners: [ListenerConfiguration] {
+        guard !allowUnauthenticatedRemote else { return [] }
+        return listeners.filter { $0.methods.contains(.none) && !$0.isLoopback }
+    }
+
+    /// True when some listener offers username/password.
+    public var usesUsernameMethod: Bool {
+        listeners.contains { $0.methods.contains(.usernamePassword) }
     }
 
     /// The embedded default: loopback only, method none.
@@ -47,6 +67,29 @@ public struct ListenerConfiguration: Sendable, Hashable {
     public var addressDescription: String {
         host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
     }
+
+    /// True for 127.0.0.0/8 and ::1 (also in IPv4-mapped form): reachable from this host only.
+    public var isLoopback: Bool {
+        guard let address = try? SocketAddress(ipAddress: host, port: 0) else { return false }
+        switch address {
+        case .v4(let v4):
+            return UInt32(bigEndian: v4.address.sin_addr.s_addr) >> 24 == 127
+        case .v6(let v6):
+            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
+            if bytes[0..<15].allSatisfy({ $0 == 0 }) && bytes[15] == 1 { return true }
+            return bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF && bytes[12] == 127
+        default:
+            return false
+        }
+    }
+}
+
+/// How username/password logins are checked.
+public struct AuthenticationSettings: Sendable, Hashable {
+    public var pam = PAMAuthenticator.Configuration()
+    public var throttle = LoginThrottle.Configuration()
+
+    public init() {}
 }
 
 /// Timeouts per phase of a session.

@@ -152,7 +152,7 @@ struct NodeReader {
     mutating func readConfiguration(_ root: Node?) -> ServerConfiguration {
         var configuration = ServerConfiguration()
         guard let root, !isNull(root) else { return configuration }
-        let keys = ["listen", "methods", "timeouts", "limits", "relay", "log"]
+        let keys = ["listen", "methods", "allow_unauthenticated_remote", "auth", "timeouts", "limits", "relay", "log"]
         guard let entries = mapping(root, "", known: keys) else { return configuration }
         var defaultMethods: [AuthenticationMethod] = [.none]
         if let node = entries["methods"] { defaultMethods = methods(node, "methods") ?? defaultMethods }
@@ -161,6 +161,50 @@ struct NodeReader {
         } else {
             configuration.listeners = configuration.listeners.map {
                 ListenerConfiguration(host: $0.host, port: $0.port, methods: defaultMethods)
+            }
+        }
+        if let node = entries["allow_unauthenticated_remote"], let value = bool(node, "allow_unauthenticated_remote") {
+            configuration.allowUnauthenticatedRemote = value
+        }
+        if !configuration.allowUnauthenticatedRemote, case .sequence(let items)? = entries["listen"] {
+            for (index, listener) in configuration.listeners.enumerated()
+            where index < items.count && listener.methods.contains(.none) && !listener.isLoopback {
+                report(
+                    items[index], "listen[\(index)]",
+                    "\(listener.addressDescription) is not a loopback address but offers method 'none', which would make an open proxy; offer [username] there, or set allow_unauthenticated_remote: true if that is really meant")
+            }
+        }
+        if let node = entries["auth"], let auth = mapping(node, "auth", known: ["pam", "throttle"]) {
+            if let node = auth["pam"], let pam = mapping(node, "auth.pam", known: ["service", "threads", "max_pending"]) {
+                if let value = pam["service"], let service = scalarString(value, "auth.pam.service") {
+                    if service.isEmpty || service.contains("/") {
+                        report(value, "auth.pam.service", "'\(service)' is not a PAM service name (a file name in /etc/pam.d)")
+                    } else {
+                        configuration.auth.pam.service = service
+                    }
+                }
+                if let value = pam["threads"], let threads = integer(value, "auth.pam.threads", range: 1...256) {
+                    configuration.auth.pam.threads = threads
+                }
+                if let value = pam["max_pending"], let bound = integer(value, "auth.pam.max_pending", range: 1...100_000) {
+                    configuration.auth.pam.maxPending = bound
+                }
+            }
+            if let node = auth["throttle"],
+                let throttle = mapping(node, "auth.throttle", known: ["max_failures", "window", "backoff", "max_backoff"])
+            {
+                if let value = throttle["max_failures"], let count = integer(value, "auth.throttle.max_failures", range: 0...1_000_000) {
+                    configuration.auth.throttle.maxFailures = count
+                }
+                if let value = throttle["window"], let time = duration(value, "auth.throttle.window", allowZero: false) {
+                    configuration.auth.throttle.window = time
+                }
+                if let value = throttle["backoff"], let time = duration(value, "auth.throttle.backoff", allowZero: false) {
+                    configuration.auth.throttle.backoff = time
+                }
+                if let value = throttle["max_backoff"], let time = duration(value, "auth.throttle.max_backoff", allowZero: false) {
+                    configuration.auth.throttle.maxBackoff = time
+                }
             }
         }
         if let node = entries["timeouts"], let timeouts = mapping(node, "timeouts", known: ["negotiation", "connect", "idle", "shutdown_grace"]) {
@@ -286,6 +330,26 @@ struct NodeReader {
         guard let text = scalarString(node, path) else { return nil }
         guard let value = Value(rawValue: text) else {
             report(node, path, "unknown value '\(text)'; expected one of: \(Value.allCases.map(\.rawValue).joined(separator: ", "))")
+            return nil
+        }
+        return value
+    }
+
+    mutating func bool(_ node: Node, _ path: String) -> Bool? {
+        guard let text = scalarString(node, path) else { return nil }
+        switch text {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default:
+            report(node, path, "'\(text)' is not true or false")
+            return nil
+        }
+    }
+
+    mutating func integer(_ node: Node, _ path: String, range: ClosedRange<Int>) -> Int? {
+        guard let text = scalarString(node, path) else { return nil }
+        guard let value = Int(text), range.contains(value) else {
+            report(node, path, "'\(text)' is not a whole number from \(range.lowerBound) to \(range.upperBound)")
             return nil
         }
         return value

@@ -149,12 +149,21 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
                 switch result {
                 case .success(.success(let identity)):
                     self.identity = identity
+                    services.logger.info(
+                        "authentication succeeded",
+                        metadata: ["session": "\(record.idText)", "user": "\(credentials.username)", "client": "\(record.clientText)"])
                     perform(machine.authenticationCompleted(success: true))
                     runMachine()
                 case .success(.failure(let reason)):
                     services.logger.notice(
                         "authentication failed",
                         metadata: ["session": "\(record.idText)", "user": "\(credentials.username)", "client": "\(record.clientText)", "reason": "\(reason)"])
+                    perform(machine.authenticationCompleted(success: false))
+                case .success(.refused(let reason)):
+                    services.logger.notice(
+                        "authentication refused",
+                        metadata: ["session": "\(record.idText)", "user": "\(credentials.username)", "client": "\(record.clientText)", "reason": "\(reason)"])
+                    record.end = "auth_refused"
                     perform(machine.authenticationCompleted(success: false))
                 case .failure(let error):
                     services.logger.error(

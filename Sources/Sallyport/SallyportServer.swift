@@ -22,6 +22,8 @@ public final class SallyportServer: Service, Sendable {
     private let logger: Logger
     private let services: SessionServices
     private let state = NIOLockedValueBox<State>(.idle)
+    /// The PAM authenticator this server made from its configuration (and so shuts down).
+    private let ownedPAM: PAMAuthenticator?
 
     private enum State {
         case idle
@@ -42,6 +44,14 @@ public final class SallyportServer: Service, Sendable {
         self.configuration = configuration
         self.group = group
         self.logger = logger
+        var authenticator = authenticator
+        var ownedPAM: PAMAuthenticator?
+        if authenticator == nil, configuration.usesUsernameMethod {
+            let pam = PAMAuthenticator(configuration: configuration.auth.pam)
+            ownedPAM = pam
+            authenticator = ThrottledAuthenticator(base: pam, configuration: configuration.auth.throttle, logger: logger)
+        }
+        self.ownedPAM = ownedPAM
         self.services = SessionServices(
             timeouts: configuration.timeouts,
             limits: configuration.limits,
@@ -64,6 +74,10 @@ public final class SallyportServer: Service, Sendable {
     public func start() async throws -> [SocketAddress] {
         if configuration.listeners.contains(where: { $0.methods.contains(.usernamePassword) }), services.authenticator == nil {
             throw StartupError(description: "a listener offers method 'username' but no authenticator is configured")
+        }
+        if let listener = configuration.unauthenticatedRemoteListeners.first {
+            throw StartupError(
+                description: "\(listener.addressDescription) is not a loopback address but offers method 'none', which would make an open proxy; offer username there, or set allow_unauthenticated_remote: true if that is really meant")
         }
         var channels: [any Channel] = []
         do {
@@ -133,6 +147,7 @@ public final class SallyportServer: Service, Sendable {
                 try? await Task.sleep(for: .milliseconds(10))
             }
         }
+        await ownedPAM?.shutdown()
         logger.info("stopped")
     }
 

@@ -38,8 +38,12 @@ extension AuthenticationRequest: CustomStringConvertible {
 /// How an authentication ended.
 public enum AuthenticationResult: Sendable, Equatable {
     case success(Identity)
-    /// Refused; `reason` is for the log (never the password).
+    /// The credentials were checked and are wrong (or the account may not log in). Counts towards
+    /// throttling. `reason` is for the log (never the password).
     case failure(reason: String)
+    /// Not checked at all: the client is throttled or the checker is saturated. Does not count as a
+    /// failed login.
+    case refused(reason: String)
 }
 
 /// Checks RFC 1929 credentials. Implementations answer asynchronously on the given event loop and must

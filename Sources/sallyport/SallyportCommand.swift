@@ -17,7 +17,7 @@ struct SallyportCommand: AsyncParsableCommand {
             reachable from this host only.
             """,
         version: sallyportVersion,
-        subcommands: [Run.self, CheckConfig.self],
+        subcommands: [Run.self, CheckConfig.self, CheckAuth.self],
         defaultSubcommand: Run.self)
 }
 
@@ -72,6 +72,11 @@ struct Run: AsyncParsableCommand {
                 guard case .success(let address) = ConfigurationLoader.parseListenAddress(text) else { return nil }
                 return ListenerConfiguration(host: address.host, port: address.port, methods: methods)
             }
+        }
+        if let listener = configuration.unauthenticatedRemoteListeners.first {
+            printError(
+                "sallyport: --listen \(listener.addressDescription) is not a loopback address but offers method 'none', which would make an open proxy; use a configuration file that offers [username] there, or sets allow_unauthenticated_remote: true if that is really meant")
+            throw ExitCode.failure
         }
         if let logLevel, let level = LogConfiguration.Level(rawValue: logLevel) { configuration.log.level = level }
         if let logFormat, let format = LogConfiguration.Format(rawValue: logFormat) { configuration.log.format = format }

@@ -1,0 +1,144 @@
+import CPAM
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The outcome of one PAM transaction.
+public struct PAMOutcome: Sendable, Equatable {
+    /// `PAM_SUCCESS` from both `pam_authenticate` and `pam_acct_mgmt`.
+    public var success: Bool
+    /// The PAM step that decided: `authenticate`, `acct_mgmt` or `start`.
+    public var step: String
+    /// `pam_strerror` of the deciding return code.
+    public var message: String
+    /// What the modules said through the conversation (errors and notices), never a prompt answer.
+    public var moduleMessages: [String]
+}
+
+/// One blocking PAM check, exactly as the server runs it: `pam_start` with the service,
+/// `PAM_RHOST`, `pam_authenticate(PAM_DISALLOW_NULL_AUTHTOK)`, `pam_acct_mgmt`, `pam_end`.
+///
+/// It blocks (pam_unix sleeps about 2 s after a failure): call it on a thread pool, never on an
+/// event loop.
+public func runPAMTransaction(service: String, username: String, password: [UInt8], remoteHost: String?) -> PAMOutcome {
+    let conversationData = PAMConversationData(password: password)
+    defer { conversationData.wipe() }
+    let appdata = Unmanaged.passRetained(conversationData)
+    defer { appdata.release() }
+
+    var conversation = pam_conv(conv: pamConversation, appdata_ptr: appdata.toOpaque())
+    var handle: OpaquePointer?
+    let started = pam_start(service, username, &conversation, &handle)
+    guard started == PAM_SUCCESS, let handle else {
+        return PAMOutcome(
+            success: false, step: "start", message: String(cString: pam_strerror(handle, started)),
+            moduleMessages: conversationData.messages)
+    }
+    if let remoteHost { pam_set_item(handle, PAM_RHOST, remoteHost) }
+    let flags = Int32(bitPattern: PAM_DISALLOW_NULL_AUTHTOK)
+    var status = pam_authenticate(handle, flags)
+    var step = "authenticate"
+    if status == PAM_SUCCESS {
+        step = "acct_mgmt"
+        status = pam_acct_mgmt(handle, flags)
+    }
+    let message = String(cString: pam_strerror(handle, status))
+    pam_end(handle, status)
+    return PAMOutcome(success: status == PAM_SUCCESS, step: step, message: message, moduleMessages: conversationData.messages)
+}
+
+/// What the conversation function needs: the password (as a C string it can copy), and a place for
+/// the modules' messages. Touched only by the thread running the transaction.
+final class PAMConversationData {
+    private var password: UnsafeMutablePointer<CChar>
+    private let passwordLength: Int
+    var messages: [String] = []
+
+    init(password: [UInt8]) {
+        passwordLength = password.count
+        self.password = UnsafeMutablePointer<CChar>.allocate(capacity: password.count + 1)
+        for (index, byte) in password.enumerated() { self.password[index] = CChar(bitPattern: byte) }
+        self.password[password.count] = 0
+    }
+
+    /// A fresh `strdup` of the password, for PAM to free.
+    func passwordCopy() -> UnsafeMutablePointer<CChar>? { strdup(password) }
+
+    /// Overwrites the password in memory.
+    func wipe() {
+        for index in 0...passwordLength { password[index] = 0 }
+    }
+
+    deinit {
+        wipe()
+        password.deallocate()
+    }
+}
+
+/// The PAM conversation: answers password prompts (echo off) with the client's password, keeps
+/// error and info messages, and refuses anything else. Responses are `calloc`/`strdup` memory,
+/// which PAM frees.
+private let pamConversation: @convention(c) (
+    Int32, UnsafeMutablePointer<UnsafePointer<pam_message>?>?, UnsafeMutablePointer<UnsafeMutablePointer<pam_response>?>?,
+    UnsafeMutableRawPointer?
+) -> Int32 = { count, messages, responses, appdata in
+    guard count > 0, count <= PAM_MAX_NUM_MSG, let messages, let responses, let appdata else { return PAM_CONV_ERR }
+    let data = Unmanaged<PAMConversationData>.fromOpaque(appdata).takeUnretainedValue()
+    guard let replies = calloc(Int(count), MemoryLayout<pam_response>.size)?.assumingMemoryBound(to: pam_response.self)
+    else { return PAM_BUF_ERR }
+
+    func fail(_ code: Int32) -> Int32 {
+        for index in 0..<Int(count) {
+            if let text = replies[index].resp {
+                memset(text, 0, strlen(text))
+                free(text)
+            }
+        }
+        free(replies)
+        return code
+    }
+
+    for index in 0..<Int(count) {
+        // Linux-PAM passes an array of pointers to messages.
+        guard let message = messages[index]?.pointee else { return fail(PAM_CONV_ERR) }
+        switch message.msg_style {
+        case PAM_PROMPT_ECHO_OFF:
+            guard let copy = data.passwordCopy() else { return fail(PAM_BUF_ERR) }
+            replies[index].resp = copy
+        case PAM_ERROR_MSG, PAM_TEXT_INFO:
+            if let text = message.msg { data.messages.append(String(cString: text)) }
+        default:
+            // A prompt with echo (a user name, a one-time code) cannot be answered over SOCKS.
+            return fail(PAM_CONV_ERR)
+        }
+    }
+    responses.pointee = replies
+    return PAM_SUCCESS
+}
+
+/// The names of the groups `user` belongs to, from NSS (`getpwnam_r` + `getgrouplist`); empty when
+/// the user is not known to NSS.
+public func groupNames(ofUser user: String) -> [String] {
+    var passwd = Glibc.passwd()
+    var result: UnsafeMutablePointer<Glibc.passwd>?
+    var buffer = [CChar](repeating: 0, count: 16384)
+    guard getpwnam_r(user, &passwd, &buffer, buffer.count, &result) == 0, result != nil else { return [] }
+    var count: Int32 = 64
+    var gids = [gid_t](repeating: 0, count: Int(count))
+    if getgrouplist(user, passwd.pw_gid, &gids, &count) < 0 {
+        gids = [gid_t](repeating: 0, count: Int(count))
+        guard getgrouplist(user, passwd.pw_gid, &gids, &count) >= 0 else { return [] }
+    }
+    var names: [String] = []
+    var groupBuffer = [CChar](repeating: 0, count: 65536)
+    for gid in gids.prefix(Int(count)) {
+        var group = Glibc.group()
+        var found: UnsafeMutablePointer<Glibc.group>?
+        if getgrgid_r(gid, &group, &groupBuffer, groupBuffer.count, &found) == 0, found != nil, let name = group.gr_name {
+            let text = String(cString: name)
+            if !names.contains(text) { names.append(text) }
+        }
+    }
+    return names
+}

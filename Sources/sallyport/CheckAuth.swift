@@ -1,0 +1,88 @@
+import ArgumentParser
+import Sallyport
+import SallyportAuth
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+struct CheckAuth: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "check-auth",
+        abstract: "Check a user's password through the configured PAM service, exactly as the server does.",
+        discussion: """
+            Asks for the password without echo on a terminal, or reads one line from standard input \
+            otherwise. Prints the outcome, PAM's message and the user's groups; exits 0 when the \
+            login would be accepted, 1 when not. Run it as the user the server runs as: pam_unix \
+            can check other users' passwords only for root or members of group shadow.
+            """)
+
+    @Argument(help: "The user name to check.")
+    var user: String
+
+    @Option(name: .long, help: ArgumentHelp("The configuration file whose auth.pam.service is used.", valueName: "path"))
+    var config: String?
+
+    @Option(name: .long, help: ArgumentHelp("The PAM service to use instead of the configured one.", valueName: "name"))
+    var service: String?
+
+    @Option(name: .long, help: ArgumentHelp("The client IP address to give PAM as PAM_RHOST.", valueName: "ip"))
+    var client: String?
+
+    func run() throws {
+        var configuration = ServerConfiguration.embeddedDefault
+        if let config {
+            do {
+                configuration = try ConfigurationLoader.load(path: config)
+            } catch {
+                printError("sallyport: the configuration is not valid:\n\(error)")
+                throw ExitCode.failure
+            }
+        }
+        let serviceName = service ?? configuration.auth.pam.service
+        guard let password = readPassword(prompt: "Password for \(user): ") else {
+            printError("sallyport: no password given")
+            throw ExitCode.failure
+        }
+        let outcome = runPAMTransaction(service: serviceName, username: user, password: password, remoteHost: client)
+        print("user: \(user)")
+        print("service: \(serviceName)")
+        print("result: \(outcome.success ? "accepted" : "refused")")
+        print("pam: \(outcome.step): \(outcome.message)")
+        for message in outcome.moduleMessages { print("message: \(message)") }
+        if outcome.success {
+            let groups = groupNames(ofUser: user)
+            print("groups: \(groups.isEmpty ? "-" : groups.joined(separator: ", "))")
+        } else {
+            throw ExitCode.failure
+        }
+    }
+}
+
+/// Reads a password: without echo from a terminal, else one line of standard input.
+func readPassword(prompt: String) -> [UInt8]? {
+    let terminal = isatty(0) == 1
+    var saved = termios()
+    if terminal {
+        LineLogHandler.standardError(prompt)
+        tcgetattr(0, &saved)
+        var silent = saved
+        silent.c_lflag &= ~tcflag_t(ECHO)
+        tcsetattr(0, TCSAFLUSH, &silent)
+    }
+    defer {
+        if terminal {
+            tcsetattr(0, TCSAFLUSH, &saved)
+            LineLogHandler.standardError("\n")
+        }
+    }
+    var bytes: [UInt8] = []
+    var byte: UInt8 = 0
+    while read(0, &byte, 1) == 1 {
+        if byte == UInt8(ascii: "\n") { break }
+        bytes.append(byte)
+        if bytes.count > 4096 { return nil }
+    }
+    if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
+    return bytes.isEmpty ? nil : bytes
+}

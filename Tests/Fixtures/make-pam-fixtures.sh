@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Writes the PAM and NSS fixtures the PAM test suite runs against (pam_wrapper + pam_matrix,
+# nss_wrapper), into DIR: Tests/Fixtures/make-pam-fixtures.sh DIR
+set -euo pipefail
+dir=$1
+matrix=$(dpkg -L libpam-wrapper | grep '/pam_matrix\.so$' | head -n 1)
+[ -n "$matrix" ] || { echo "pam_matrix.so not found: install libpam-wrapper" >&2; exit 1; }
+rm -rf "$dir"
+mkdir -p "$dir/services"
+
+# pam_matrix's password database: user:password:service.
+cat >"$dir/passdb" <<PASSDB
+alice:wonderland:sallyport-test
+bob:builder:sallyport-test
+carol:c4rol-pw:sallyport-test
+locked:locked-pw:sallyport-locked
+slowpoke:tortoise:sallyport-slow
+PASSDB
+for i in $(seq 1 60); do
+  echo "user$i:pass$i:sallyport-test" >>"$dir/passdb"
+done
+
+cat >"$dir/services/sallyport-test" <<SERVICE
+auth required $matrix passdb=$dir/passdb
+account required $matrix passdb=$dir/passdb
+SERVICE
+# Right password, but pam_acct_mgmt refuses (an expired or locked account).
+cat >"$dir/services/sallyport-locked" <<SERVICE
+auth required $matrix passdb=$dir/passdb
+account required pam_deny.so
+SERVICE
+# A stack that delays each failure, as pam_unix does (here 1 s).
+cat >"$dir/services/sallyport-slow" <<SERVICE
+auth optional pam_faildelay.so delay=1000000
+auth required $matrix passdb=$dir/passdb
+account required $matrix passdb=$dir/passdb
+SERVICE
+cat >"$dir/services/other" <<SERVICE
+auth required pam_deny.so
+account required pam_deny.so
+SERVICE
+
+# nss_wrapper's users and groups, so that group lookups after login are real NSS calls.
+{
+  getent passwd root
+  getent passwd "$(id -u)" || true
+  echo "alice:x:5001:5001:Alice:/nonexistent:/usr/sbin/nologin"
+  echo "bob:x:5002:5002:Bob:/nonexistent:/usr/sbin/nologin"
+  echo "carol:x:5003:5003:Carol:/nonexistent:/usr/sbin/nologin"
+} | sort -u >"$dir/passwd"
+{
+  getent group root
+  getent group "$(id -g)" || true
+  echo "alice:x:5001:"
+  echo "bob:x:5002:"
+  echo "carol:x:5003:"
+  echo "engineers:x:6001:alice,bob"
+  echo "contractors:x:6002:carol"
+} | sort -u >"$dir/group"
+echo "PAM fixtures in $dir"
