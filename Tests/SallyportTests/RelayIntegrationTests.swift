@@ -234,9 +234,9 @@ func echoThroughProxy(proxyPort: Int, destination: SOCKSEndpoint, payload: [UInt
             guard reply.code == .succeeded else { return (false, TimeAmount.zero) }
             // Traffic keeps it open past one timeout...
             for _ in 0..<6 {
+                usleep(100_000)
                 try socket.send([1])
                 _ = try socket.receive(exactly: 1)
-                usleep(100_000)
             }
             // ...silence ends it.
             let start = NIODeadline.now()

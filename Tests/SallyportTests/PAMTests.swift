@@ -1,0 +1,300 @@
+import Foundation
+import NIOPosix
+import NIOCore
+import SOCKSProtocol
+import Sallyport
+import SallyportAuth
+import Testing
+
+/// True when the test process runs under pam_wrapper (as `make test` runs it).
+let underPAMWrapper = ProcessInfo.processInfo.environment["PAM_WRAPPER"] == "1"
+
+/// Logs in over the wire with username/password and asks to CONNECT; returns the RFC 1929 status
+/// and, on success, the CONNECT reply code.
+func socksLogin(
+    proxyPort: Int, user: [UInt8], password: [UInt8], destination: SOCKSEndpoint
+) throws -> (status: UInt8, reply: SOCKSReplyCode?, closed: Bool) {
+    let socket = try TestSocket(host: "127.0.0.1", port: proxyPort)
+    try socket.send([5, 1, 2])
+    try expectBytesHelper(try socket.receive(exactly: 2), [5, 2])
+    try socket.send([1, UInt8(user.count)] + user + [UInt8(password.count)] + password)
+    let status = try socket.receive(exactly: 2)
+    guard status == [1, 0] else { return (status[1], nil, socket.waitForClose()) }
+    var request = ByteBuffer()
+    request.writeSOCKSRequest(SOCKSRequest(command: .connect, destination: destination))
+    try socket.send(Array(request.readableBytesView))
+    return (0, try socket.readReply().code, false)
+}
+
+@Suite(.enabled(if: underPAMWrapper, "needs pam_wrapper: run through `make test`"))
+struct PAMTests {
+    func pamProxy(service: String = "sallyport-test", threads: Int = 4, maxPending: Int = 64, throttle: LoginThrottle.Configuration = .init(maxFailures: 0), extraListener: Bool = false)
+        async throws -> (TestProxy, PAMAuthenticator)
+    {
+        let pam = PAMAuthenticator(configuration: .init(service: service, threads: threads, maxPending: maxPending))
+        let logs = LogCapture()
+        let authenticator = ThrottledAuthenticator(base: pam, configuration: throttle, logger: logs.logger())
+        let proxy = try await TestProxy.start(
+            configure: {
+                $0.listeners = [.init(host: "127.0.0.1", port: 0, methods: [.usernamePassword])]
+                if extraListener { $0.listeners.append(.init(host: "127.0.0.1", port: 0, methods: [.none])) }
+            },
+            authenticator: authenticator)
+        return (proxy, pam)
+    }
+
+    @Test func rightPasswordPassesWithGroups() async throws {
+        let pam = PAMAuthenticator(configuration: .init(service: "sallyport-test"))
+        let client = try SocketAddress(ipAddress: "127.0.0.1", port: 5)
+        let result = try await pam.authenticate(
+            AuthenticationRequest(username: "alice", password: Array("wonderland".utf8), client: client),
+            on: MultiThreadedEventLoopGroup.singleton.next()
+        ).get()
+        #expect(result == .success(Identity(user: "alice", groups: ["alice", "engineers"])))
+        await pam.shutdown()
+    }
+
+    @Test(arguments: [
+        ("sallyport-test", "alice", "wrong"),
+        ("sallyport-test", "nobody-here", "wonderland"),
+        ("sallyport-locked", "locked", "locked-pw"),
+    ])
+    func wrongCredentialsAndRefusedAccountsFail(service: String, user: String, password: String) async throws {
+        let pam = PAMAuthenticator(configuration: .init(service: service))
+        let result = try await pam.authenticate(
+            AuthenticationRequest(username: user, password: Array(password.utf8), client: nil),
+            on: MultiThreadedEventLoopGroup.singleton.next()
+        ).get()
+        guard case .failure(let reason) = result else {
+            Issue.record("expected a failure, got \(result)")
+            return
+        }
+        #expect(!reason.contains(password))
+        if service == "sallyport-locked" { #expect(reason.contains("acct_mgmt")) }
+        await pam.shutdown()
+    }
+
+    @Test func overTheWireRightPasswordConnectsAndWrongOnesClose() async throws {
+        let echo = try await TargetServer.echo()
+        let (proxy, pam) = try await pamProxy()
+        let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
+        let outcomes = try await onThread {
+            [
+                try socksLogin(proxyPort: proxy.port, user: Array("alice".utf8), password: Array("wonderland".utf8), destination: destination),
+                try socksLogin(proxyPort: proxy.port, user: Array("alice".utf8), password: Array("wonderlan".utf8), destination: destination),
+                try socksLogin(proxyPort: proxy.port, user: Array("mallory".utf8), password: Array("x".utf8), destination: destination),
+                try socksLogin(proxyPort: proxy.port, user: Array("alice".utf8), password: [], destination: destination),
+                try socksLogin(proxyPort: proxy.port, user: [], password: Array("wonderland".utf8), destination: destination),
+            ]
+        }
+        #expect(outcomes[0].status == 0 && outcomes[0].reply == .succeeded)
+        for outcome in outcomes.dropFirst() {
+            #expect(outcome.status != 0)
+            #expect(outcome.closed)
+        }
+        // Empty fields never reach PAM: three transactions, for the three complete logins.
+        #expect(pam.transactionsStarted == 3)
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("msg=\"authentication succeeded\"") && $0.contains("user=alice") } })
+        #expect(proxy.logs.lines.contains { $0.contains("msg=\"authentication failed\"") && $0.contains("user=mallory") && $0.contains("client=127.0.0.1:") })
+        #expect(!proxy.logs.text.contains("wonderland"))
+        #expect(!proxy.logs.text.contains("wonderlan"))
+        await proxy.stop()
+        await pam.shutdown()
+        await echo.stop()
+    }
+
+    @Test func lockedAccountIsRefusedOverTheWire() async throws {
+        let (proxy, pam) = try await pamProxy(service: "sallyport-locked")
+        let outcome = try await onThread {
+            try socksLogin(proxyPort: proxy.port, user: Array("locked".utf8), password: Array("locked-pw".utf8), destination: .unspecified)
+        }
+        #expect(outcome.status != 0)
+        #expect(outcome.closed)
+        await proxy.stop()
+        await pam.shutdown()
+    }
+
+    @Test func curlAndPySocksWithRealPAM() async throws {
+        let http = try await TargetServer.start { HTTPResponder(body: "pam ok\n") }
+        let echo = try await TargetServer.echo()
+        let (proxy, pam) = try await pamProxy()
+        let curl = try #require(which("curl"))
+        let env = ["http_proxy": "", "all_proxy": "", "ALL_PROXY": ""]
+        let good = try await runProcess(curl, ["-sS", "--max-time", "10", "-x", "socks5h://bob:builder@127.0.0.1:\(proxy.port)", "http://localhost:\(http.port)/"], environment: env)
+        #expect(good.status == 0, "\(good.stderr)")
+        #expect(good.stdout == "pam ok\n")
+        let bad = try await runProcess(curl, ["-sS", "--max-time", "10", "-x", "socks5h://bob:b0ilder@127.0.0.1:\(proxy.port)", "http://localhost:\(http.port)/"], environment: env)
+        #expect(bad.status != 0)
+        #expect(bad.stdout.isEmpty)
+
+        let script = """
+            import socket, sys, socks
+            s = socks.socksocket()
+            s.set_proxy(socks.SOCKS5, "127.0.0.1", int(sys.argv[1]), rdns=True, username=sys.argv[3], password=sys.argv[4])
+            s.settimeout(10)
+            try:
+                s.connect(("127.0.0.1", int(sys.argv[2])))
+            except socks.ProxyError as error:
+                print("refused", error)
+                sys.exit(3)
+            s.sendall(b"ping through pam")
+            print(s.recv(100).decode())
+            """
+        let path = try temporaryFile(script, suffix: ".py")
+        let pyGood = try await runProcess("/usr/bin/python3", [path, "\(proxy.port)", "\(echo.port)", "carol", "c4rol-pw"])
+        #expect(pyGood.stdout == "ping through pam\n", "\(pyGood.stderr)")
+        let pyBad = try await runProcess("/usr/bin/python3", [path, "\(proxy.port)", "\(echo.port)", "carol", "wrong"])
+        #expect(pyBad.status == 3)
+        await proxy.stop()
+        await pam.shutdown()
+        await http.stop()
+        await echo.stop()
+    }
+
+    @Test func fiftyConcurrentLoginsSucceed() async throws {
+        let echo = try await TargetServer.echo()
+        let (proxy, pam) = try await pamProxy(threads: 4, maxPending: 64)
+        let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
+        let results = try await withThrowingTaskGroup(of: Bool.self) { group in
+            for index in 1...50 {
+                group.addTask {
+                    try await onThread {
+                        let outcome = try socksLogin(
+                            proxyPort: proxy.port, user: Array("user\(index)".utf8), password: Array("pass\(index)".utf8),
+                            destination: destination)
+                        return outcome.status == 0 && outcome.reply == .succeeded
+                    }
+                }
+            }
+            var results: [Bool] = []
+            for try await result in group { results.append(result) }
+            return results
+        }
+        #expect(results.count == 50)
+        #expect(results.allSatisfy { $0 })
+        #expect(pam.transactionsStarted == 50)
+        await proxy.stop()
+        await pam.shutdown()
+        await echo.stop()
+    }
+
+    @Test func slowFailuresNeverStallOtherClientsAndTheQueueBoundAnswersAtOnce() async throws {
+        let echo = try await TargetServer.echo()
+        // Each failure costs about 1 s inside PAM; 2 threads and room for 4 checks.
+        let (proxy, pam) = try await pamProxy(service: "sallyport-slow", threads: 2, maxPending: 4, extraListener: true)
+        let nonePort = proxy.addresses[1].port!
+        let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
+
+        // A session relaying before the flood starts.
+        let relaying = try await onThread { () throws -> TestSocket in
+            let socket = try TestSocket(host: "127.0.0.1", port: nonePort)
+            let reply = try socket.socksConnect(to: destination)
+            guard reply.code == .succeeded else { throw TestSocketError("connect failed", errno: 0) }
+            return socket
+        }
+
+        // The flood: 12 slow failures at once.
+        let flood = Task {
+            try await withThrowingTaskGroup(of: (UInt8, Double).self) { group in
+                for _ in 0..<12 {
+                    group.addTask {
+                        try await onThread {
+                            let start = Date()
+                            let outcome = try socksLogin(proxyPort: proxy.port, user: Array("slowpoke".utf8), password: Array("hare".utf8), destination: destination)
+                            return (outcome.status, Date().timeIntervalSince(start))
+                        }
+                    }
+                }
+                var results: [(UInt8, Double)] = []
+                for try await result in group { results.append(result) }
+                return results
+            }
+        }
+        // Wait until PAM is saturated.
+        let saturated = await waitUntil(timeout: 5) { pam.pendingChecks >= 4 }
+        #expect(saturated)
+
+        // While it is: the running session keeps moving bytes, and a new CONNECT with method none
+        // on the other listener goes through at once.
+        let (roundTrips, connectSeconds) = try await onThread {
+            let start = Date()
+            for index in 0..<50 {
+                try relaying.send([UInt8(index)])
+                try expectBytesHelper(try relaying.receive(exactly: 1), [UInt8(index)])
+            }
+            let roundTrips = Date().timeIntervalSince(start)
+            let connectStart = Date()
+            let socket = try TestSocket(host: "127.0.0.1", port: nonePort)
+            let reply = try socket.socksConnect(to: destination, payload: [42])
+            try expectBytesHelper(try socket.receive(exactly: 1), [42])
+            guard reply.code == .succeeded else { throw TestSocketError("connect failed", errno: 0) }
+            return (roundTrips, Date().timeIntervalSince(connectStart))
+        }
+        #expect(pam.pendingChecks > 0, "PAM was still busy while the other clients were served")
+        #expect(roundTrips < 0.5, "50 round trips took \(roundTrips) s while PAM was saturated")
+        #expect(connectSeconds < 0.5, "a CONNECT took \(connectSeconds) s while PAM was saturated")
+
+        let results = try await flood.value
+        #expect(results.allSatisfy { $0.0 != 0 })
+        // Past the bound, the answer comes at once rather than after a queue of 1 s failures.
+        let immediate = results.filter { $0.1 < 0.3 }
+        #expect(immediate.count >= 12 - 4 - 2, "answers: \(results.map { $0.1 })")
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("too many logins in progress") } })
+        await proxy.stop()
+        await pam.shutdown()
+        await echo.stop()
+    }
+
+    @Test func throttledClientIsRefusedWithoutPAMAndRecovers() async throws {
+        let echo = try await TargetServer.echo()
+        let throttle = LoginThrottle.Configuration(maxFailures: 3, window: .seconds(60), backoff: .seconds(1), maxBackoff: .seconds(4))
+        let (proxy, pam) = try await pamProxy(throttle: throttle)
+        let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
+        for _ in 0..<3 {
+            let outcome = try await onThread { try socksLogin(proxyPort: proxy.port, user: Array("alice".utf8), password: Array("guess".utf8), destination: destination) }
+            #expect(outcome.status != 0)
+        }
+        #expect(pam.transactionsStarted == 3)
+        // Blocked now: even the right password is refused, and PAM is not called.
+        let blocked = try await onThread { try socksLogin(proxyPort: proxy.port, user: Array("alice".utf8), password: Array("wonderland".utf8), destination: destination) }
+        #expect(blocked.status != 0)
+        #expect(pam.transactionsStarted == 3)
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("end=auth_refused") } })
+        // After the backoff the client may log in again.
+        try await Task.sleep(for: .milliseconds(1300))
+        let recovered = try await onThread { try socksLogin(proxyPort: proxy.port, user: Array("alice".utf8), password: Array("wonderland".utf8), destination: destination) }
+        #expect(recovered.status == 0)
+        #expect(recovered.reply == .succeeded)
+        #expect(pam.transactionsStarted == 4)
+        await proxy.stop()
+        await pam.shutdown()
+        await echo.stop()
+    }
+
+    @Test func checkAuthReportsRightAndWrongPasswords() async throws {
+        let right = try await runProcess(sallyportExecutable(), ["check-auth", "alice", "--service", "sallyport-test"], input: Data("wonderland\n".utf8))
+        #expect(right.status == 0, "\(right.stderr)")
+        #expect(right.stdout.contains("result: accepted"))
+        #expect(right.stdout.contains("groups: alice, engineers"))
+        let wrong = try await runProcess(sallyportExecutable(), ["check-auth", "alice", "--service", "sallyport-test"], input: Data("nope\n".utf8))
+        #expect(wrong.status == 1)
+        #expect(wrong.stdout.contains("result: refused"))
+        #expect(wrong.stdout.contains("pam: authenticate: Authentication failure"))
+        #expect(!wrong.stdout.contains("nope") && !wrong.stderr.contains("nope"))
+        // The service comes from the configuration file.
+        let config = try temporaryFile("auth:\n  pam:\n    service: sallyport-locked\n")
+        let locked = try await runProcess(sallyportExecutable(), ["check-auth", "locked", "--config", config], input: Data("locked-pw\n".utf8))
+        #expect(locked.status == 1)
+        #expect(locked.stdout.contains("pam: acct_mgmt:"))
+    }
+}
+
+/// Polls `condition` every 10 ms for up to `timeout` seconds.
+func waitUntil(timeout: Double, _ condition: @Sendable () -> Bool) async -> Bool {
+    let deadline = Date().addingTimeInterval(timeout)
+    while Date() < deadline {
+        if condition() { return true }
+        try? await Task.sleep(for: .milliseconds(10))
+    }
+    return condition()
+}
