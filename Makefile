@@ -2,6 +2,7 @@
 #   make run    install what is missing, build, serve on 127.0.0.1:1080 (embedded default config)
 #   make test   install what is missing, build, run every test (PAM and interop suites included)
 #   make deb    build a Debian package into dist/
+#   make bench-pam  PAM logins per second through pam_matrix
 
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -29,7 +30,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build run test deps-run deps-test deb clean
+.PHONY: all build run test deps-run deps-test deb clean bench-pam
 
 all: build
 
@@ -49,6 +50,10 @@ test: deps-test
 	$(SWIFT) build --build-tests
 	Tests/Fixtures/make-pam-fixtures.sh $(PAM_FIXTURES)
 	env $(PAM_TEST_ENV) $(SWIFT) test --skip-build
+
+# PAM logins per second through pam_matrix (a benchmark, not a test).
+bench-pam: deps-test
+	Tests/Benchmarks/pam-logins.sh
 
 deb: deps-run
 	$(SWIFT) build -c release --static-swift-stdlib

@@ -62,6 +62,15 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // The load generator behind `make bench`.
+        .executableTarget(
+            name: "sallyport-bench",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
         .testTarget(
             name: "SallyportAuthTests",
             dependencies: ["SallyportAuth", .product(name: "NIOCore", package: "swift-nio")]
