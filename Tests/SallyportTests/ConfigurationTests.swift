@@ -101,6 +101,47 @@ import Testing
         }
     }
 
+    @Test func nonLoopbackListenerOfferingNoneIsAnOpenProxyAndRefused() {
+        #expect {
+            try ConfigurationLoader.parse(yaml: "listen:\n  - 127.0.0.1:1080\n  - 0.0.0.0:1080\n", file: "open.yaml")
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("open.yaml:3:5: listen[1]: 0.0.0.0:1080 is not a loopback address but offers method 'none'")
+                && !text.contains("listen[0]")
+        }
+    }
+
+    @Test func openProxyIsAllowedOnlyWhenSaidExplicitly() throws {
+        let yaml = "allow_unauthenticated_remote: true\nlisten: [\"[::]:1080\"]\n"
+        let configuration = try ConfigurationLoader.parse(yaml: yaml, file: "f.yaml")
+        #expect(configuration.allowUnauthenticatedRemote)
+        let authenticated = try ConfigurationLoader.parse(yaml: "listen:\n  - address: 0.0.0.0:1080\n    methods: [username]\n", file: "f.yaml")
+        #expect(authenticated.unauthenticatedRemoteListeners.isEmpty)
+    }
+
+    @Test func serverRefusesToStartAnOpenProxy() async {
+        let server = SallyportServer(
+            configuration: ServerConfiguration(listeners: [.init(host: "192.0.2.1", port: 0, methods: [.none])]),
+            logger: LogCapture().logger())
+        await #expect {
+            try await server.start()
+        } throws: { error in
+            "\(error)".contains("192.0.2.1:0 is not a loopback address but offers method 'none'")
+        }
+    }
+
+    @Test(arguments: [("127.0.0.1", true), ("127.8.9.10", true), ("::1", true), ("::ffff:127.0.0.1", true), ("0.0.0.0", false), ("::", false), ("10.1.2.3", false)])
+    func loopbackListenersAreRecognised(host: String, loopback: Bool) {
+        #expect(ListenerConfiguration(host: host, port: 1).isLoopback == loopback)
+    }
+
+    @Test func authSettingsAreRead() throws {
+        let yaml = "auth:\n  pam: {service: proxy-users, threads: 2, max_pending: 10}\n  throttle: {max_failures: 3, window: 30s, backoff: 5s, max_backoff: 1m}\n"
+        let configuration = try ConfigurationLoader.parse(yaml: yaml, file: "f.yaml")
+        #expect(configuration.auth.pam == .init(service: "proxy-users", threads: 2, maxPending: 10))
+        #expect(configuration.auth.throttle == .init(maxFailures: 3, window: .seconds(30), backoff: .seconds(5), maxBackoff: .minutes(1)))
+    }
+
     @Test func missingFileIsNamed() {
         #expect {
             try ConfigurationLoader.load(path: "/nonexistent/sallyport.yaml")
