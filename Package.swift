@@ -37,6 +37,11 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // The egress policy: pure rules, table-tested without sockets.
+        .target(
+            name: "SallyportPolicy",
+            dependencies: ["SOCKSProtocol"]
+        ),
         // The one bidirectional relay every session goes through.
         .target(
             name: "SallyportRelay",
@@ -46,7 +51,7 @@ let package = Package(
         .target(
             name: "Sallyport",
             dependencies: [
-                "SOCKSProtocol", "SallyportAuth", "SallyportRelay",
+                "SOCKSProtocol", "SallyportAuth", "SallyportRelay", "SallyportPolicy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -72,6 +77,10 @@ let package = Package(
             ]
         ),
         .testTarget(
+            name: "SallyportPolicyTests",
+            dependencies: ["SallyportPolicy", "SOCKSProtocol"]
+        ),
+        .testTarget(
             name: "SallyportAuthTests",
             dependencies: ["SallyportAuth", .product(name: "NIOCore", package: "swift-nio")]
         ),
@@ -82,7 +91,7 @@ let package = Package(
         .testTarget(
             name: "SallyportTests",
             dependencies: [
-                "Sallyport", "SOCKSProtocol", "SallyportAuth", "SallyportRelay",
+                "Sallyport", "SOCKSProtocol", "SallyportAuth", "SallyportRelay", "SallyportPolicy",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -1,0 +1,147 @@
+import SOCKSProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// An IPv4 or IPv6 address, for matching.
+public enum IPAddress: Hashable, Sendable {
+    case v4(SOCKSIPv4Address)
+    case v6(SOCKSIPv6Address)
+
+    /// Parses a textual address (`192.0.2.1`, `2001:db8::1`, `::ffff:10.0.0.1`).
+    public init?(_ text: String) {
+        var v4 = in_addr()
+        if inet_pton(AF_INET, text, &v4) == 1 {
+            self = .v4(SOCKSIPv4Address(UInt32(bigEndian: v4.s_addr)))
+            return
+        }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, text, &v6) == 1 {
+            self = .v6(SOCKSIPv6Address(bytes: withUnsafeBytes(of: v6) { Array($0) }))
+            return
+        }
+        return nil
+    }
+
+    /// The IPv4 address inside an IPv4-mapped IPv6 address (`::ffff:a.b.c.d`); others unchanged.
+    public var unmapped: IPAddress {
+        if case .v6(let address) = self, address.high == 0, address.low >> 32 == 0xFFFF {
+            return .v4(SOCKSIPv4Address(UInt32(truncatingIfNeeded: address.low)))
+        }
+        return self
+    }
+}
+
+extension IPAddress: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .v4(let address): return address.description
+        case .v6(let address): return address.description
+        }
+    }
+}
+
+/// An address block: `10.0.0.0/8`, `2001:db8::/32`; a bare address is a /32 or /128.
+public struct CIDR: Hashable, Sendable {
+    public let network: IPAddress
+    public let prefixLength: Int
+
+    public init?(_ text: String) {
+        let parts = text.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
+        guard let address = IPAddress(String(parts[0])) else { return nil }
+        let maximum: Int
+        if case .v4 = address { maximum = 32 } else { maximum = 128 }
+        var length = maximum
+        if parts.count == 2 {
+            guard let value = Int(parts[1]), (0...maximum).contains(value) else { return nil }
+            length = value
+        }
+        self.init(network: address, prefixLength: length)
+    }
+
+    public init(network: IPAddress, prefixLength: Int) {
+        self.prefixLength = prefixLength
+        switch network {
+        case .v4(let address):
+            self.network = .v4(SOCKSIPv4Address(address.value & Self.mask32(prefixLength)))
+        case .v6(let address):
+            let (high, low) = Self.mask128(prefixLength)
+            self.network = .v6(SOCKSIPv6Address(high: address.high & high, low: address.low & low))
+        }
+    }
+
+    /// True when `address` lies in this block. An IPv4-mapped IPv6 address counts as its IPv4 form.
+    public func contains(_ address: IPAddress) -> Bool {
+        switch (network, address.unmapped) {
+        case (.v4(let network), .v4(let candidate)):
+            return candidate.value & Self.mask32(prefixLength) == network.value
+        case (.v6(let network), .v6(let candidate)):
+            let (high, low) = Self.mask128(prefixLength)
+            return candidate.high & high == network.high && candidate.low & low == network.low
+        case (.v6, .v4(let candidate)):
+            // A block written in IPv6 (as ::ffff:0:0/96) also holds the mapped form of IPv4 addresses.
+            let mapped = IPAddress.v6(SOCKSIPv6Address(high: 0, low: 0xFFFF_0000_0000 | UInt64(candidate.value)))
+            guard case .v6(let network) = network, case .v6(let value) = mapped else { return false }
+            let (high, low) = Self.mask128(prefixLength)
+            return value.high & high == network.high && value.low & low == network.low
+        default:
+            return false
+        }
+    }
+
+    static func mask32(_ length: Int) -> UInt32 {
+        length == 0 ? 0 : UInt32.max << UInt32(32 - length)
+    }
+
+    static func mask128(_ length: Int) -> (UInt64, UInt64) {
+        if length <= 64 { return (length == 0 ? 0 : UInt64.max << UInt64(64 - length), 0) }
+        return (UInt64.max, length == 128 ? UInt64.max : UInt64.max << UInt64(128 - length))
+    }
+}
+
+extension CIDR: CustomStringConvertible {
+    public var description: String { "\(network)/\(prefixLength)" }
+}
+
+/// The address ranges no rule reaches unless it names them explicitly: loopback, RFC 1918,
+/// link-local (cloud metadata included), CGNAT, "this network", multicast, reserved and broadcast,
+/// and their IPv6 counterparts. IPv4 addresses embedded in IPv6 (mapped, compatible, NAT64, 6to4)
+/// are judged as the IPv4 address they carry.
+public enum SpecialAddressGuard {
+    static let ipv4Blocks: [CIDR] = [
+        "0.0.0.0/8", "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+        "192.0.0.0/24", "192.168.0.0/16", "198.18.0.0/15", "224.0.0.0/4", "240.0.0.0/4",
+    ].map { CIDR($0)! }
+
+    static let ipv6Blocks: [CIDR] = [
+        "::/128", "::1/128", "fe80::/10", "fec0::/10", "fc00::/7", "ff00::/8", "100::/64",
+    ].map { CIDR($0)! }
+
+    /// The block that makes `address` special, or nil for an ordinary public address.
+    public static func block(containing address: IPAddress) -> CIDR? {
+        switch address.unmapped {
+        case .v4(let v4):
+            let candidate = IPAddress.v4(v4)
+            return ipv4Blocks.first { $0.contains(candidate) }
+        case .v6(let v6):
+            if let embedded = embeddedIPv4(v6), let block = block(containing: .v4(embedded)) { return block }
+            return ipv6Blocks.first { $0.contains(.v6(v6)) }
+        }
+    }
+
+    /// The IPv4 address carried by IPv4-compatible (`::a.b.c.d`), NAT64 (`64:ff9b::/96`) and 6to4
+    /// (`2002::/16`) addresses.
+    static func embeddedIPv4(_ address: SOCKSIPv6Address) -> SOCKSIPv4Address? {
+        if address.high == 0, address.low >> 32 == 0, address.low > 1 {
+            return SOCKSIPv4Address(UInt32(truncatingIfNeeded: address.low))
+        }
+        if address.high == 0x0064_ff9b_0000_0000, address.low >> 32 == 0 {
+            return SOCKSIPv4Address(UInt32(truncatingIfNeeded: address.low))
+        }
+        if address.high >> 48 == 0x2002 {
+            return SOCKSIPv4Address(UInt32(truncatingIfNeeded: address.high >> 16))
+        }
+        return nil
+    }
+}

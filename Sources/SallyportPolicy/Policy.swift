@@ -1,0 +1,250 @@
+import SOCKSProtocol
+
+/// Who is asking: the user of an authenticated session (nil for method none) and their groups.
+public struct PolicySubject: Hashable, Sendable {
+    public var user: String?
+    public var groups: [String]
+
+    public init(user: String?, groups: [String] = []) {
+        self.user = user
+        self.groups = groups
+    }
+}
+
+/// Allow or deny.
+public enum PolicyAction: String, Hashable, Sendable {
+    case allow
+    case deny
+}
+
+/// One egress rule. A rule matches a request when every part it names matches; a part left out
+/// matches everything.
+public struct EgressRule: Hashable, Sendable {
+    /// Who the rule is for; matches when any selector matches.
+    public enum Selector: Hashable, Sendable {
+        case anyone
+        case authenticated
+        case anonymous
+        case user(String)
+        case group(String)
+    }
+
+    /// Where the rule applies.
+    public enum Destination: Hashable, Sendable {
+        /// `*`: every destination (never lifts the special-address guard).
+        case any
+        /// An address block; it is what lifts the guard for the addresses it holds.
+        case block(CIDR)
+        /// One host name, matched without regard to case or a trailing dot.
+        case host(String)
+        /// `.example.com`: the domain and every name below it.
+        case domainSuffix(String)
+    }
+
+    public var name: String?
+    public var action: PolicyAction
+    public var who: [Selector]?
+    public var to: [Destination]?
+    public var ports: [ClosedRange<UInt16>]?
+    public var commands: Set<SOCKSCommand>?
+    /// Where the rule was written, for logs.
+    public var line: Int?
+
+    public init(
+        name: String? = nil, action: PolicyAction, who: [Selector]? = nil, to: [Destination]? = nil,
+        ports: [ClosedRange<UInt16>]? = nil, commands: Set<SOCKSCommand>? = nil, line: Int? = nil
+    ) {
+        self.name = name
+        self.action = action
+        self.who = who
+        self.to = to
+        self.ports = ports
+        self.commands = commands
+        self.line = line
+    }
+
+    /// How logs name the rule: its name, else its position and line.
+    func label(index: Int) -> String {
+        if let name { return name }
+        if let line { return "rule-\(index + 1)@line\(line)" }
+        return "rule-\(index + 1)"
+    }
+
+    func appliesTo(_ subject: PolicySubject, port: UInt16, command: SOCKSCommand) -> Bool {
+        if let commands, !commands.contains(command) { return false }
+        if let ports, !ports.contains(where: { $0.contains(port) }) { return false }
+        guard let who else { return true }
+        return who.contains { selector in
+            switch selector {
+            case .anyone: return true
+            case .authenticated: return subject.user != nil
+            case .anonymous: return subject.user == nil
+            case .user(let name): return subject.user == name
+            case .group(let group): return subject.user != nil && subject.groups.contains(group)
+            }
+        }
+    }
+}
+
+/// A client rule, checked at accept before any negotiation.
+public struct ClientRule: Hashable, Sendable {
+    public var action: PolicyAction
+    public var from: [CIDR]
+    public var line: Int?
+
+    public init(action: PolicyAction, from: [CIDR], line: Int? = nil) {
+        self.action = action
+        self.from = from
+        self.line = line
+    }
+}
+
+/// The egress policy: pure, no sockets. Rules are tried in order and the first that matches decides;
+/// when none does, `defaultAction` does.
+///
+/// Names are checked twice. First the name alone, against the rules that can judge a name (host,
+/// domain suffix, `*`): a deny there refuses the request before any lookup. Then every address the
+/// name resolves to, against all rules (address blocks included) and the special-address guard;
+/// only the addresses that pass may be connected to. A special address (loopback, private,
+/// link-local, …) passes only through an allow rule that names a block holding it: neither `*`, a
+/// name rule nor the default action is enough. That is what stops a name that resolves to 127.0.0.1
+/// (DNS rebinding) or to a cloud metadata address.
+public struct Policy: Hashable, Sendable {
+    public var rules: [EgressRule]
+    public var defaultAction: PolicyAction
+    public var clientRules: [ClientRule]
+
+    public init(rules: [EgressRule], defaultAction: PolicyAction = .deny, clientRules: [ClientRule] = []) {
+        self.rules = rules
+        self.defaultAction = defaultAction
+        self.clientRules = clientRules
+    }
+
+    /// The embedded default: every public destination for everyone, the guard on.
+    public static let allowPublic = Policy(rules: [EgressRule(name: "default-public", action: .allow, to: [.any])])
+
+    /// What decided, for logs.
+    public enum Reason: Hashable, Sendable, CustomStringConvertible {
+        case rule(String)
+        case defaultAction
+        case specialAddress(CIDR)
+        case clientRule(Int?)
+
+        public var description: String {
+            switch self {
+            case .rule(let label): return label
+            case .defaultAction: return "default"
+            case .specialAddress(let block): return "guard:\(block)"
+            case .clientRule(let line): return line.map { "clients@line\($0)" } ?? "clients"
+            }
+        }
+    }
+
+    /// The outcome of a name check.
+    public enum NameDecision: Hashable, Sendable {
+        /// Resolve the name and check its addresses.
+        case resolve
+        case deny(Reason)
+    }
+
+    /// The outcome of an address check.
+    public enum Decision: Hashable, Sendable {
+        /// These addresses may be used; `reason` names the rule that allowed the first of them.
+        case allow([IPAddress], Reason)
+        /// None may; `reason` names what refused the first address.
+        case deny(Reason)
+    }
+
+    /// Checks a client's address at accept. With no client rules, every client may talk; with some,
+    /// a client no rule matches is refused.
+    public func admitsClient(_ address: IPAddress) -> (Bool, Reason) {
+        guard !clientRules.isEmpty else { return (true, .defaultAction) }
+        for rule in clientRules where rule.from.contains(where: { $0.contains(address) }) {
+            return (rule.action == .allow, .clientRule(rule.line))
+        }
+        return (false, .clientRule(nil))
+    }
+
+    /// The first check of a name: a deny here needs no lookup.
+    public func checkName(_ name: String, port: UInt16, command: SOCKSCommand, subject: PolicySubject) -> NameDecision {
+        let normalized = Self.normalize(name)
+        for (index, rule) in rules.enumerated() where rule.appliesTo(subject, port: port, command: command) {
+            let destinations = rule.to ?? [.any]
+            if destinations.contains(where: { Self.matches($0, name: normalized) }) {
+                return rule.action == .deny ? .deny(.rule(rule.label(index: index))) : .resolve
+            }
+            // An address rule may judge the name's addresses: only they can tell.
+            if destinations.contains(where: { if case .block = $0 { return true } else { return false } }) {
+                return .resolve
+            }
+        }
+        return defaultAction == .deny ? .deny(.defaultAction) : .resolve
+    }
+
+    /// The check of a destination's addresses (`name` is the name they came from, if any).
+    public func checkAddresses(
+        _ addresses: [IPAddress], name: String?, port: UInt16, command: SOCKSCommand, subject: PolicySubject
+    ) -> Decision {
+        var allowed: [IPAddress] = []
+        var firstAllow: Reason?
+        var firstDeny: Reason?
+        for address in addresses {
+            switch checkAddress(address, name: name.map(Self.normalize), port: port, command: command, subject: subject) {
+            case .success(let reason):
+                allowed.append(address)
+                if firstAllow == nil { firstAllow = reason }
+            case .failure(let refusal):
+                if firstDeny == nil { firstDeny = refusal.reason }
+            }
+        }
+        if let firstAllow { return .allow(allowed, firstAllow) }
+        return .deny(firstDeny ?? .defaultAction)
+    }
+
+    struct Refusal: Error {
+        var reason: Reason
+    }
+
+    func checkAddress(_ address: IPAddress, name: String?, port: UInt16, command: SOCKSCommand, subject: PolicySubject)
+        -> Result<Reason, Refusal>
+    {
+        let special = SpecialAddressGuard.block(containing: address)
+        for (index, rule) in rules.enumerated() where rule.appliesTo(subject, port: port, command: command) {
+            let destinations = rule.to ?? [.any]
+            let byBlock = destinations.contains { destination in
+                if case .block(let block) = destination { return block.contains(address) }
+                return false
+            }
+            let byOther = destinations.contains { destination in
+                switch destination {
+                case .any: return true
+                case .block: return false
+                case .host, .domainSuffix: return name.map { Self.matches(destination, name: $0) } ?? false
+                }
+            }
+            guard byBlock || byOther else { continue }
+            let label = Reason.rule(rule.label(index: index))
+            if rule.action == .deny { return .failure(Refusal(reason: label)) }
+            // A special address needs an allow that names its block.
+            if special != nil && !byBlock { continue }
+            return .success(label)
+        }
+        if let special { return .failure(Refusal(reason: .specialAddress(special))) }
+        return defaultAction == .allow ? .success(.defaultAction) : .failure(Refusal(reason: .defaultAction))
+    }
+
+    static func normalize(_ name: String) -> String {
+        var lowered = name.lowercased()
+        while lowered.hasSuffix(".") { lowered.removeLast() }
+        return lowered
+    }
+
+    static func matches(_ destination: EgressRule.Destination, name: String) -> Bool {
+        switch destination {
+        case .any: return true
+        case .block: return false
+        case .host(let host): return name == host
+        case .domainSuffix(let suffix): return name == suffix || name.hasSuffix("." + suffix)
+        }
+    }
+}
