@@ -45,7 +45,10 @@ let package = Package(
         // The one bidirectional relay every session goes through.
         .target(
             name: "SallyportRelay",
-            dependencies: [.product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         // Server wiring: configuration, listeners, negotiation handler, outbound connect, logging, lifecycle.
         .target(

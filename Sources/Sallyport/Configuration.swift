@@ -1,6 +1,7 @@
 import NIOCore
 import SOCKSProtocol
 import SallyportAuth
+import SallyportPolicy
 
 /// Everything the server is told by its configuration file (or the embedded default).
 public struct ServerConfiguration: Sendable, Hashable {
@@ -14,6 +15,10 @@ public struct ServerConfiguration: Sendable, Hashable {
     /// Let a listener on a non-loopback address offer method `none` (an open proxy for whoever
     /// reaches it). Off by default: such a configuration is refused.
     public var allowUnauthenticatedRemote: Bool
+    /// Who may connect, and who may reach what.
+    public var policy: Policy
+    /// Things worth saying about a valid configuration (as: it has no rules, so allows nothing).
+    public var warnings: [String] = []
 
     public init(
         listeners: [ListenerConfiguration] = [ListenerConfiguration(host: "127.0.0.1", port: 1080)],
@@ -22,8 +27,10 @@ public struct ServerConfiguration: Sendable, Hashable {
         log: LogConfiguration = LogConfiguration(),
         relay: RelaySettings = RelaySettings(),
         auth: AuthenticationSettings = AuthenticationSettings(),
-        allowUnauthenticatedRemote: Bool = false
+        allowUnauthenticatedRemote: Bool = false,
+        policy: Policy = .allowPublic
     ) {
+        self.policy = policy
         self.listeners = listeners
         self.timeouts = timeouts
         self.limits = limits
@@ -44,7 +51,8 @@ public struct ServerConfiguration: Sendable, Hashable {
         listeners.contains { $0.methods.contains(.usernamePassword) }
     }
 
-    /// The embedded default: loopback only, method none.
+    /// The embedded default: loopback only, method none, every public destination allowed and the
+    /// special-address guard on.
     public static let embeddedDefault = ServerConfiguration()
 }
 
@@ -106,10 +114,18 @@ public struct Timeouts: Sendable, Hashable {
     public init() {}
 }
 
-/// Limits on what a client may use.
+/// Limits on what a client may use. 0 means no limit.
 public struct Limits: Sendable, Hashable {
     /// Bytes a client may send ahead of the server's answer before it is closed.
     public var earlyDataBytes: Int = 64 * 1024
+    /// Sessions alive at once on the whole server (negotiating ones included).
+    public var maxSessions: Int = 0
+    /// Sessions one authenticated user may have at once.
+    public var sessionsPerUser: Int = 0
+    /// Sessions one client IP may have at once.
+    public var sessionsPerClient: Int = 0
+    /// Bytes per second each way, shared by all sessions of one authenticated user.
+    public var bandwidthPerUser: Int = 0
 
     public init() {}
 }

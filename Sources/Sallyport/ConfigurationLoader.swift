@@ -1,5 +1,6 @@
 import NIOCore
 import SOCKSProtocol
+import SallyportPolicy
 import Yams
 
 #if canImport(Glibc)
@@ -152,7 +153,10 @@ struct NodeReader {
     mutating func readConfiguration(_ root: Node?) -> ServerConfiguration {
         var configuration = ServerConfiguration()
         guard let root, !isNull(root) else { return configuration }
-        let keys = ["listen", "methods", "allow_unauthenticated_remote", "auth", "timeouts", "limits", "relay", "log"]
+        let keys = [
+            "listen", "methods", "allow_unauthenticated_remote", "auth", "clients", "rules", "default_action", "timeouts", "limits",
+            "relay", "log",
+        ]
         guard let entries = mapping(root, "", known: keys) else { return configuration }
         var defaultMethods: [AuthenticationMethod] = [.none]
         if let node = entries["methods"] { defaultMethods = methods(node, "methods") ?? defaultMethods }
@@ -221,9 +225,42 @@ struct NodeReader {
                 configuration.timeouts.shutdownGrace = time
             }
         }
-        if let node = entries["limits"], let limits = mapping(node, "limits", known: ["early_data"]) {
+        // A file says who may reach what; with no rules it allows nothing.
+        configuration.policy = Policy(rules: [])
+        if let node = entries["rules"] { configuration.policy.rules = rules(node, "rules") }
+        if let node = entries["clients"] { configuration.policy.clientRules = clientRules(node, "clients") }
+        if let node = entries["default_action"], let text = scalarString(node, "default_action") {
+            if let action = PolicyAction(rawValue: text) {
+                configuration.policy.defaultAction = action
+            } else {
+                report(node, "default_action", "'\(text)' is not allow or deny")
+            }
+        }
+        if configuration.policy.rules.isEmpty && configuration.policy.defaultAction == .deny {
+            configuration.warnings.append(
+                "\(file): no rules, and default_action is deny: every request will be refused; add rules (see conf/sallyport.yaml)")
+        }
+        if let node = entries["limits"],
+            let limits = mapping(node, "limits", known: ["early_data", "max_sessions", "sessions_per_user", "sessions_per_client", "bandwidth_per_user"])
+        {
             if let value = limits["early_data"], let size = byteSize(value, "limits.early_data", range: 0...(16 << 20)) {
                 configuration.limits.earlyDataBytes = size
+            }
+            if let value = limits["max_sessions"], let count = integer(value, "limits.max_sessions", range: 0...10_000_000) {
+                configuration.limits.maxSessions = count
+            }
+            if let value = limits["sessions_per_user"], let count = integer(value, "limits.sessions_per_user", range: 0...10_000_000) {
+                configuration.limits.sessionsPerUser = count
+            }
+            if let value = limits["sessions_per_client"], let count = integer(value, "limits.sessions_per_client", range: 0...10_000_000) {
+                configuration.limits.sessionsPerClient = count
+            }
+            if let value = limits["bandwidth_per_user"], let rate = byteSize(value, "limits.bandwidth_per_user", range: 0...(1 << 40)) {
+                if rate > 0 && rate < 1024 {
+                    report(value, "limits.bandwidth_per_user", "'\(rate)' bytes/s is too small to shape smoothly; use 0 (no limit) or at least 1KiB")
+                } else {
+                    configuration.limits.bandwidthPerUser = rate
+                }
             }
         }
         if let node = entries["relay"], let relay = mapping(node, "relay", known: ["receive_buffer"]) {
@@ -272,6 +309,143 @@ struct NodeReader {
             }
         }
         return result
+    }
+
+    mutating func rules(_ node: Node, _ path: String) -> [EgressRule] {
+        guard case .sequence(let sequence) = node else {
+            report(node, path, "expected a list of rules, each a mapping with at least 'action'")
+            return []
+        }
+        var result: [EgressRule] = []
+        var names: Set<String> = []
+        for (index, item) in sequence.enumerated() {
+            let itemPath = "\(path)[\(index)]"
+            guard let entries = mapping(item, itemPath, known: ["name", "action", "who", "to", "ports", "commands"]) else { continue }
+            guard let actionNode = entries["action"] else {
+                report(item, itemPath, "missing key 'action' (allow or deny)")
+                continue
+            }
+            guard let actionText = scalarString(actionNode, itemPath + ".action") else { continue }
+            guard let action = PolicyAction(rawValue: actionText) else {
+                report(actionNode, itemPath + ".action", "'\(actionText)' is not allow or deny")
+                continue
+            }
+            var rule = EgressRule(action: action, line: item.mark?.line)
+            if let node = entries["name"], let name = scalarString(node, itemPath + ".name") {
+                if !names.insert(name).inserted { report(node, itemPath + ".name", "the name '\(name)' is used by an earlier rule") }
+                rule.name = name
+            }
+            if let node = entries["who"] { rule.who = list(node, itemPath + ".who", Self.selector) }
+            if let node = entries["to"] { rule.to = list(node, itemPath + ".to", Self.destination) }
+            if let node = entries["ports"] { rule.ports = list(node, itemPath + ".ports", Self.portRange) }
+            if let node = entries["commands"] {
+                let commands = list(node, itemPath + ".commands") { text -> Result<SOCKSCommand, Message> in
+                    switch text {
+                    case "connect": return .success(.connect)
+                    case "udp": return .success(.udpAssociate)
+                    default: return .failure(Message("unknown command '\(text)'; expected connect or udp"))
+                    }
+                }
+                rule.commands = commands.map(Set.init)
+            }
+            result.append(rule)
+        }
+        return result
+    }
+
+    mutating func clientRules(_ node: Node, _ path: String) -> [ClientRule] {
+        guard case .sequence(let sequence) = node else {
+            report(node, path, "expected a list of {action, from} entries")
+            return []
+        }
+        var result: [ClientRule] = []
+        for (index, item) in sequence.enumerated() {
+            let itemPath = "\(path)[\(index)]"
+            guard let entries = mapping(item, itemPath, known: ["action", "from"]) else { continue }
+            guard let actionNode = entries["action"], let fromNode = entries["from"] else {
+                report(item, itemPath, "a client rule needs 'action' (allow or deny) and 'from' (a list of address blocks)")
+                continue
+            }
+            guard let actionText = scalarString(actionNode, itemPath + ".action") else { continue }
+            guard let action = PolicyAction(rawValue: actionText) else {
+                report(actionNode, itemPath + ".action", "'\(actionText)' is not allow or deny")
+                continue
+            }
+            let blocks = list(fromNode, itemPath + ".from") { text -> Result<CIDR, Message> in
+                guard let block = CIDR(text) else {
+                    return .failure(Message("'\(text)' is not an address block such as 10.0.0.0/8 or 2001:db8::/32"))
+                }
+                return .success(block)
+            }
+            if let blocks { result.append(ClientRule(action: action, from: blocks, line: item.mark?.line)) }
+        }
+        return result
+    }
+
+    /// A list of scalars (a single scalar counts as a list of one), each turned into a value.
+    mutating func list<Value>(_ node: Node, _ path: String, _ convert: (String) -> Result<Value, Message>) -> [Value]? {
+        let items: [Node]
+        switch node {
+        case .sequence(let sequence): items = Array(sequence)
+        case .scalar: items = [node]
+        default:
+            report(node, path, "expected a list")
+            return nil
+        }
+        guard !items.isEmpty else {
+            report(node, path, "an empty list matches nothing; leave the key out to match everything")
+            return nil
+        }
+        var values: [Value] = []
+        for (index, item) in items.enumerated() {
+            let itemPath = "\(path)[\(index)]"
+            guard let text = scalarString(item, itemPath) else { continue }
+            switch convert(text) {
+            case .success(let value): values.append(value)
+            case .failure(let message): report(item, itemPath, message.text)
+            }
+        }
+        return values.count == items.count ? values : nil
+    }
+
+    /// A problem found in one value.
+    struct Message: Error {
+        var text: String
+        init(_ text: String) { self.text = text }
+    }
+
+    static func selector(_ text: String) -> Result<EgressRule.Selector, Message> {
+        switch text {
+        case "*", "any", "anyone": return .success(.anyone)
+        case "authenticated": return .success(.authenticated)
+        case "anonymous": return .success(.anonymous)
+        default:
+            if text.hasPrefix("user:"), text.count > 5 { return .success(.user(String(text.dropFirst(5)))) }
+            if text.hasPrefix("group:"), text.count > 6 { return .success(.group(String(text.dropFirst(6)))) }
+            return .failure(Message("'\(text)' is not a selector; write user:NAME, group:NAME, authenticated, anonymous or *"))
+        }
+    }
+
+    static func destination(_ text: String) -> Result<EgressRule.Destination, Message> {
+        if text == "*" { return .success(.any) }
+        if let block = CIDR(text) { return .success(.block(block)) }
+        let lowered = text.lowercased()
+        let name = lowered.hasPrefix(".") ? String(lowered.dropFirst()) : lowered
+        let labels = name.split(separator: ".", omittingEmptySubsequences: false)
+        let valid = !name.isEmpty && name.utf8.count <= 253 && !name.contains("/")
+            && labels.allSatisfy { !$0.isEmpty && $0.count <= 63 && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" } }
+        guard valid else {
+            return .failure(Message("'\(text)' is not a destination; write *, an address block (10.0.0.0/8), a host name (api.example.com) or a domain (.example.com)"))
+        }
+        return .success(lowered.hasPrefix(".") ? .domainSuffix(name) : .host(name))
+    }
+
+    static func portRange(_ text: String) -> Result<ClosedRange<UInt16>, Message> {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        let bounds = parts.map { UInt16($0.trimmingSpaces) }
+        if parts.count == 1, let port = bounds[0], port > 0 { return .success(port...port) }
+        if parts.count == 2, let low = bounds[0], let high = bounds[1], low > 0, low <= high { return .success(low...high) }
+        return .failure(Message("'\(text)' is not a port (1-65535) or a range such as 8000-8100"))
     }
 
     mutating func methods(_ node: Node, _ path: String) -> [AuthenticationMethod]? {

@@ -2,18 +2,21 @@ import Logging
 import NIOCore
 import SOCKSProtocol
 import SallyportAuth
+import SallyportPolicy
 import SallyportRelay
 
-/// What every session of one server shares: settings and services. Immutable.
+/// What every session started under one configuration shares: settings and services. Immutable; a
+/// reload makes a new one for the sessions that start after it.
 struct SessionServices: Sendable {
     let timeouts: Timeouts
     let limits: Limits
-    let relay: RelayConfiguration
+    let policy: Policy
     let authenticator: (any Authenticator)?
     let connector: OutboundConnector
     let logger: Logger
     let accessLogger: Logger
     let registry: SessionRegistry
+    let limiter: SessionLimiter
 }
 
 /// Drives one client connection through the negotiation, then hands it to the relay.
@@ -35,6 +38,7 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var clientInputClosed = false
     private var outbound: (any Channel)?
     private var relay: RelaySession?
+    private var grant: SessionLimiter.Grant?
     private var finished = false
 
     init(services: SessionServices, negotiation: ServerNegotiation.Configuration, listener: String) {
@@ -56,6 +60,21 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     func handlerRemoved(context: ChannelHandlerContext) {
         self.context = nil
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        // Client rules come before any negotiation.
+        if let address = context.channel.remoteAddress.flatMap(IPAddress.init) {
+            let (admitted, reason) = services.policy.admitsClient(address)
+            if !admitted {
+                record.rule = reason.description
+                record.end = "client_denied"
+                services.logger.notice("client denied", metadata: ["client": "\(record.clientText)", "rule": "\(reason)"])
+                context.close(promise: nil)
+                return
+            }
+        }
+        context.fireChannelActive()
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
@@ -179,13 +198,55 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
         negotiationTimer = nil
         record.command = request.command
         record.destination = request.destination
+
+        // Limits first: a refused session costs no lookup.
+        switch services.limiter.acquire(user: identity.user, client: record.client?.ipAddress ?? "-", limits: services.limits) {
+        case .failure(let refusal):
+            record.end = refusal.logName
+            services.logger.notice(
+                "session limit reached",
+                metadata: ["session": "\(record.idText)", "user": "\(identity.user ?? "-")", "client": "\(record.clientText)", "limit": "\(refusal.description)"])
+            // Per-user and per-client limits are policy (0x02); the server-wide cap is the server's
+            // own state (0x01), worth retrying later.
+            if case .server = refusal {
+                perform(machine.requestFailed(.generalFailure))
+            } else {
+                perform(machine.requestFailed(.notAllowed))
+            }
+            return
+        case .success(let grant):
+            self.grant = grant
+        }
+
+        let policy = services.policy
+        let subject = PolicySubject(user: identity.user, groups: identity.groups)
+        let destination = request.destination
+        var name: String?
+        if case .domain(let domain) = destination.host {
+            name = domain
+            if case .deny(let reason) = policy.checkName(domain, port: destination.port, command: request.command, subject: subject) {
+                deny(request, reason: reason)
+                return
+            }
+        }
         let connector = services.connector
         let eventLoop = context.eventLoop
-        connector.addresses(for: request.destination, on: eventLoop)
-            .flatMap { addresses in
-                connector.connect(to: addresses, name: "\(request.destination.host)", port: Int(request.destination.port), on: eventLoop)
-            }
+        connector.addresses(for: destination, on: eventLoop)
             .assumeIsolated()
+            .flatMap { [self] addresses -> EventLoopFuture<any Channel> in
+                guard self.context != nil, !finished else {
+                    return eventLoop.makeFailedFuture(ConnectFailure(code: .generalFailure, reason: "client gone"))
+                }
+                let ips = addresses.compactMap(IPAddress.init)
+                switch policy.checkAddresses(ips, name: name, port: destination.port, command: request.command, subject: subject) {
+                case .deny(let reason):
+                    return eventLoop.makeFailedFuture(PolicyRefusal(reason: reason))
+                case .allow(let allowed, let reason):
+                    record.rule = reason.description
+                    let usable = addresses.filter { IPAddress($0).map(allowed.contains) ?? false }
+                    return connector.connect(to: usable, name: "\(destination.host)", port: Int(destination.port), on: eventLoop)
+                }
+            }
             .whenComplete { [self] result in
                 switch result {
                 case .success(let channel):
@@ -197,6 +258,9 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
                     record.remote = channel.remoteAddress
                     let bound = channel.localAddress.map(SOCKSEndpoint.init) ?? .unspecified
                     perform(machine.requestSucceeded(bound: bound))
+                case .failure(let refusal as PolicyRefusal):
+                    guard self.context != nil, !finished else { return }
+                    deny(request, reason: refusal.reason)
                 case .failure(let error):
                     let failure = OutboundConnector.failure(for: error)
                     services.logger.debug(
@@ -208,6 +272,19 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
     }
 
+    /// Refuses a request the policy denies: reply 0x02, a log line naming the rule.
+    private func deny(_ request: SOCKSRequest, reason: Policy.Reason) {
+        record.rule = reason.description
+        record.end = "denied"
+        services.logger.notice(
+            "request denied",
+            metadata: [
+                "session": "\(record.idText)", "user": "\(identity.user ?? "-")", "client": "\(record.clientText)",
+                "cmd": "\(request.command)", "dst": "\(request.destination)", "rule": "\(reason)",
+            ])
+        perform(machine.requestFailed(.notAllowed))
+    }
+
     private func startRelay(reply: ByteBuffer, context: ChannelHandlerContext) {
         guard let target = outbound else { return }
         record.reply = .succeeded
@@ -215,8 +292,10 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
         let payload = buffer.readableBytes > 0 ? buffer : nil
         buffer = ByteBuffer()
         do {
+            let relayConfiguration = RelayConfiguration(
+                idleTimeout: services.timeouts.idle, clientToTargetLimit: grant?.upload, targetToClientLimit: grant?.download)
             relay = try TCPRelay.start(
-                client: context.channel, target: target, configuration: services.relay,
+                client: context.channel, target: target, configuration: relayConfiguration,
                 initialPayload: payload, clientInputClosed: clientInputClosed
             ) { [self] outcome in
                 record.counters = outcome.counters
@@ -244,6 +323,10 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
         negotiationTimer?.cancel()
         negotiationTimer = nil
         services.registry.remove(record.id)
+        if let grant {
+            services.limiter.release(grant)
+            self.grant = nil
+        }
         record.end = record.end ?? end
         services.accessLogger.info("session", metadata: record.metadata(user: identity.user ?? record.user))
     }
@@ -259,6 +342,7 @@ struct SessionRecord {
     var command: SOCKSCommand?
     var destination: SOCKSEndpoint?
     var remote: SocketAddress?
+    var rule: String?
     var reply: SOCKSReplyCode?
     var counters = RelayCounters()
     var end: String?
@@ -287,6 +371,7 @@ struct SessionRecord {
             "cmd": "\(command.map(\.description) ?? "-")",
             "dst": "\(destination.map(\.description) ?? "-")",
             "remote": "\(remote.map(Self.text) ?? "-")",
+            "rule": "\(rule ?? "-")",
             "reply": "\(reply.map { String($0.rawValue) } ?? "-")",
             "up": "\(counters.clientToTarget)",
             "down": "\(counters.targetToClient)",
@@ -294,6 +379,11 @@ struct SessionRecord {
             "end": "\(end ?? "-")",
         ]
     }
+}
+
+/// The policy refused every address of a destination.
+struct PolicyRefusal: Error {
+    var reason: Policy.Reason
 }
 
 extension ServerNegotiation.Failure {

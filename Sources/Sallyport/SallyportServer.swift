@@ -55,7 +55,7 @@ public final class SallyportServer: Service, Sendable {
         self.services = SessionServices(
             timeouts: configuration.timeouts,
             limits: configuration.limits,
-            relay: RelayConfiguration(idleTimeout: configuration.timeouts.idle),
+            policy: configuration.policy,
             authenticator: authenticator,
             connector: OutboundConnector(
                 resolver: HostResolver(threadPool: .singleton),
@@ -63,7 +63,8 @@ public final class SallyportServer: Service, Sendable {
                 receiveBufferBytes: configuration.relay.receiveBufferBytes),
             logger: logger,
             accessLogger: accessLogger ?? logger,
-            registry: SessionRegistry())
+            registry: SessionRegistry(),
+            limiter: SessionLimiter())
     }
 
     /// The number of sessions alive now (negotiating or relaying).

@@ -36,12 +36,18 @@ public struct RelayOutcome: Sendable {
 }
 
 /// Settings of the relay.
-public struct RelayConfiguration: Sendable, Hashable {
+public struct RelayConfiguration: Sendable {
     /// Close the session when no byte has moved either way for this long; nil never does.
     public var idleTimeout: TimeAmount?
+    /// Shapes client→target bytes (shared with the user's other sessions); nil for no limit.
+    public var clientToTargetLimit: RateLimiter?
+    /// Shapes target→client bytes; nil for no limit.
+    public var targetToClientLimit: RateLimiter?
 
-    public init(idleTimeout: TimeAmount?) {
+    public init(idleTimeout: TimeAmount?, clientToTargetLimit: RateLimiter? = nil, targetToClientLimit: RateLimiter? = nil) {
         self.idleTimeout = idleTimeout
+        self.clientToTargetLimit = clientToTargetLimit
+        self.targetToClientLimit = targetToClientLimit
     }
 }
 
@@ -72,8 +78,8 @@ public enum TCPRelay {
         precondition(client.eventLoop === target.eventLoop, "the relay needs both channels on one event loop")
         client.eventLoop.preconditionInEventLoop()
         let session = RelaySession(eventLoop: client.eventLoop, configuration: configuration, onEnd: onEnd)
-        let clientHandler = RelayHandler(side: .client, session: session)
-        let targetHandler = RelayHandler(side: .target, session: session)
+        let clientHandler = RelayHandler(side: .client, session: session, limiter: configuration.clientToTargetLimit)
+        let targetHandler = RelayHandler(side: .target, session: session, limiter: configuration.targetToClientLimit)
         clientHandler.partner = targetHandler
         targetHandler.partner = clientHandler
         session.handlers = (clientHandler, targetHandler)
@@ -82,6 +88,7 @@ public enum TCPRelay {
         try client.pipeline.syncOperations.addHandler(clientHandler)
         if let initialPayload, initialPayload.readableBytes > 0 {
             session.counters.clientToTarget += UInt64(initialPayload.readableBytes)
+            clientHandler.charge(initialPayload.readableBytes)
             target.writeAndFlush(initialPayload, promise: nil)
         }
         if clientInputClosed {
@@ -191,14 +198,19 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     let side: Side
     let session: RelaySession
+    /// The bandwidth limit on what this side reads, if any.
+    let limiter: RateLimiter?
     fileprivate var partner: RelayHandler?
     private var context: ChannelHandlerContext?
     private var pendingRead = false
+    /// Reading is held back until the rate limiter's wait is over.
+    private var throttled = false
     private var closed = false
 
-    init(side: Side, session: RelaySession) {
+    init(side: Side, session: RelaySession, limiter: RateLimiter?) {
         self.side = side
         self.session = session
+        self.limiter = limiter
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
@@ -218,6 +230,21 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .target: session.counters.targetToClient &+= UInt64(buffer.readableBytes)
         }
         partner?.context?.write(data, promise: nil)
+        if limiter != nil { charge(buffer.readableBytes) }
+    }
+
+    /// Counts bytes read against the limiter; holds reading back for the wait it asks for.
+    fileprivate func charge(_ bytes: Int) {
+        guard let limiter, let eventLoop = context?.eventLoop ?? partner?.context?.eventLoop else { return }
+        let wait = limiter.consume(bytes)
+        guard wait > .zero, !throttled else { return }
+        throttled = true
+        eventLoop.assumeIsolated().scheduleTask(in: wait) { [self] in
+            throttled = false
+            guard pendingRead, partner?.context?.channel.isWritable == true else { return }
+            pendingRead = false
+            context?.read()
+        }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
@@ -249,7 +276,7 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func read(context: ChannelHandlerContext) {
-        if let partner, partner.context?.channel.isWritable == true {
+        if !throttled, let partner, partner.context?.channel.isWritable == true {
             context.read()
         } else {
             pendingRead = true
@@ -257,7 +284,7 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func partnerBecameWritable() {
-        guard pendingRead else { return }
+        guard pendingRead, !throttled else { return }
         pendingRead = false
         context?.read()
     }

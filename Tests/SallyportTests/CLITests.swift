@@ -2,6 +2,17 @@ import Foundation
 import SOCKSProtocol
 import Testing
 
+/// Rules that let a proxy reach the loopback targets of the tests (the guard keeps loopback out of
+/// reach otherwise).
+let loopbackRules = """
+
+    rules:
+      - name: test-loopback
+        action: allow
+        to: [127.0.0.0/8, "::1/128"]
+
+    """
+
 @Suite struct CLITests {
     @Test func checkConfigAcceptsTheShippedExample() async throws {
         let result = try await runProcess(sallyportExecutable(), ["check-config", packageRoot() + "/conf/sallyport.yaml"])
@@ -41,7 +52,9 @@ import Testing
 
     @Test func listenOnPortZeroLogsEveryBoundAddressAndStopsOnSIGTERM() async throws {
         let echo = try await TargetServer.echo()
-        let server = try BackgroundProcess(sallyportExecutable(), ["--listen", "127.0.0.1:0", "--listen", "[::1]:0"])
+        // The echo server is on loopback: an explicit rule lets the proxy reach it.
+        let rules = try temporaryFile(loopbackRules)
+        let server = try BackgroundProcess(sallyportExecutable(), ["--config", rules, "--listen", "127.0.0.1:0", "--listen", "[::1]:0"])
         #expect(await server.waitForStderr(containing: "msg=listening"))
         let line = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
         let addresses = logfmtFields(line)["addresses"]?.split(separator: ",").map(String.init) ?? []
@@ -68,7 +81,7 @@ import Testing
 
     @Test func sigtermLetsARunningSessionFinishWithinTheGrace() async throws {
         let echo = try await TargetServer.echo()
-        let config = try temporaryFile("listen: [127.0.0.1:0]\ntimeouts:\n  shutdown_grace: 5s\n")
+        let config = try temporaryFile("listen: [127.0.0.1:0]\ntimeouts:\n  shutdown_grace: 5s\n" + loopbackRules)
         let server = try BackgroundProcess(sallyportExecutable(), ["--config", config])
         #expect(await server.waitForStderr(containing: "msg=listening"))
         let line = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""

@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import Sallyport
 import SallyportAuth
+import SallyportPolicy
 
 /// Echoes every byte; on EOF it finishes writing and shuts its write side (half-close aware).
 final class EchoHandler: ChannelInboundHandler {
@@ -180,6 +181,12 @@ struct TestProxy {
     ) async throws -> TestProxy {
         var configuration = ServerConfiguration(listeners: [ListenerConfiguration(host: "127.0.0.1", port: 0)])
         configuration.timeouts.shutdownGrace = .zero
+        // The targets of these tests live on loopback, which the special-address guard keeps out of
+        // reach: an explicit rule allows it, as a real configuration would have to.
+        configuration.policy = Policy(rules: [
+            EgressRule(name: "test-loopback", action: .allow, to: [.block(CIDR("127.0.0.0/8")!), .block(CIDR("::1/128")!)]),
+            EgressRule(name: "public", action: .allow, to: [.any]),
+        ])
         configure(&configuration)
         let logs = LogCapture()
         let server = SallyportServer(
