@@ -66,8 +66,9 @@ let package = Package(
         .executableTarget(
             name: "sallyport",
             dependencies: [
-                "Sallyport",
+                "Sallyport", "SallyportAuth", "SallyportPolicy",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
         // The load generator behind `make bench`.

@@ -7,23 +7,34 @@ import SallyportAuth
 import SallyportRelay
 import ServiceLifecycle
 
-/// Why the server could not start.
+/// Why the server could not start, or could not take a new configuration.
 public struct StartupError: Error, Sendable, CustomStringConvertible {
     public var description: String
 }
 
-/// The SOCKS5 server: listeners, sessions and their shutdown.
+/// The SOCKS5 server: listeners, sessions, reloads and shutdown.
 ///
-/// Use `start()` and `shutdown()` directly (tests do), or run it as a `Service` in a `ServiceGroup`,
-/// which starts it, waits for SIGTERM/SIGINT and then shuts it down gracefully.
+/// Use `start()`, `reload(_:)` and `shutdown()` directly (tests do), or run it as a `Service` in a
+/// `ServiceGroup`, which starts it, waits for SIGTERM/SIGINT and then shuts it down gracefully.
 public final class SallyportServer: Service, Sendable {
-    public let configuration: ServerConfiguration
     private let group: any EventLoopGroup
     private let logger: Logger
-    private let services: SessionServices
+    private let accessLogger: Logger
+    /// Injected by the caller (tests); when nil, the server makes a PAM authenticator as needed.
+    private let injectedAuthenticator: (any Authenticator)?
+    /// Outlive reloads: live sessions and the limits' counters.
+    private let registry = SessionRegistry()
+    private let limiter = SessionLimiter()
+    private let generation: NIOLockedValueBox<Generation>
     private let state = NIOLockedValueBox<State>(.idle)
-    /// The PAM authenticator this server made from its configuration (and so shuts down).
-    private let ownedPAM: PAMAuthenticator?
+
+    /// One configuration and what was made from it; new sessions take the current one.
+    private struct Generation: Sendable {
+        var configuration: ServerConfiguration
+        var services: SessionServices
+        /// The PAM authenticator made for this configuration, if the server made one.
+        var pam: PAMAuthenticator?
+    }
 
     private enum State {
         case idle
@@ -32,7 +43,8 @@ public final class SallyportServer: Service, Sendable {
     }
 
     /// - Parameters:
-    ///   - authenticator: checks username/password logins; required when a listener offers `username`.
+    ///   - authenticator: checks username/password logins; when nil and a listener offers
+    ///     `username`, the server checks them through PAM as configured.
     ///   - logger: lifecycle and error lines; `accessLogger` gets one line per session.
     public init(
         configuration: ServerConfiguration,
@@ -41,18 +53,99 @@ public final class SallyportServer: Service, Sendable {
         logger: Logger,
         accessLogger: Logger? = nil
     ) {
-        self.configuration = configuration
         self.group = group
         self.logger = logger
-        var authenticator = authenticator
-        var ownedPAM: PAMAuthenticator?
-        if authenticator == nil, configuration.usesUsernameMethod {
-            let pam = PAMAuthenticator(configuration: configuration.auth.pam)
-            ownedPAM = pam
-            authenticator = ThrottledAuthenticator(base: pam, configuration: configuration.auth.throttle, logger: logger)
+        self.accessLogger = accessLogger ?? logger
+        self.injectedAuthenticator = authenticator
+        self.generation = NIOLockedValueBox(
+            Self.makeGeneration(
+                configuration, previous: nil, injectedAuthenticator: authenticator, logger: logger,
+                accessLogger: accessLogger ?? logger, registry: registry, limiter: limiter))
+    }
+
+    /// The configuration new sessions use.
+    public var configuration: ServerConfiguration { generation.withLockedValue { $0.configuration } }
+
+    /// The number of sessions alive now (negotiating or relaying).
+    public var activeSessions: Int { registry.count }
+
+    private var currentServices: SessionServices { generation.withLockedValue { $0.services } }
+
+    /// Binds every listener. Returns the bound addresses, in the order of the configuration.
+    @discardableResult
+    public func start() async throws -> [SocketAddress] {
+        let configuration = self.configuration
+        try validate(configuration)
+        var channels: [any Channel] = []
+        do {
+            for index in configuration.listeners.indices {
+                channels.append(try await bind(listenerIndex: index, configuration.listeners[index]))
+            }
+        } catch {
+            for channel in channels { try? await channel.close() }
+            throw error
         }
-        self.ownedPAM = ownedPAM
-        self.services = SessionServices(
+        let addresses = channels.compactMap(\.localAddress)
+        state.withLockedValue { $0 = .running(channels) }
+        logger.info("listening", metadata: ["addresses": "\(addresses.map(SessionRecord.text).joined(separator: ","))"])
+        for warning in configuration.warnings { logger.warning("\(warning)") }
+        return addresses
+    }
+
+    /// Takes a new configuration for the sessions that start from now on; running sessions go on
+    /// untouched. Throws, keeping the running configuration, when it cannot be used. Listeners are
+    /// not rebound: a change of addresses takes effect at the next start (a warning says so).
+    public func reload(_ configuration: ServerConfiguration) throws {
+        let current = self.configuration
+        var next = configuration
+        let sameAddresses = next.listeners.map { "\($0.host) \($0.port)" } == current.listeners.map { "\($0.host) \($0.port)" }
+        if !sameAddresses {
+            // Keep serving on the bound listeners, with the methods they were started with.
+            next.listeners = current.listeners
+            next.warnings.append("the listen addresses changed; they take effect at the next restart, the running listeners stay as they are")
+        }
+        try validate(next)
+        let old = generation.withLockedValue { $0 }
+        let fresh = Self.makeGeneration(
+            next, previous: old, injectedAuthenticator: injectedAuthenticator, logger: logger, accessLogger: accessLogger,
+            registry: registry, limiter: limiter)
+        generation.withLockedValue { $0 = fresh }
+        if let oldPAM = old.pam, fresh.pam !== oldPAM {
+            Task { await oldPAM.shutdown() }
+        }
+        logger.info("configuration reloaded", metadata: ["rules": "\(next.policy.rules.count)"])
+        for warning in next.warnings { logger.warning("\(warning)") }
+    }
+
+    private func validate(_ configuration: ServerConfiguration) throws {
+        if configuration.usesUsernameMethod, injectedAuthenticator == nil, configuration.auth.pam.service.isEmpty {
+            throw StartupError(description: "a listener offers method 'username' but auth.pam.service is empty")
+        }
+        if let listener = configuration.unauthenticatedRemoteListeners.first {
+            throw StartupError(
+                description: "\(listener.addressDescription) is not a loopback address but offers method 'none', which would make an open proxy; offer username there, or set allow_unauthenticated_remote: true if that is really meant")
+        }
+    }
+
+    /// Builds what sessions need from a configuration, keeping what did not change.
+    private static func makeGeneration(
+        _ configuration: ServerConfiguration, previous: Generation?, injectedAuthenticator: (any Authenticator)?, logger: Logger,
+        accessLogger: Logger, registry: SessionRegistry, limiter: SessionLimiter
+    ) -> Generation {
+        var authenticator = injectedAuthenticator
+        var pam: PAMAuthenticator?
+        if injectedAuthenticator == nil, configuration.usesUsernameMethod {
+            if let previous, let previousPAM = previous.pam, previous.configuration.auth == configuration.auth {
+                pam = previousPAM
+                authenticator = previous.services.authenticator
+            } else {
+                let made = previous?.pam.flatMap { $0.configuration == configuration.auth.pam ? $0 : nil }
+                    ?? PAMAuthenticator(configuration: configuration.auth.pam)
+                pam = made
+                authenticator = ThrottledAuthenticator(base: made, configuration: configuration.auth.throttle, logger: logger)
+            }
+        }
+        let services = SessionServices(
             timeouts: configuration.timeouts,
             limits: configuration.limits,
             policy: configuration.policy,
@@ -62,45 +155,13 @@ public final class SallyportServer: Service, Sendable {
                 connectTimeout: configuration.timeouts.connect,
                 receiveBufferBytes: configuration.relay.receiveBufferBytes),
             logger: logger,
-            accessLogger: accessLogger ?? logger,
-            registry: SessionRegistry(),
-            limiter: SessionLimiter())
+            accessLogger: accessLogger,
+            registry: registry,
+            limiter: limiter)
+        return Generation(configuration: configuration, services: services, pam: pam)
     }
 
-    /// The number of sessions alive now (negotiating or relaying).
-    public var activeSessions: Int { services.registry.count }
-
-    /// Binds every listener. Returns the bound addresses, in the order of the configuration.
-    @discardableResult
-    public func start() async throws -> [SocketAddress] {
-        if configuration.listeners.contains(where: { $0.methods.contains(.usernamePassword) }), services.authenticator == nil {
-            throw StartupError(description: "a listener offers method 'username' but no authenticator is configured")
-        }
-        if let listener = configuration.unauthenticatedRemoteListeners.first {
-            throw StartupError(
-                description: "\(listener.addressDescription) is not a loopback address but offers method 'none', which would make an open proxy; offer username there, or set allow_unauthenticated_remote: true if that is really meant")
-        }
-        var channels: [any Channel] = []
-        do {
-            for listener in configuration.listeners {
-                channels.append(try await bind(listener))
-            }
-        } catch {
-            for channel in channels { try? await channel.close() }
-            throw error
-        }
-        let addresses = channels.compactMap(\.localAddress)
-        state.withLockedValue { $0 = .running(channels) }
-        logger.info(
-            "listening",
-            metadata: ["addresses": "\(addresses.map(SessionRecord.text).joined(separator: ","))"])
-        return addresses
-    }
-
-    private func bind(_ listener: ListenerConfiguration) async throws -> any Channel {
-        let services = self.services
-        let negotiation = ServerNegotiation.Configuration(
-            methods: listener.methods, commands: [.connect], maximumEarlyData: configuration.limits.earlyDataBytes)
+    private func bind(listenerIndex: Int, _ listener: ListenerConfiguration) async throws -> any Channel {
         let name = listener.addressDescription
         let receiveBuffer = configuration.relay.receiveBufferBytes
         let bootstrap = ServerBootstrap(group: group)
@@ -109,9 +170,16 @@ public final class SallyportServer: Service, Sendable {
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: receiveBuffer))
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    let listenerName = channel.parent?.localAddress.map(SessionRecord.text) ?? name
+            .childChannelInitializer { [self] channel in
+                // Each session takes the configuration current when it is accepted.
+                let (services, methods, earlyData) = generation.withLockedValue { generation in
+                    let listeners = generation.configuration.listeners
+                    let methods = listenerIndex < listeners.count ? listeners[listenerIndex].methods : listener.methods
+                    return (generation.services, methods, generation.configuration.limits.earlyDataBytes)
+                }
+                let negotiation = ServerNegotiation.Configuration(methods: methods, commands: [.connect], maximumEarlyData: earlyData)
+                let listenerName = channel.parent?.localAddress.map(SessionRecord.text) ?? name
+                return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(
                         SOCKSServerHandler(services: services, negotiation: negotiation, listener: listenerName))
                 }
@@ -133,22 +201,22 @@ public final class SallyportServer: Service, Sendable {
         for channel in channels { try? await channel.close() }
         let grace = grace ?? configuration.timeouts.shutdownGrace
         let deadline = NIODeadline.now() + grace
-        let waiting = services.registry.count
+        let waiting = registry.count
         if waiting > 0 {
             logger.info("draining sessions", metadata: ["sessions": "\(waiting)", "grace": "\(grace)"])
         }
-        while services.registry.count > 0, NIODeadline.now() < deadline {
+        while registry.count > 0, NIODeadline.now() < deadline {
             try? await Task.sleep(for: .milliseconds(50))
         }
-        if services.registry.count > 0 {
-            logger.info("closing sessions after grace period", metadata: ["sessions": "\(services.registry.count)"])
-            services.registry.closeAll()
+        if registry.count > 0 {
+            logger.info("closing sessions after grace period", metadata: ["sessions": "\(registry.count)"])
+            registry.closeAll()
             let closeDeadline = NIODeadline.now() + .seconds(2)
-            while services.registry.count > 0, NIODeadline.now() < closeDeadline {
+            while registry.count > 0, NIODeadline.now() < closeDeadline {
                 try? await Task.sleep(for: .milliseconds(10))
             }
         }
-        await ownedPAM?.shutdown()
+        await generation.withLockedValue { $0.pam }?.shutdown()
         logger.info("stopped")
     }
 

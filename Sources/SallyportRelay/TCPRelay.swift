@@ -86,6 +86,14 @@ public enum TCPRelay {
 
         try target.pipeline.syncOperations.addHandler(targetHandler)
         try client.pipeline.syncOperations.addHandler(clientHandler)
+        // A limited side reads in small single reads, so that a pause follows every chunk instead
+        // of a burst of the socket's whole receive queue.
+        for (channel, limiter) in [(client, configuration.clientToTargetLimit), (target, configuration.targetToClientLimit)] {
+            guard let limiter, let options = channel.syncOptions else { continue }
+            let chunk = min(max(limiter.bytesPerSecond / 20, 4096), 256 * 1024)
+            try options.setOption(.maxMessagesPerRead, value: 1)
+            try options.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: chunk))
+        }
         if let initialPayload, initialPayload.readableBytes > 0 {
             session.counters.clientToTarget += UInt64(initialPayload.readableBytes)
             clientHandler.charge(initialPayload.readableBytes)

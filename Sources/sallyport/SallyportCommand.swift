@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import Sallyport
 import ServiceLifecycle
+import UnixSignals
 
 #if canImport(Glibc)
 import Glibc
@@ -93,6 +94,23 @@ struct Run: AsyncParsableCommand {
                 services: [.init(service: server)],
                 gracefulShutdownSignals: [.sigterm, .sigint],
                 logger: Logger(label: "sallyport.lifecycle", factory: { _ in SwiftLogNoOpLogHandler() })))
+        // SIGHUP: read the file again; a file that fails keeps the running configuration.
+        let reloads = Task {
+            for await _ in await UnixSignalsSequence(trapping: .sighup) {
+                guard let config else {
+                    logger.warning("SIGHUP ignored: the server runs on the embedded default configuration, with no file to read")
+                    continue
+                }
+                do {
+                    var next = try ConfigurationLoader.load(path: config)
+                    if !listen.isEmpty { next.listeners = configuration.listeners }
+                    try server.reload(next)
+                } catch {
+                    logger.error("reload failed; keeping the running configuration", metadata: ["errors": "\(error)"])
+                }
+            }
+        }
+        defer { reloads.cancel() }
         do {
             try await group.run()
         } catch {
@@ -114,7 +132,8 @@ struct CheckConfig: ParsableCommand {
         do {
             let configuration = try ConfigurationLoader.load(path: path)
             let listeners = configuration.listeners.map(\.addressDescription).joined(separator: ", ")
-            print("\(path): valid; listeners: \(listeners)")
+            for warning in configuration.warnings { printError("warning: \(warning)") }
+            print("\(path): valid; listeners: \(listeners); \(configuration.policy.rules.count) rule(s), default \(configuration.policy.defaultAction.rawValue)")
         } catch {
             printError("\(error)")
             throw ExitCode.failure

@@ -106,3 +106,75 @@ let loopbackRules = """
         await echo.stop()
     }
 }
+
+@Suite struct ReloadTests {
+    /// Starts the binary with `yaml` at a path the test can rewrite; returns the process, the path
+    /// and the proxy's port.
+    func startServer(_ yaml: String) async throws -> (BackgroundProcess, String, Int) {
+        let path = try temporaryFile(yaml)
+        let server = try BackgroundProcess(sallyportExecutable(), ["--config", path])
+        guard await server.waitForStderr(containing: "msg=listening") else { throw TestSocketError("no listening line: \(server.stderr)", errno: 0) }
+        let line = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
+        let port = Int(logfmtFields(line)["addresses"]?.split(separator: ":").last ?? "") ?? 0
+        return (server, path, port)
+    }
+
+    @Test func sighupChangesTheNextDecisionAndKeepsRunningTransfersAndBrokenFilesAreRefused() async throws {
+        let echo = try await TargetServer.echo()
+        let allowLoopback = "listen: [127.0.0.1:0]\n" + loopbackRules
+        let (server, path, port) = try await startServer(allowLoopback)
+        let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
+
+        // A transfer that runs across both reloads.
+        let running = try await onThread { () throws -> TestSocket in
+            let (socket, reply) = try connectAs(nil, proxyPort: port, to: destination)
+            guard reply == .succeeded else { throw TestSocketError("first session refused", errno: 0) }
+            return socket
+        }
+        let payload = patternBytes(count: 2 << 20, seed: 11)
+        let transfer = Task {
+            try await onThread { () -> [UInt8] in
+                let writer = Thread {
+                    for chunk in stride(from: 0, to: payload.count, by: 64 * 1024) {
+                        try? running.send(Array(payload[chunk..<min(chunk + 64 * 1024, payload.count)]))
+                        usleep(20_000)
+                    }
+                    running.shutdownWrite()
+                }
+                writer.start()
+                return try running.receiveUntilEOF()
+            }
+        }
+
+        // A broken file: the reload fails and the old rules stay.
+        try "rules:\n  - action: maybe\n".write(toFile: path, atomically: true, encoding: .utf8)
+        server.signal(SIGHUP)
+        #expect(await server.waitForStderr(containing: "reload failed"))
+        #expect(server.stderr.contains("rules[0].action: 'maybe' is not allow or deny"))
+        let (_, stillAllowed) = try await onThread { try connectAs(nil, proxyPort: port, to: destination) }
+        #expect(stillAllowed == .succeeded)
+
+        // A valid file without the loopback rule: the next session is refused.
+        try "listen: [127.0.0.1:0]\nrules:\n  - name: public-only\n    action: allow\n    to: ['*']\n".write(toFile: path, atomically: true, encoding: .utf8)
+        server.signal(SIGHUP)
+        #expect(await server.waitForStderr(containing: "configuration reloaded"))
+        let (_, refused) = try await onThread { try connectAs(nil, proxyPort: port, to: destination) }
+        #expect(refused == .notAllowed)
+
+        // The transfer that started before both reloads arrives whole.
+        let echoed = try await transfer.value
+        #expect(echoed.count == payload.count)
+        #expect(fnv1a(echoed) == fnv1a(payload))
+        server.signal(SIGTERM)
+        #expect(await server.waitForExit() == 0)
+        await echo.stop()
+    }
+
+    @Test func checkConfigWarnsAboutAFileWithNoRules() async throws {
+        let path = try temporaryFile("listen: [127.0.0.1:1080]\n")
+        let result = try await runProcess(sallyportExecutable(), ["check-config", path])
+        #expect(result.status == 0)
+        #expect(result.stderr.contains("warning: \(path): no rules"))
+        #expect(result.stdout.contains("0 rule(s), default deny"))
+    }
+}

@@ -1,5 +1,6 @@
 import NIOCore
 import SOCKSProtocol
+import SallyportPolicy
 import Testing
 
 @testable import Sallyport
@@ -140,6 +141,88 @@ import Testing
         let configuration = try ConfigurationLoader.parse(yaml: yaml, file: "f.yaml")
         #expect(configuration.auth.pam == .init(service: "proxy-users", threads: 2, maxPending: 10))
         #expect(configuration.auth.throttle == .init(maxFailures: 3, window: .seconds(30), backoff: .seconds(5), maxBackoff: .minutes(1)))
+    }
+
+    @Test func rulesClientsAndLimitsAreRead() throws {
+        let yaml = """
+            clients:
+              - action: deny
+                from: [10.9.0.0/16]
+              - action: allow
+                from: [10.0.0.0/8, "2001:db8::/32"]
+            rules:
+              - name: no-office-lan
+                action: deny
+                to: [192.168.10.0/24]
+              - name: engineers
+                action: allow
+                who: [group:engineers, user:root-admin]
+                to: ["*"]
+                ports: [22, 443, 8000-8100]
+              - action: allow
+                who: authenticated
+                to: [.Example.com, api.partner.test]
+                commands: [connect]
+            default_action: deny
+            limits:
+              max_sessions: 1000
+              sessions_per_user: 20
+              sessions_per_client: 50
+              bandwidth_per_user: 1MiB
+            """
+        let configuration = try ConfigurationLoader.parse(yaml: yaml, file: "team.yaml")
+        let policy = configuration.policy
+        #expect(policy.clientRules == [
+            ClientRule(action: .deny, from: [CIDR("10.9.0.0/16")!], line: 2),
+            ClientRule(action: .allow, from: [CIDR("10.0.0.0/8")!, CIDR("2001:db8::/32")!], line: 4),
+        ])
+        #expect(policy.rules == [
+            EgressRule(name: "no-office-lan", action: .deny, to: [.block(CIDR("192.168.10.0/24")!)], line: 7),
+            EgressRule(name: "engineers", action: .allow, who: [.group("engineers"), .user("root-admin")], to: [.any], ports: [22...22, 443...443, 8000...8100], line: 10),
+            EgressRule(action: .allow, who: [.authenticated], to: [.domainSuffix("example.com"), .host("api.partner.test")], commands: [.connect], line: 15),
+        ])
+        #expect(policy.defaultAction == .deny)
+        #expect(configuration.limits.maxSessions == 1000)
+        #expect(configuration.limits.sessionsPerUser == 20)
+        #expect(configuration.limits.sessionsPerClient == 50)
+        #expect(configuration.limits.bandwidthPerUser == 1 << 20)
+        #expect(configuration.warnings.isEmpty)
+    }
+
+    @Test func fileWithoutRulesAllowsNothingAndSaysSo() throws {
+        let configuration = try ConfigurationLoader.parse(yaml: "listen: [127.0.0.1:1080]\n", file: "bare.yaml")
+        #expect(configuration.policy.rules.isEmpty)
+        #expect(configuration.policy.defaultAction == .deny)
+        #expect(configuration.warnings.contains { $0.contains("no rules") })
+        // The embedded default, by contrast, allows public destinations.
+        #expect(ServerConfiguration.embeddedDefault.policy == .allowPublic)
+    }
+
+    @Test(arguments: [
+        ("rules:\n  - to: ['*']\n", "rules[0]: missing key 'action'"),
+        ("rules:\n  - action: permit\n", "rules[0].action: 'permit' is not allow or deny"),
+        ("rules:\n  - action: allow\n    who: [\"user:\"]\n", "rules[0].who[0]: 'user:' is not a selector"),
+        ("rules:\n  - action: allow\n    to: [10.0.0.0/40]\n", "rules[0].to[0]: '10.0.0.0/40' is not a destination"),
+        ("rules:\n  - action: allow\n    to: [\"bad host\"]\n", "is not a destination"),
+        ("rules:\n  - action: allow\n    ports: [0]\n", "rules[0].ports[0]: '0' is not a port"),
+        ("rules:\n  - action: allow\n    ports: [90-80]\n", "'90-80' is not a port"),
+        ("rules:\n  - action: allow\n    commands: [bind]\n", "unknown command 'bind'"),
+        ("rules:\n  - action: allow\n    to: []\n", "an empty list matches nothing"),
+        ("rules:\n  - {name: a, action: allow}\n  - {name: a, action: deny}\n", "rules[1].name: the name 'a' is used by an earlier rule"),
+        ("rules:\n  - action: allow\n    form: x\n", "rules[0].form: unknown key"),
+        ("clients:\n  - action: allow\n", "a client rule needs 'action'"),
+        ("clients:\n  - action: allow\n    from: [somewhere]\n", "clients[0].from[0]: 'somewhere' is not an address block"),
+        ("default_action: maybe\n", "default_action: 'maybe' is not allow or deny"),
+        ("limits:\n  sessions_per_user: -1\n", "limits.sessions_per_user: '-1' is not a whole number"),
+        ("limits:\n  bandwidth_per_user: 10\n", "too small to shape smoothly"),
+    ])
+    func badRulesAreExplainedWithTheirLines(yaml: String, expected: String) {
+        #expect {
+            try ConfigurationLoader.parse(yaml: yaml, file: "r.yaml")
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains(expected) && text.contains("r.yaml:")
+        }
     }
 
     @Test func missingFileIsNamed() {

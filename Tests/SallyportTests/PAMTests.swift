@@ -4,6 +4,7 @@ import NIOCore
 import SOCKSProtocol
 import Sallyport
 import SallyportAuth
+import SallyportPolicy
 import Testing
 
 /// True when the test process runs under pam_wrapper (as `make test` runs it).
@@ -28,9 +29,10 @@ func socksLogin(
 
 @Suite(.enabled(if: underPAMWrapper, "needs pam_wrapper: run through `make test`"))
 struct PAMTests {
-    func pamProxy(service: String = "sallyport-test", threads: Int = 4, maxPending: Int = 64, throttle: LoginThrottle.Configuration = .init(maxFailures: 0), extraListener: Bool = false)
-        async throws -> (TestProxy, PAMAuthenticator)
-    {
+    func pamProxy(
+        service: String = "sallyport-test", threads: Int = 4, maxPending: Int = 64, throttle: LoginThrottle.Configuration = .init(maxFailures: 0),
+        extraListener: Bool = false, policy: Policy? = nil
+    ) async throws -> (TestProxy, PAMAuthenticator) {
         let pam = PAMAuthenticator(configuration: .init(service: service, threads: threads, maxPending: maxPending))
         let logs = LogCapture()
         let authenticator = ThrottledAuthenticator(base: pam, configuration: throttle, logger: logs.logger())
@@ -38,6 +40,7 @@ struct PAMTests {
             configure: {
                 $0.listeners = [.init(host: "127.0.0.1", port: 0, methods: [.usernamePassword])]
                 if extraListener { $0.listeners.append(.init(host: "127.0.0.1", port: 0, methods: [.none])) }
+                if let policy { $0.policy = policy }
             },
             authenticator: authenticator)
         return (proxy, pam)
@@ -98,6 +101,24 @@ struct PAMTests {
         #expect(proxy.logs.lines.contains { $0.contains("msg=\"authentication failed\"") && $0.contains("user=mallory") && $0.contains("client=127.0.0.1:") })
         #expect(!proxy.logs.text.contains("wonderland"))
         #expect(!proxy.logs.text.contains("wonderlan"))
+        await proxy.stop()
+        await pam.shutdown()
+        await echo.stop()
+    }
+
+    @Test func groupRulesUseTheGroupsPAMAndNSSGive() async throws {
+        let echo = try await TargetServer.echo()
+        // Engineers (alice and bob in the NSS fixture) may reach the loopback target; carol may not.
+        let policy = Policy(rules: [
+            EgressRule(name: "engineers-local", action: .allow, who: [.group("engineers")], to: [.block(CIDR("127.0.0.0/8")!)])
+        ])
+        let (proxy, pam) = try await pamProxy(policy: policy)
+        let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
+        let alice = try await onThread { try socksLogin(proxyPort: proxy.port, user: Array("alice".utf8), password: Array("wonderland".utf8), destination: destination) }
+        let carol = try await onThread { try socksLogin(proxyPort: proxy.port, user: Array("carol".utf8), password: Array("c4rol-pw".utf8), destination: destination) }
+        #expect(alice.status == 0 && alice.reply == .succeeded)
+        #expect(carol.status == 0 && carol.reply == .notAllowed)
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("user=alice") && $0.contains("rule=engineers-local") } })
         await proxy.stop()
         await pam.shutdown()
         await echo.stop()

@@ -218,3 +218,23 @@ struct SlowAuthenticator: Authenticator {
         return eventLoop.scheduleTask(in: delay) { AuthenticationResult.success(Identity(user: user)) }.futureResult
     }
 }
+
+/// Reads everything; at EOF writes the number of bytes it read, then closes.
+final class DiscardHandler: ChannelInboundHandler, @unchecked Sendable {
+    // @unchecked: one instance per channel, used on its event loop only.
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    private var count = 0
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        count += unwrapInboundIn(data).readableBytes
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "\(count)"))).assumeIsolated().whenComplete { _ in
+                context.close(promise: nil)
+            }
+        }
+    }
+}

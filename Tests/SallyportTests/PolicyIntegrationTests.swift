@@ -1,0 +1,200 @@
+import Foundation
+import NIOCore
+import SOCKSProtocol
+import Sallyport
+import SallyportPolicy
+import Testing
+
+/// Greeting (with credentials when given) and CONNECT; returns the reply code, or nil when the
+/// login itself failed.
+func connectAs(_ user: String?, proxyPort: Int, to destination: SOCKSEndpoint) throws -> (TestSocket, SOCKSReplyCode?) {
+    let socket = try TestSocket(host: "127.0.0.1", port: proxyPort)
+    if let user {
+        try socket.send([5, 1, 2])
+        try expectBytesHelper(try socket.receive(exactly: 2), [5, 2])
+        var auth = ByteBuffer()
+        auth.writeUsernamePasswordRequest(UsernamePasswordRequest(username: user, password: Password("pw-\(user)")))
+        try socket.send(Array(auth.readableBytesView))
+        guard try socket.receive(exactly: 2) == [1, 0] else { return (socket, nil) }
+    } else {
+        try socket.send([5, 1, 0])
+        try expectBytesHelper(try socket.receive(exactly: 2), [5, 0])
+    }
+    var request = ByteBuffer()
+    request.writeSOCKSRequest(SOCKSRequest(command: .connect, destination: destination))
+    try socket.send(Array(request.readableBytesView))
+    return (socket, try socket.readReply().code)
+}
+
+@Suite struct PolicyIntegrationTests {
+    @Test func loopbackIsRefusedWithoutAnExplicitAllow() async throws {
+        let echo = try await TargetServer.echo()
+        // The embedded default policy: public destinations only.
+        let proxy = try await TestProxy.start { $0.policy = .allowPublic }
+        let (_, ipReply) = try await onThread {
+            try connectAs(nil, proxyPort: proxy.port, to: SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port)))
+        }
+        #expect(ipReply == .notAllowed)
+        // A name that resolves to loopback is refused the same way (DNS rebinding).
+        let (_, nameReply) = try await onThread {
+            try connectAs(nil, proxyPort: proxy.port, to: SOCKSEndpoint(host: .domain("localhost"), port: UInt16(echo.port)))
+        }
+        #expect(nameReply == .notAllowed)
+        let (_, mappedReply) = try await onThread {
+            try connectAs(nil, proxyPort: proxy.port, to: SOCKSEndpoint(host: .ipv6(.init(high: 0, low: 0xFFFF_7F00_0001)), port: UInt16(echo.port)))
+        }
+        #expect(mappedReply == .notAllowed)
+        #expect(await proxy.logs.wait { $0.filter { $0.contains("msg=\"request denied\"") && $0.contains("rule=guard:127.0.0.0/8") }.count == 3 })
+        let session = logfmtFields(proxy.logs.sessionLines.first ?? "")
+        #expect(session["reply"] == "2")
+        #expect(session["end"] == "denied")
+        #expect(session["rule"] == "guard:127.0.0.0/8")
+        await proxy.stop()
+        await echo.stop()
+    }
+
+    @Test func ruleForOneUserLetsThatUserThroughAndNotAnother() async throws {
+        let echo = try await TargetServer.echo()
+        let proxy = try await TestProxy.start(
+            configure: {
+                $0.listeners[0].methods = [.usernamePassword]
+                // Loopback, for one user only: the test's target lives there.
+                $0.policy = Policy(rules: [
+                    EgressRule(name: "alice-local", action: .allow, who: [.user("alice")], to: [.block(CIDR("127.0.0.1/32")!)]),
+                    EgressRule(name: "public", action: .allow, to: [.any]),
+                ])
+            }, authenticator: TestAuthenticator())
+        let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
+        let alice = try await onThread { () -> [UInt8] in
+            let (socket, reply) = try connectAs("alice", proxyPort: proxy.port, to: destination)
+            guard reply == .succeeded else { return [] }
+            try socket.send([1, 2, 3])
+            return try socket.receive(exactly: 3)
+        }
+        #expect(alice == [1, 2, 3])
+        let (_, bob) = try await onThread { try connectAs("bob", proxyPort: proxy.port, to: destination) }
+        #expect(bob == .notAllowed)
+        #expect(await proxy.logs.wait { $0.contains { $0.contains(" msg=session ") && $0.contains("user=alice") && $0.contains("rule=alice-local") } })
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("msg=\"request denied\"") && $0.contains("user=bob") && $0.contains("dst=127.0.0.1:\(echo.port)") } })
+        await proxy.stop()
+        await echo.stop()
+    }
+
+    @Test func nameResolvingToLoopbackPassesOnlyWhenItsAddressIsAllowed() async throws {
+        let echo = try await TargetServer.echo()
+        let proxy = try await TestProxy.start {
+            // "localhost" is allowed by name, but that alone never lifts the guard; 127.0.0.1 is
+            // allowed explicitly for the second listener's sessions only through its own rule below.
+            $0.policy = Policy(rules: [EgressRule(name: "by-name", action: .allow, to: [.host("localhost")])])
+        }
+        let (_, refused) = try await onThread { try connectAs(nil, proxyPort: proxy.port, to: SOCKSEndpoint(host: .domain("localhost"), port: UInt16(echo.port))) }
+        #expect(refused == .notAllowed)
+        var allowed = proxy.server.configuration
+        allowed.policy = Policy(rules: [EgressRule(name: "local", action: .allow, to: [.block(CIDR("127.0.0.0/8")!)])])
+        try proxy.server.reload(allowed)
+        let (_, accepted) = try await onThread { try connectAs(nil, proxyPort: proxy.port, to: SOCKSEndpoint(host: .domain("localhost"), port: UInt16(echo.port))) }
+        #expect(accepted == .succeeded)
+        await proxy.stop()
+        await echo.stop()
+    }
+
+    @Test func groupRulesUseTheGroupsOfTheIdentity() async throws {
+        let echo = try await TargetServer.echo()
+        let proxy = try await TestProxy.start(
+            configure: {
+                $0.listeners[0].methods = [.usernamePassword, .none]
+                $0.policy = Policy(rules: [
+                    EgressRule(name: "staff-local", action: .allow, who: [.group("staff")], to: [.block(CIDR("127.0.0.0/8")!)], ports: [UInt16(1)...UInt16(65535)]),
+                ])
+            }, authenticator: TestAuthenticator())
+        let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
+        // TestAuthenticator puts every user in group "staff"; anonymous sessions have no groups.
+        let (_, member) = try await onThread { try connectAs("dave", proxyPort: proxy.port, to: destination) }
+        #expect(member == .succeeded)
+        let (_, anonymous) = try await onThread { try connectAs(nil, proxyPort: proxy.port, to: destination) }
+        #expect(anonymous == .notAllowed)
+        await proxy.stop()
+        await echo.stop()
+    }
+
+    @Test func deniedClientIsClosedBeforeNegotiation() async throws {
+        let proxy = try await TestProxy.start {
+            $0.policy.clientRules = [ClientRule(action: .deny, from: [CIDR("127.0.0.0/8")!], line: 7)]
+        }
+        let closed = try await onThread { () -> Bool in
+            let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
+            try? socket.send([5, 1, 0])
+            return socket.waitForClose()
+        }
+        #expect(closed)
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("end=client_denied") && $0.contains("rule=clients@line7") } })
+        await proxy.stop()
+    }
+
+    @Test func userSessionLimitRefusesTheNextSession() async throws {
+        let echo = try await TargetServer.echo()
+        let proxy = try await TestProxy.start(
+            configure: {
+                $0.listeners[0].methods = [.usernamePassword]
+                $0.limits.sessionsPerUser = 2
+            }, authenticator: TestAuthenticator())
+        let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
+        let first = try await onThread { try connectAs("erin", proxyPort: proxy.port, to: destination) }
+        let second = try await onThread { try connectAs("erin", proxyPort: proxy.port, to: destination) }
+        #expect(first.1 == .succeeded && second.1 == .succeeded)
+        let (_, third) = try await onThread { try connectAs("erin", proxyPort: proxy.port, to: destination) }
+        #expect(third == .notAllowed)
+        // Another user is not affected.
+        let (_, other) = try await onThread { try connectAs("frank", proxyPort: proxy.port, to: destination) }
+        #expect(other == .succeeded)
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("end=limit_user") } })
+        // When one of erin's sessions ends, she may open another.
+        first.0.shutdownWrite()
+        _ = try await onThread { try first.0.receiveUntilEOF() }
+        #expect(await waitUntil(timeout: 5) { proxy.logs.sessionLines.count >= 3 })
+        let (_, fourth) = try await onThread { try connectAs("erin", proxyPort: proxy.port, to: destination) }
+        #expect(fourth == .succeeded)
+        _ = second
+        await proxy.stop()
+        await echo.stop()
+    }
+
+    @Test func serverSessionCapRepliesGeneralFailure() async throws {
+        let echo = try await TargetServer.echo()
+        let proxy = try await TestProxy.start { $0.limits.maxSessions = 1 }
+        let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
+        let first = try await onThread { try connectAs(nil, proxyPort: proxy.port, to: destination) }
+        #expect(first.1 == .succeeded)
+        let (_, second) = try await onThread { try connectAs(nil, proxyPort: proxy.port, to: destination) }
+        #expect(second == .generalFailure)
+        _ = first
+        await proxy.stop()
+        await echo.stop()
+    }
+
+    @Test func bandwidthLimitShapesATransfer() async throws {
+        // 10 MiB at 1 MiB/s must take 10 s, give or take 10 %.
+        let sink = try await TargetServer.start { DiscardHandler() }
+        let proxy = try await TestProxy.start(
+            configure: {
+                $0.listeners[0].methods = [.usernamePassword]
+                $0.limits.bandwidthPerUser = 1 << 20
+            }, authenticator: TestAuthenticator())
+        let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(sink.port))
+        let payload = patternBytes(count: 10 << 20, seed: 3)
+        let seconds = try await onThread { () -> Double in
+            let (socket, reply) = try connectAs("grace", proxyPort: proxy.port, to: destination)
+            guard reply == .succeeded else { return 0 }
+            let start = Date()
+            try socket.send(payload)
+            socket.shutdownWrite()
+            // The sink answers with the byte count once it has read everything.
+            let answer = String(decoding: try socket.receiveUntilEOF(), as: UTF8.self)
+            guard answer == "\(payload.count)" else { throw TestSocketError("sink saw \(answer) bytes", errno: 0) }
+            return Date().timeIntervalSince(start)
+        }
+        #expect(seconds > 9.0 && seconds < 11.0, "10 MiB took \(seconds) s at 1 MiB/s")
+        await proxy.stop()
+        await sink.stop()
+    }
+}
