@@ -233,10 +233,12 @@ import Testing
         }
     }
 
-    @Test func shippedExampleConfigurationIsValid() throws {
-        let path = packageRoot() + "/conf/sallyport.yaml"
-        let configuration = try ConfigurationLoader.load(path: path)
-        #expect(!configuration.listeners.isEmpty)
+    @Test func shippedExampleConfigurationsAreValid() throws {
+        let example = try ConfigurationLoader.load(path: packageRoot() + "/conf/sallyport.yaml")
+        #expect(!example.listeners.isEmpty)
+        #expect(example.warnings.isEmpty)
+        let team = try ConfigurationLoader.load(path: packageRoot() + "/conf/examples/team.yaml")
+        #expect(team.policy.rules.map(\.name) == ["no-office-lan", "engineers", "contractors", "local-users-web"])
     }
 }
 
