@@ -46,7 +46,9 @@ let package = Package(
         .target(
             name: "SallyportRelay",
             dependencies: [
+                "SOCKSProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
             ]
         ),

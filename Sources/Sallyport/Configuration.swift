@@ -12,6 +12,7 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var log: LogConfiguration
     public var relay: RelaySettings
     public var auth: AuthenticationSettings
+    public var udp: UDPSettings
     /// Let a listener on a non-loopback address offer method `none` (an open proxy for whoever
     /// reaches it). Off by default: such a configuration is refused.
     public var allowUnauthenticatedRemote: Bool
@@ -28,8 +29,10 @@ public struct ServerConfiguration: Sendable, Hashable {
         relay: RelaySettings = RelaySettings(),
         auth: AuthenticationSettings = AuthenticationSettings(),
         allowUnauthenticatedRemote: Bool = false,
-        policy: Policy = .allowPublic
+        policy: Policy = .allowPublic,
+        udp: UDPSettings = UDPSettings()
     ) {
+        self.udp = udp
         self.policy = policy
         self.listeners = listeners
         self.timeouts = timeouts
@@ -90,6 +93,23 @@ public struct ListenerConfiguration: Sendable, Hashable {
             return false
         }
     }
+}
+
+/// UDP ASSOCIATE.
+public struct UDPSettings: Sendable, Hashable {
+    /// Serve UDP ASSOCIATE (reply 0x07 when off).
+    public var enabled = true
+    /// The address put in the reply's BND.ADDR instead of the socket's own, for a server behind NAT.
+    public var advertise: String?
+    /// Ports the relay sockets may use; nil for any free port.
+    public var ports: ClosedRange<Int>?
+    /// End an association when no datagram has moved for this long; nil never (the control
+    /// connection still ends it).
+    public var idle: TimeAmount? = .minutes(2)
+    /// Destinations with an open socket at once per association.
+    public var maxDestinations = 256
+
+    public init() {}
 }
 
 /// How username/password logins are checked.

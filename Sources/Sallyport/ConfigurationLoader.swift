@@ -155,7 +155,7 @@ struct NodeReader {
         guard let root, !isNull(root) else { return configuration }
         let keys = [
             "listen", "methods", "allow_unauthenticated_remote", "auth", "clients", "rules", "default_action", "timeouts", "limits",
-            "relay", "log",
+            "relay", "log", "udp",
         ]
         guard let entries = mapping(root, "", known: keys) else { return configuration }
         var defaultMethods: [AuthenticationMethod] = [.none]
@@ -261,6 +261,28 @@ struct NodeReader {
                 } else {
                     configuration.limits.bandwidthPerUser = rate
                 }
+            }
+        }
+        if let node = entries["udp"], let udp = mapping(node, "udp", known: ["enabled", "advertise", "port_range", "idle", "max_destinations"]) {
+            if let value = udp["enabled"], let enabled = bool(value, "udp.enabled") { configuration.udp.enabled = enabled }
+            if let value = udp["advertise"], let text = scalarString(value, "udp.advertise") {
+                if (try? SocketAddress(ipAddress: text, port: 0)) != nil {
+                    configuration.udp.advertise = text
+                } else {
+                    report(value, "udp.advertise", "'\(text)' is not an IP address; give the public address clients reach this host at")
+                }
+            }
+            if let value = udp["port_range"], let text = scalarString(value, "udp.port_range") {
+                switch Self.portRange(text) {
+                case .success(let range): configuration.udp.ports = Int(range.lowerBound)...Int(range.upperBound)
+                case .failure(let message): report(value, "udp.port_range", message.text)
+                }
+            }
+            if let value = udp["idle"], let time = duration(value, "udp.idle", allowZero: true) {
+                configuration.udp.idle = time == .zero ? nil : time
+            }
+            if let value = udp["max_destinations"], let count = integer(value, "udp.max_destinations", range: 1...65_536) {
+                configuration.udp.maxDestinations = count
             }
         }
         if let node = entries["relay"], let relay = mapping(node, "relay", known: ["receive_buffer"]) {

@@ -111,18 +111,4 @@ extension SOCKSEndpoint {
             throw ConnectFailure(code: .generalFailure, reason: "\(name) is a name, not an address")
         }
     }
-
-    /// The endpoint of a socket address, for `BND.ADDR`.
-    init(_ address: SocketAddress) {
-        let port = UInt16(clamping: address.port ?? 0)
-        switch address {
-        case .v4(let v4):
-            self.init(host: .ipv4(SOCKSIPv4Address(UInt32(bigEndian: v4.address.sin_addr.s_addr))), port: port)
-        case .v6(let v6):
-            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
-            self.init(host: .ipv6(SOCKSIPv6Address(bytes: bytes)), port: port)
-        default:
-            self = .unspecified
-        }
-    }
 }

@@ -17,6 +17,8 @@ struct SessionServices: Sendable {
     let accessLogger: Logger
     let registry: SessionRegistry
     let limiter: SessionLimiter
+    let udp: UDPSettings
+    let names: NameCache
 }
 
 /// Drives one client connection through the negotiation, then hands it to the relay.
@@ -38,6 +40,7 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var clientInputClosed = false
     private var outbound: (any Channel)?
     private var relay: RelaySession?
+    private var association: UDPAssociation?
     private var grant: SessionLimiter.Grant?
     private var finished = false
 
@@ -78,6 +81,8 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        // Once a UDP association is up, its control connection carries nothing (RFC 1928 section 7).
+        guard association == nil else { return }
         var incoming = unwrapInboundIn(data)
         buffer.writeBuffer(&incoming)
         runMachine()
@@ -86,6 +91,11 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
             clientInputClosed = true
+            // A client that ends its side of the control connection ends its association.
+            if let association {
+                association.close(.controlClosed)
+                return
+            }
             perform(machine.inputClosed())
         } else {
             context.fireUserInboundEventTriggered(event)
@@ -93,6 +103,8 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // The association lives exactly as long as its control connection.
+        association?.close(.controlClosed)
         outbound?.close(promise: nil)
         if relay == nil { finish(end: record.end ?? "client_closed") }
         context.fireChannelInactive()
@@ -106,7 +118,10 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
 
     /// Server shutdown: close now, whatever the phase.
     func closeForShutdown() {
-        if let relay {
+        if let association {
+            association.close(.closedByServer)
+            context?.close(promise: nil)
+        } else if let relay {
             relay.close()
         } else {
             record.end = record.end ?? "closed_by_server"
@@ -117,7 +132,7 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
     // MARK: Driving the machine
 
     private func runMachine() {
-        while context != nil, !finished, relay == nil {
+        while context != nil, !finished, relay == nil, association == nil {
             let action = machine.process(&buffer)
             if case .needMoreData = action { break }
             if case .wait = action { break }
@@ -217,6 +232,10 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .success(let grant):
             self.grant = grant
         }
+        if request.command == .udpAssociate {
+            associate(request, context: context)
+            return
+        }
 
         let policy = services.policy
         let subject = PolicySubject(user: identity.user, groups: identity.groups)
@@ -272,6 +291,56 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
     }
 
+    /// UDP ASSOCIATE: a relay socket on the control connection's local IP; the reply names it (or
+    /// the advertised address). The request's DST is where the client will send from.
+    private func associate(_ request: SOCKSRequest, context: ChannelHandlerContext) {
+        guard let local = context.channel.localAddress?.ipAddress, let client = context.channel.remoteAddress else {
+            perform(machine.requestFailed(.generalFailure))
+            return
+        }
+        let udp = services.udp
+        let gate = UDPGate(
+            policy: services.policy, subject: PolicySubject(user: identity.user, groups: identity.groups),
+            resolver: services.connector.resolver, names: services.names, logger: services.logger, session: record.idText,
+            client: record.clientText)
+        let eventLoop = context.eventLoop
+        let configuration = UDPRelayConfiguration(
+            idleTimeout: udp.idle, clientToTargetLimit: grant?.upload, targetToClientLimit: grant?.download,
+            maxDestinations: udp.maxDestinations)
+        let expectedPort = request.destination.port == 0 ? nil : Int(request.destination.port)
+        UDPAssociation.start(
+            on: eventLoop, bindHost: local, ports: udp.ports, client: client, expectedPort: expectedPort,
+            configuration: configuration, gate: { gate.check($0, on: eventLoop) }
+        ) { [self] counters, end in
+            record.udp = counters
+            record.counters = RelayCounters(clientToTarget: counters.bytesUp, targetToClient: counters.bytesDown)
+            record.end = record.end ?? end.rawValue
+            context.close(promise: nil)
+            finish(end: end.rawValue)
+        }
+        .assumeIsolated()
+        .whenComplete { [self] result in
+            switch result {
+            case .success(let association):
+                guard self.context != nil, !finished else {
+                    association.close(.controlClosed)
+                    return
+                }
+                self.association = association
+                record.remote = association.boundAddress
+                var bound = SOCKSEndpoint(association.boundAddress)
+                if let advertised = udp.advertise, let address = try? SocketAddress(ipAddress: advertised, port: association.boundAddress.port ?? 0) {
+                    bound = SOCKSEndpoint(address)
+                }
+                perform(machine.requestSucceeded(bound: bound))
+            case .failure(let error):
+                services.logger.error("cannot open a UDP relay socket", metadata: ["session": "\(record.idText)", "error": "\(error)"])
+                guard self.context != nil, !finished else { return }
+                perform(machine.requestFailed(.generalFailure))
+            }
+        }
+    }
+
     /// Refuses a request the policy denies: reply 0x02, a log line naming the rule.
     private func deny(_ request: SOCKSRequest, reason: Policy.Reason) {
         record.rule = reason.description
@@ -286,6 +355,12 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     private func startRelay(reply: ByteBuffer, context: ChannelHandlerContext) {
+        if association != nil {
+            record.reply = .succeeded
+            buffer = ByteBuffer()
+            context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
+            return
+        }
         guard let target = outbound else { return }
         record.reply = .succeeded
         context.writeAndFlush(wrapOutboundOut(reply), promise: nil)
@@ -345,6 +420,7 @@ struct SessionRecord {
     var rule: String?
     var reply: SOCKSReplyCode?
     var counters = RelayCounters()
+    var udp: UDPCounters?
     var end: String?
 
     init(id: UInt64, listener: String) {
@@ -363,7 +439,7 @@ struct SessionRecord {
     func metadata(user: String?) -> Logger.Metadata {
         let elapsed = NIODeadline.now() - start
         let seconds = Double(elapsed.nanoseconds) / 1e9
-        return [
+        var metadata: Logger.Metadata = [
             "session": "\(idText)",
             "listener": "\(listener)",
             "client": "\(clientText)",
@@ -378,6 +454,13 @@ struct SessionRecord {
             "duration": "\((seconds * 1000).rounded() / 1000)",
             "end": "\(end ?? "-")",
         ]
+        if let udp {
+            metadata["dgrams_up"] = "\(udp.datagramsUp)"
+            metadata["dgrams_down"] = "\(udp.datagramsDown)"
+            metadata["destinations"] = "\(udp.destinations)"
+            metadata["dropped"] = "\(udp.dropped)"
+        }
+        return metadata
     }
 }
 

@@ -157,7 +157,9 @@ public final class SallyportServer: Service, Sendable {
             logger: logger,
             accessLogger: accessLogger,
             registry: registry,
-            limiter: limiter)
+            limiter: limiter,
+            udp: configuration.udp,
+            names: previous?.services.names ?? NameCache())
         return Generation(configuration: configuration, services: services, pam: pam)
     }
 
@@ -177,7 +179,8 @@ public final class SallyportServer: Service, Sendable {
                     let methods = listenerIndex < listeners.count ? listeners[listenerIndex].methods : listener.methods
                     return (generation.services, methods, generation.configuration.limits.earlyDataBytes)
                 }
-                let negotiation = ServerNegotiation.Configuration(methods: methods, commands: [.connect], maximumEarlyData: earlyData)
+                let commands: Set<SOCKSCommand> = services.udp.enabled ? [.connect, .udpAssociate] : [.connect]
+                let negotiation = ServerNegotiation.Configuration(methods: methods, commands: commands, maximumEarlyData: earlyData)
                 let listenerName = channel.parent?.localAddress.map(SessionRecord.text) ?? name
                 return channel.eventLoop.makeCompletedFuture {
                     try channel.pipeline.syncOperations.addHandler(

@@ -148,4 +148,33 @@ import Testing
         await authenticated.stop()
         await echo.stop()
     }
+
+    @Test func pySocksUDPThroughAnAssociation() async throws {
+        let echo = try await UDPEchoServer.start()
+        let proxy = try await TestProxy.start()
+        let script = """
+            import socket, sys, socks
+            proxy_port, echo_port = int(sys.argv[1]), int(sys.argv[2])
+            s = socks.socksocket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.set_proxy(socks.SOCKS5, "127.0.0.1", proxy_port, rdns=True)
+            s.settimeout(5)
+            s.bind(("127.0.0.1", 0))   # PySocks sends UDP ASSOCIATE here, naming this port
+            ok = 0
+            for i in range(200):
+                target = ("127.0.0.1", echo_port) if i % 2 == 0 else ("localhost", echo_port)
+                payload = b"datagram-%d-" % i + bytes(range(256))
+                s.sendto(payload, target)
+                data, sender = s.recvfrom(65536)
+                if data == payload and sender[1] == echo_port:
+                    ok += 1
+            print(ok)
+            """
+        let path = try temporaryFile(script, suffix: ".py")
+        let result = try await runProcess("/usr/bin/python3", [path, "\(proxy.port)", "\(echo.port)"])
+        #expect(result.status == 0, "\(result.stderr)")
+        #expect(result.stdout == "200\n")
+        await proxy.stop()
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("cmd=udp") && $0.contains("dgrams_up=200 dgrams_down=200") && $0.contains("destinations=2") } })
+        await echo.stop()
+    }
 }
