@@ -225,6 +225,18 @@ import Testing
         }
     }
 
+    @Test func udpSettingsAreRead() throws {
+        let configuration = try ConfigurationLoader.parse(
+            yaml: "udp:\n  enabled: true\n  advertise: 198.51.100.4\n  port_range: 40000-40100\n  idle: 90s\n  max_destinations: 32\n", file: "u.yaml")
+        #expect(configuration.udp.advertise == "198.51.100.4")
+        #expect(configuration.udp.ports == 40000...40100)
+        #expect(configuration.udp.idle == .seconds(90))
+        #expect(configuration.udp.maxDestinations == 32)
+        #expect {
+            try ConfigurationLoader.parse(yaml: "udp:\n  advertise: my-host\n", file: "u.yaml")
+        } throws: { "\($0)".contains("u.yaml:2:14: udp.advertise: 'my-host' is not an IP address") }
+    }
+
     @Test func missingFileIsNamed() {
         #expect {
             try ConfigurationLoader.load(path: "/nonexistent/sallyport.yaml")
