@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sallyport-bench",
         abstract: "Load generator for SOCKS5 proxies (loopback only).",
-        subcommands: [Connections.self, Echo.self])
+        subcommands: [Connections.self, Bulk.self, Idle.self, UDPRoundTrips.self, Echo.self])
 }
 
 /// `HOST:PORT` on the command line.
@@ -36,13 +36,16 @@ struct Connections: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Measure connections per second and latency.")
 
     @Option(help: "The SOCKS5 proxy; without it, connect to the target directly.") var proxy: Endpoint?
-    @Option(help: "The echo server to reach.") var target: Endpoint
+    @Option(help: "The echo server to reach; without it, one in this process.") var target: Endpoint?
     @Option(help: "RFC 1929 user name.") var user: String?
     @Option(help: "RFC 1929 password.") var password: String?
     @Option(help: "Concurrent workers.") var workers: Int = 8
     @Option(help: "Seconds to run.") var seconds: Double = 5
 
     func run() throws {
+        raiseFileLimit()
+        let echo = target == nil ? try startEchoServer() : nil
+        let target = self.target ?? Endpoint(argument: "127.0.0.1:\(echo!.localAddress!.port!)")!
         let deadline = monotonicSeconds() + seconds
         let results = (0..<workers).map { _ in WorkerResult() }
         var threads: [pthread_t] = []
@@ -139,19 +142,33 @@ struct Echo: ParsableCommand {
     @Option(help: "Address to listen on.") var listen: Endpoint = Endpoint(argument: "127.0.0.1:0")!
 
     func run() throws {
-        let channel = try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
-            .serverChannelOption(.backlog, value: 4096)
-            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 4096, maximum: 256 * 1024))
-            .childChannelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EchoHandler()) }
-            }
-            .bind(host: listen.host, port: listen.port).wait()
+        raiseFileLimit()
+        let channel = try startEchoServer(listen)
         print(channel.localAddress!.port!)
         fflush(nil)
         try channel.closeFuture.wait()
     }
+}
+
+/// A TCP echo server in this process, on NIO.
+func startEchoServer(_ listen: Endpoint = Endpoint(argument: "127.0.0.1:0")!) throws -> any Channel {
+    try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+        .serverChannelOption(.backlog, value: 4096)
+        .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+        .childChannelOption(.allowRemoteHalfClosure, value: true)
+        .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: 256 * 1024))
+        .childChannelInitializer { channel in
+            channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(EchoHandler()) }
+        }
+        .bind(host: listen.host, port: listen.port).wait()
+}
+
+/// Raises the soft limit on open files to the hard limit (idle-session runs need thousands).
+func raiseFileLimit() {
+    var limit = rlimit()
+    getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
+    limit.rlim_cur = limit.rlim_max
+    setrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit)
 }
 
 final class EchoHandler: ChannelInboundHandler, Sendable {

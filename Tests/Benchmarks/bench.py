@@ -1,0 +1,306 @@
+#!/usr/bin/env python3
+"""Sallyport's benchmark: Sallyport against microsocks and Dante, and a direct connection, measured in
+one run with one load generator (sallyport-bench), on loopback only.
+
+Usage: Tests/Benchmarks/bench.py BIN_DIR [--seconds S] [--sessions N] [--json PATH] [--only NAMES]
+Prints one table (each figure with its ratio to the best peer) and writes JSON.
+"""
+import argparse, json, os, platform, resource, shutil, signal, socket, subprocess, sys, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, timeout=10):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def tree(pid):
+    """The PID and all its descendants."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                children.setdefault(int(fields[1]), []).append(int(entry))
+            except OSError:
+                pass
+    result, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        result.append(p)
+        todo.extend(children.get(p, []))
+    return result
+
+
+def cpu_seconds(pid):
+    """utime + stime of the process tree, and of its reaped children."""
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+            if p == pid:
+                total += int(fields[13]) + int(fields[14])
+        except OSError:
+            pass
+    return total / TICKS
+
+
+def pss_kib(pid):
+    total = 0
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/smaps_rollup") as f:
+                for line in f:
+                    if line.startswith("Pss:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
+    return total
+
+
+def raise_limits():
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Proxy:
+    """A proxy under test. `make_argv(port)` writes its configuration and returns its command line;
+    the port is picked just before it starts, so that nothing else takes it meanwhile."""
+    def __init__(self, name, make_argv, env=None, udp=True, user=None, password=None, log=None):
+        self.name, self.make_argv, self.env, self.udp = name, make_argv, env, udp
+        self.user, self.password, self.log = user, password, log
+        self.process = None
+        self.argv = None
+        self.port = 0
+
+    def start(self):
+        if self.make_argv is None:
+            return
+        self.port = free_port()
+        self.argv = self.make_argv(self.port)
+        environment = dict(os.environ)
+        environment.update(self.env or {})
+        out = open(self.log, "w") if self.log else subprocess.DEVNULL
+        self.process = subprocess.Popen(self.argv, env=environment, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
+                                        preexec_fn=raise_limits)
+        if not wait_port(self.port):
+            raise SystemExit(f"{self.name} did not start: {self.argv}")
+        time.sleep(0.3)
+
+    def stop(self):
+        if self.process:
+            for p in reversed(tree(self.process.pid)):
+                try:
+                    os.kill(p, signal.SIGTERM)
+                except OSError:
+                    pass
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+    @property
+    def pid(self):
+        return self.process.pid if self.process else None
+
+    def proxy_args(self):
+        return [] if self.make_argv is None else ["--proxy", f"127.0.0.1:{self.port}"]
+
+
+def run_json(argv, timeout=120):
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, preexec_fn=raise_limits)
+    for line in reversed(out.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise SystemExit(f"no result from {argv}: {out.stdout} {out.stderr}")
+
+
+def measured(proxy, argv):
+    """Runs a scenario; returns its result with the proxy's CPU seconds during it."""
+    before = cpu_seconds(proxy.pid) if proxy.pid else 0
+    result = run_json(argv)
+    result["cpu_s"] = (cpu_seconds(proxy.pid) - before) if proxy.pid else None
+    return result
+
+
+def idle_sessions(bench, proxy, sessions):
+    rest = pss_kib(proxy.pid)
+    p = subprocess.Popen([bench, "idle", "--sessions", str(sessions)] + proxy.proxy_args(), stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True, preexec_fn=raise_limits)
+    opened = json.loads(p.stdout.readline())
+    time.sleep(1)
+    loaded = pss_kib(proxy.pid)
+    p.stdin.write("\n"); p.stdin.flush()
+    json.loads(p.stdout.readline())
+    time.sleep(2)
+    after = pss_kib(proxy.pid)
+    p.stdin.write("\n"); p.stdin.flush()
+    p.wait(timeout=30)
+    count = max(opened["open"], 1)
+    return {"open": opened["open"], "rest_kib": rest, "loaded_kib": loaded, "after_close_kib": after,
+            "kib_per_session": round((loaded - rest) / count, 2), "returned_kib": loaded - after}
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("bin")
+    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--sessions", type=int, default=5000)
+    parser.add_argument("--workers", type=int, default=8)
+    parser.add_argument("--json", default=os.path.join(ROOT, "bench-results", "latest.json"))
+    parser.add_argument("--only", default="")
+    args = parser.parse_args()
+    bench = os.path.join(args.bin, "sallyport-bench")
+    sallyport = os.path.join(args.bin, "sallyport")
+    work = tempfile.mkdtemp(prefix="sallyport-bench-")
+    fixtures = os.path.join(ROOT, ".build", "pam-fixtures")
+    subprocess.run([os.path.join(ROOT, "Tests", "Fixtures", "make-pam-fixtures.sh"), fixtures], check=True, stdout=subprocess.DEVNULL)
+
+    loopback_rules = "rules:\n  - name: bench-loopback\n    action: allow\n    to: [127.0.0.0/8]\n"
+    def sallyport_proxy(name, methods, extra="", env=None, user=None, password=None):
+        def make_argv(port):
+            path = os.path.join(work, f"{name}.yaml")
+            with open(path, "w") as f:
+                f.write(f"listen:\n  - address: 127.0.0.1:{port}\n    methods: [{methods}]\n{loopback_rules}{extra}")
+            return [sallyport, "--config", path]
+        return Proxy(name, make_argv, env=env, user=user, password=password, log=os.path.join(work, f"{name}.log"))
+
+    def dante_argv(port):
+        dante_conf = os.path.join(work, "danted.conf")
+        with open(dante_conf, "w") as f:
+            f.write(f"""logoutput: {os.path.join(work, 'danted.log')}
+internal: 127.0.0.1 port = {port}
+external: 127.0.0.1
+socksmethod: none
+clientmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}
+socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect udpassociate udpreply }}
+""")
+        return [shutil.which("danted") or "/usr/sbin/danted", "-f", dante_conf]
+
+    pam_env = {"LD_PRELOAD": "libpam_wrapper.so libnss_wrapper.so", "PAM_WRAPPER": "1",
+               "PAM_WRAPPER_SERVICE_DIR": f"{fixtures}/services", "NSS_WRAPPER_PASSWD": f"{fixtures}/passwd",
+               "NSS_WRAPPER_GROUP": f"{fixtures}/group"}
+    pam_extra = "auth:\n  pam: {service: sallyport-test, threads: 4, max_pending: 1024}\n  throttle: {max_failures: 0}\n"
+    proxies = [
+        Proxy("direct", None),
+        Proxy("microsocks", lambda port: [shutil.which("microsocks") or "/usr/bin/microsocks", "-i", "127.0.0.1", "-p", str(port)],
+              udp=False),
+        Proxy("dante", dante_argv),
+        sallyport_proxy("sallyport", "none"),
+        sallyport_proxy("sallyport-pam", "username", pam_extra, env=pam_env,
+                        user="alice", password="wonderland"),
+    ]
+    if args.only:
+        proxies = [p for p in proxies if p.name in args.only.split(",")]
+    results = {}
+    try:
+        for proxy in proxies:
+            proxy.start()
+            r = {}
+            s = str(args.seconds)
+            credentials = ["--user", proxy.user, "--password", proxy.password] if proxy.user else []
+            if proxy.user is None:
+                r["bulk1"] = measured(proxy, [bench, "bulk", "--streams", "1", "--seconds", s] + proxy.proxy_args())
+                r["bulk4"] = measured(proxy, [bench, "bulk", "--streams", "4", "--seconds", s] + proxy.proxy_args())
+            r["connections"] = measured(proxy, [bench, "connections", "--workers", str(args.workers), "--seconds", s]
+                                        + proxy.proxy_args() + credentials)
+            if proxy.pid and proxy.user is None:
+                r["idle"] = idle_sessions(bench, proxy, args.sessions)
+            if proxy.udp and proxy.user is None:
+                r["udp"] = measured(proxy, [bench, "udp", "--seconds", s] + proxy.proxy_args())
+            results[proxy.name] = r
+            proxy.stop()
+            print(f"measured {proxy.name}", file=sys.stderr)
+    finally:
+        for proxy in proxies:
+            proxy.stop()
+
+    report(results, args)
+
+
+def fmt(value, digits=2):
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:,.{digits}f}"
+    return f"{value:,}"
+
+
+def report(results, args):
+    rows = []
+    def add(name, key, getter, better):
+        rows.append((name, key, getter, better))
+    gib = 1 << 30
+    def cpu_per_gib(r, scenario):
+        b = r.get(scenario)
+        return b["cpu_s"] / (b["bytes"] / gib) if b and b.get("cpu_s") is not None and b["bytes"] else None
+    def cpu_us_per(r, scenario, count_key):
+        c = r.get(scenario)
+        return c["cpu_s"] * 1e6 / c[count_key] if c and c.get("cpu_s") is not None and c[count_key] else None
+    add("bulk 1 stream, Gbit/s", "bulk1_gbit", lambda r: r.get("bulk1", {}).get("gbit_per_s"), "high")
+    add("bulk 4 streams, Gbit/s", "bulk4_gbit", lambda r: r.get("bulk4", {}).get("gbit_per_s"), "high")
+    add("proxy CPU-s per GiB (1 stream)", "bulk1_cpu_per_gib", lambda r: cpu_per_gib(r, "bulk1"), "low")
+    add("proxy CPU-s per GiB (4 streams)", "bulk4_cpu_per_gib", lambda r: cpu_per_gib(r, "bulk4"), "low")
+    add("connections/s", "conn_per_s", lambda r: r.get("connections", {}).get("per_second"), "high")
+    add("connect p50 ms", "conn_p50_ms", lambda r: r.get("connections", {}).get("p50_ms"), "low")
+    add("connect p99 ms", "conn_p99_ms", lambda r: r.get("connections", {}).get("p99_ms"), "low")
+    add("proxy CPU µs per connection", "conn_cpu_us", lambda r: cpu_us_per(r, "connections", "connections"), "low")
+    add(f"KiB per idle session ({args.sessions})", "idle_kib", lambda r: r.get("idle", {}).get("kib_per_session"), "low")
+    add("KiB not returned after close", "idle_kept_kib", lambda r: (r["idle"]["after_close_kib"] - r["idle"]["rest_kib"]) if "idle" in r else None, "low")
+    add("UDP round trips/s", "udp_rt_per_s", lambda r: r.get("udp", {}).get("round_trips_per_s"), "high")
+    add("UDP lost", "udp_lost", lambda r: r.get("udp", {}).get("lost"), "low")
+    add("proxy CPU µs per UDP round trip", "udp_cpu_us", lambda r: cpu_us_per(r, "udp", "received"), "low")
+
+    names = list(results)
+    peers = [n for n in names if n in ("microsocks", "dante")]
+    header = ["figure"] + names + ["sallyport ÷ best peer"]
+    table = []
+    summary = {}
+    for title, key, getter, better in rows:
+        values = {n: getter(results[n]) for n in names}
+        peer_values = [values[p] for p in peers if values.get(p) is not None]
+        best = (max(peer_values) if better == "high" else min(peer_values)) if peer_values else None
+        ours = values.get("sallyport")
+        ratio = (ours / best) if (ours is not None and best) else None
+        table.append([title] + [fmt(values[n]) for n in names] + [fmt(ratio) + ("×" if ratio is not None else "")])
+        summary[key] = {"values": values, "best_peer": best, "ratio": ratio, "better": better}
+    if "sallyport-pam" in results:
+        c = results["sallyport-pam"].get("connections", {})
+        table.append(["username/password (PAM) connections/s"] + [fmt(c.get("per_second")) if n == "sallyport-pam" else "-" for n in names] + ["-"])
+        summary["pam_conn_per_s"] = c.get("per_second")
+    widths = [max(len(str(row[i])) for row in [header] + table) for i in range(len(header))]
+    line = lambda row: "  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(row))
+    print(line(header))
+    print(line(["-" * w for w in widths]))
+    for row in table:
+        print(line(row))
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump({"machine": {"cpus": os.cpu_count(), "kernel": platform.release()}, "seconds": args.seconds,
+                   "results": results, "summary": summary}, f, indent=2, default=str)
+    print(f"\nJSON: {args.json}")
+
+
+if __name__ == "__main__":
+    main()
