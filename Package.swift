@@ -88,7 +88,12 @@ let package = Package(
         ),
         .testTarget(
             name: "SallyportAuthTests",
-            dependencies: ["SallyportAuth", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "SallyportAuth",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ]
         ),
         .testTarget(
             name: "SOCKSProtocolTests",

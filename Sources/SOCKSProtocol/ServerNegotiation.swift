@@ -117,7 +117,8 @@ public struct ServerNegotiation: Sendable {
 
     /// The authenticator's answer to the `.authenticate` action.
     public mutating func authenticationCompleted(success: Bool) -> Action {
-        guard case .authenticating = state else { preconditionFailure("no authentication was asked for in \(state)") }
+        // An answer that arrives after the negotiation ended (the client flooded or left) is moot.
+        guard case .authenticating = state else { return .wait }
         var reply = ByteBuffer()
         if success {
             state = .awaitingRequest
@@ -131,7 +132,7 @@ public struct ServerNegotiation: Sendable {
 
     /// The request was carried out; `bound` is the address to report as `BND`.
     public mutating func requestSucceeded(bound: SOCKSEndpoint) -> Action {
-        guard case .executing = state else { preconditionFailure("no request was executing in \(state)") }
+        guard case .executing = state else { return .wait }
         state = .established
         var reply = ByteBuffer()
         reply.writeSOCKSReply(SOCKSReply(code: .succeeded, bound: bound))
@@ -140,7 +141,7 @@ public struct ServerNegotiation: Sendable {
 
     /// The request failed or was refused with this reply code.
     public mutating func requestFailed(_ code: SOCKSReplyCode) -> Action {
-        guard case .executing = state else { preconditionFailure("no request was executing in \(state)") }
+        guard case .executing = state else { return .wait }
         return fail(.requestFailed(code), reply: code)
     }
 

@@ -116,6 +116,9 @@ public struct UDPSettings: Sendable, Hashable {
 public struct AuthenticationSettings: Sendable, Hashable {
     public var pam = PAMAuthenticator.Configuration()
     public var throttle = LoginThrottle.Configuration()
+    /// How long a successful login is remembered (user + keyed hash of the password); 0 turns the
+    /// cache off. Cleared on reload.
+    public var cacheTTL: TimeAmount = .seconds(30)
 
     public init() {}
 }

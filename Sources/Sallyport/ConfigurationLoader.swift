@@ -178,7 +178,10 @@ struct NodeReader {
                     "\(listener.addressDescription) is not a loopback address but offers method 'none', which would make an open proxy; offer [username] there, or set allow_unauthenticated_remote: true if that is really meant")
             }
         }
-        if let node = entries["auth"], let auth = mapping(node, "auth", known: ["pam", "throttle"]) {
+        if let node = entries["auth"], let auth = mapping(node, "auth", known: ["pam", "throttle", "cache_ttl"]) {
+            if let value = auth["cache_ttl"], let time = duration(value, "auth.cache_ttl", allowZero: true) {
+                configuration.auth.cacheTTL = time
+            }
             if let node = auth["pam"], let pam = mapping(node, "auth.pam", known: ["service", "threads", "max_pending"]) {
                 if let value = pam["service"], let service = scalarString(value, "auth.pam.service") {
                     if service.isEmpty || service.contains("/") {

@@ -34,6 +34,8 @@ public final class SallyportServer: Service, Sendable {
         var services: SessionServices
         /// The PAM authenticator made for this configuration, if the server made one.
         var pam: PAMAuthenticator?
+        /// The cache of successful logins in front of it.
+        var cache: CachingAuthenticator?
     }
 
     private enum State {
@@ -134,15 +136,21 @@ public final class SallyportServer: Service, Sendable {
     ) -> Generation {
         var authenticator = injectedAuthenticator
         var pam: PAMAuthenticator?
+        var cache: CachingAuthenticator?
         if injectedAuthenticator == nil, configuration.usesUsernameMethod {
             if let previous, let previousPAM = previous.pam, previous.configuration.auth == configuration.auth {
+                // Same settings: keep the checker and the throttling record; forget cached logins.
                 pam = previousPAM
+                cache = previous.cache
+                cache?.clear()
                 authenticator = previous.services.authenticator
             } else {
                 let made = previous?.pam.flatMap { $0.configuration == configuration.auth.pam ? $0 : nil }
                     ?? PAMAuthenticator(configuration: configuration.auth.pam)
                 pam = made
-                authenticator = ThrottledAuthenticator(base: made, configuration: configuration.auth.throttle, logger: logger)
+                let cached = CachingAuthenticator(base: made, lifetime: configuration.auth.cacheTTL)
+                cache = cached
+                authenticator = ThrottledAuthenticator(base: cached, configuration: configuration.auth.throttle, logger: logger)
             }
         }
         let services = SessionServices(
@@ -160,7 +168,7 @@ public final class SallyportServer: Service, Sendable {
             limiter: limiter,
             udp: configuration.udp,
             names: previous?.services.names ?? NameCache())
-        return Generation(configuration: configuration, services: services, pam: pam)
+        return Generation(configuration: configuration, services: services, pam: pam, cache: cache)
     }
 
     private func bind(listenerIndex: Int, _ listener: ListenerConfiguration) async throws -> any Channel {

@@ -124,6 +124,28 @@ struct PAMTests {
         await echo.stop()
     }
 
+    @Test func credentialCacheMakesRepeatedLoginsCostOnePAMCheck() async throws {
+        let echo = try await TargetServer.echo()
+        let pam = PAMAuthenticator(configuration: .init(service: "sallyport-test"))
+        let chain = ThrottledAuthenticator(
+            base: CachingAuthenticator(base: pam, lifetime: .seconds(30)), configuration: .init(), logger: LogCapture().logger())
+        let proxy = try await TestProxy.start(
+            configure: { $0.listeners = [.init(host: "127.0.0.1", port: 0, methods: [.usernamePassword])] }, authenticator: chain)
+        let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
+        for _ in 0..<20 {
+            let outcome = try await onThread { try socksLogin(proxyPort: proxy.port, user: Array("bob".utf8), password: Array("builder".utf8), destination: destination) }
+            #expect(outcome.status == 0 && outcome.reply == .succeeded)
+        }
+        #expect(pam.transactionsStarted == 1)
+        // A wrong password is still checked, and refused.
+        let wrong = try await onThread { try socksLogin(proxyPort: proxy.port, user: Array("bob".utf8), password: Array("b0b".utf8), destination: destination) }
+        #expect(wrong.status != 0)
+        #expect(pam.transactionsStarted == 2)
+        await proxy.stop()
+        await pam.shutdown()
+        await echo.stop()
+    }
+
     @Test func lockedAccountIsRefusedOverTheWire() async throws {
         let (proxy, pam) = try await pamProxy(service: "sallyport-locked")
         let outcome = try await onThread {

@@ -1,0 +1,128 @@
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Remembers successful logins for a short time, so that a browser opening fifty connections costs
+/// one PAM check, not fifty.
+///
+/// The cache keeps the user name and a keyed hash of the password (SipHash-2-4 under a random key
+/// made at start, twice with two keys: 128 bits), never the password. Only successes are cached; a
+/// different password goes to the checker as usual. A password changed in PAM still works from the
+/// cache until its entry expires, so keep the lifetime short.
+public final class CachingAuthenticator: Authenticator {
+    public let base: any Authenticator
+    public let lifetime: TimeAmount
+    private let keys: (SipHash24.Key, SipHash24.Key)
+    private let entries = NIOLockedValueBox<[String: Entry]>([:])
+    private let capacity: Int
+
+    struct Entry {
+        var digest: (UInt64, UInt64)
+        var identity: Identity
+        var expires: NIODeadline
+    }
+
+    public init(base: any Authenticator, lifetime: TimeAmount, capacity: Int = 10_000) {
+        self.base = base
+        self.lifetime = lifetime
+        self.capacity = capacity
+        var generator = SystemRandomNumberGenerator()
+        keys = (
+            SipHash24.Key(k0: generator.next(), k1: generator.next()),
+            SipHash24.Key(k0: generator.next(), k1: generator.next())
+        )
+    }
+
+    /// Forgets every entry (configuration reload).
+    public func clear() {
+        entries.withLockedValue { $0.removeAll() }
+    }
+
+    public var count: Int { entries.withLockedValue { $0.count } }
+
+    func digest(_ request: AuthenticationRequest) -> (UInt64, UInt64) {
+        // The user name is part of the hashed input, so equal passwords of two users differ.
+        var input = Array(request.username.utf8)
+        input.append(0)
+        input.append(contentsOf: request.password)
+        defer { for index in input.indices { input[index] = 0 } }
+        return (SipHash24.hash(input, key: keys.0), SipHash24.hash(input, key: keys.1))
+    }
+
+    public func authenticate(_ request: AuthenticationRequest, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> {
+        guard lifetime > .zero else { return base.authenticate(request, on: eventLoop) }
+        let digest = digest(request)
+        let now = NIODeadline.now()
+        let cached: Identity? = entries.withLockedValue { entries in
+            guard let entry = entries[request.username], entry.expires > now, entry.digest == digest else { return nil }
+            return entry.identity
+        }
+        if let cached { return eventLoop.makeSucceededFuture(.success(cached)) }
+        let entries = self.entries
+        let lifetime = self.lifetime
+        let capacity = self.capacity
+        return base.authenticate(request, on: eventLoop).map { result in
+            if case .success(let identity) = result {
+                entries.withLockedValue { entries in
+                    let now = NIODeadline.now()
+                    if entries.count >= capacity {
+                        entries = entries.filter { $0.value.expires > now }
+                        if entries.count >= capacity { entries.removeAll() }
+                    }
+                    entries[request.username] = Entry(digest: digest, identity: identity, expires: now + lifetime)
+                }
+            }
+            return result
+        }
+    }
+}
+
+/// SipHash-2-4 (Aumasson and Bernstein), a keyed hash: without the key, its outputs cannot be
+/// predicted or matched.
+public enum SipHash24 {
+    public struct Key: Sendable {
+        public var k0: UInt64
+        public var k1: UInt64
+
+        public init(k0: UInt64, k1: UInt64) {
+            self.k0 = k0
+            self.k1 = k1
+        }
+    }
+
+    public static func hash(_ bytes: [UInt8], key: Key) -> UInt64 {
+        var v0: UInt64 = 0x736f_6d65_7073_6575 ^ key.k0
+        var v1: UInt64 = 0x646f_7261_6e64_6f6d ^ key.k1
+        var v2: UInt64 = 0x6c79_6765_6e65_7261 ^ key.k0
+        var v3: UInt64 = 0x7465_6462_7974_6573 ^ key.k1
+
+        func round() {
+            v0 &+= v1; v1 = v1.rotatedLeft(13); v1 ^= v0; v0 = v0.rotatedLeft(32)
+            v2 &+= v3; v3 = v3.rotatedLeft(16); v3 ^= v2
+            v0 &+= v3; v3 = v3.rotatedLeft(21); v3 ^= v0
+            v2 &+= v1; v1 = v1.rotatedLeft(17); v1 ^= v2; v2 = v2.rotatedLeft(32)
+        }
+
+        let fullWords = bytes.count / 8
+        for word in 0..<fullWords {
+            var m: UInt64 = 0
+            for index in 0..<8 { m |= UInt64(bytes[word * 8 + index]) << (8 * UInt64(index)) }
+            v3 ^= m
+            round()
+            round()
+            v0 ^= m
+        }
+        var last = UInt64(truncatingIfNeeded: bytes.count) << 56
+        for index in 0..<(bytes.count % 8) { last |= UInt64(bytes[fullWords * 8 + index]) << (8 * UInt64(index)) }
+        v3 ^= last
+        round()
+        round()
+        v0 ^= last
+        v2 ^= 0xff
+        for _ in 0..<4 { round() }
+        return v0 ^ v1 ^ v2 ^ v3
+    }
+}
+
+extension UInt64 {
+    fileprivate func rotatedLeft(_ count: UInt64) -> UInt64 { (self << count) | (self >> (64 - count)) }
+}
