@@ -69,8 +69,13 @@ public final class UDPAssociation {
     private let eventLoop: any EventLoop
     private let configuration: UDPRelayConfiguration
     private let gate: UDPDestinationGate
-    private let clientIP: String
+    /// The client's IP, as raw bytes: compared with every datagram's source without making strings.
+    private let clientHost: HostKey
     private var clientPort: Int?
+    /// The client's address once its port is known: where replies go.
+    private var clientAddress: SocketAddress?
+    /// Destination sockets written to since the last flush; flushed once per read burst.
+    private var unflushed: [any Channel] = []
     private var clientChannel: (any Channel)?
     private var destinations: [SOCKSEndpoint: Destination] = [:]
     private var useClock: UInt64 = 0
@@ -113,7 +118,7 @@ public final class UDPAssociation {
         return bindFirst(of: candidates, host: bindHost, on: eventLoop, handler: handlerBox).assumeIsolated().map { channel in
             let association = UDPAssociation(
                 channel: channel, eventLoop: eventLoop, configuration: configuration, gate: gate,
-                clientIP: client.ipAddress ?? "", clientPort: expectedPort, onEnd: onEnd)
+                client: client, clientPort: expectedPort, onEnd: onEnd)
             handlerBox.value.association = association
             association.startIdleTimer()
             return association
@@ -144,15 +149,16 @@ public final class UDPAssociation {
 
     private init(
         channel: any Channel, eventLoop: any EventLoop, configuration: UDPRelayConfiguration, gate: @escaping UDPDestinationGate,
-        clientIP: String, clientPort: Int?, onEnd: @escaping (UDPCounters, UDPRelayEnd) -> Void
+        client: SocketAddress, clientPort: Int?, onEnd: @escaping (UDPCounters, UDPRelayEnd) -> Void
     ) {
         self.boundAddress = channel.localAddress!
         self.clientChannel = channel
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.gate = gate
-        self.clientIP = clientIP
+        self.clientHost = HostKey(client)
         self.clientPort = clientPort
+        if let clientPort { self.clientAddress = Self.address(client, port: clientPort) }
         self.onEnd = onEnd
     }
 
@@ -179,7 +185,7 @@ public final class UDPAssociation {
     fileprivate func fromClient(_ envelope: AddressedEnvelope<ByteBuffer>) {
         guard !ended else { return }
         let source = envelope.remoteAddress
-        guard source.ipAddress == clientIP, let port = source.port else {
+        guard HostKey(source) == clientHost, let port = source.port else {
             counters.droppedForeign += 1
             return
         }
@@ -202,7 +208,10 @@ public final class UDPAssociation {
             return
         }
         // The first well-formed datagram from the client's IP fixes its port.
-        if clientPort == nil { clientPort = port }
+        if clientPort == nil {
+            clientPort = port
+            clientAddress = source
+        }
         if let limiter = configuration.clientToTargetLimit, limiter.consume(data.readableBytes) > .zero {
             counters.droppedOverLimit += 1
             return
@@ -235,7 +244,19 @@ public final class UDPAssociation {
     private func write(_ data: ByteBuffer, on channel: any Channel) {
         counters.datagramsUp += 1
         counters.bytesUp += UInt64(data.readableBytes)
-        channel.writeAndFlush(data, promise: nil)
+        channel.write(data, promise: nil)
+        if !unflushed.contains(where: { $0 === channel }) { unflushed.append(channel) }
+    }
+
+    /// The end of a read burst from the client: one flush per destination written to.
+    fileprivate func flushDestinations() {
+        for channel in unflushed { channel.flush() }
+        unflushed.removeAll(keepingCapacity: true)
+    }
+
+    /// The end of a read burst from a destination.
+    fileprivate func flushClient() {
+        clientChannel?.flush()
     }
 
     /// Asks the gate, then opens a socket connected to the destination's address.
@@ -259,6 +280,7 @@ public final class UDPAssociation {
                 useClock += 1
                 destinations[endpoint] = .ready(channel, lastUse: useClock)
                 for data in queued { write(data, on: channel) }
+                flushDestinations()
             case .success(let channel):
                 channel?.close(promise: nil)
                 guard !ended else { return }
@@ -288,9 +310,7 @@ public final class UDPAssociation {
     // MARK: Destination → client
 
     fileprivate func fromTarget(_ envelope: AddressedEnvelope<ByteBuffer>) {
-        guard !ended, let clientChannel, let clientPort,
-            let client = try? SocketAddress(ipAddress: clientIP, port: clientPort)
-        else { return }
+        guard !ended, let clientChannel, let client = clientAddress else { return }
         var data = envelope.data
         if let limiter = configuration.targetToClientLimit, limiter.consume(data.readableBytes) > .zero {
             counters.droppedOverLimit += 1
@@ -301,7 +321,13 @@ public final class UDPAssociation {
         var packet = clientChannel.allocator.buffer(capacity: data.readableBytes + 22)
         packet.writeUDPDatagramHeader(UDPDatagramHeader(endpoint: SOCKSEndpoint(envelope.remoteAddress)))
         packet.writeBuffer(&data)
-        clientChannel.writeAndFlush(AddressedEnvelope(remoteAddress: client, data: packet), promise: nil)
+        clientChannel.write(AddressedEnvelope(remoteAddress: client, data: packet), promise: nil)
+    }
+
+    static func address(_ host: SocketAddress, port: Int) -> SocketAddress {
+        var address = host
+        address.port = port
+        return address
     }
 
     // MARK: Idle
@@ -329,6 +355,29 @@ public final class UDPAssociation {
     }
 }
 
+/// An IP address as raw bytes, for comparing datagram sources cheaply.
+struct HostKey: Equatable {
+    var high: UInt64
+    var low: UInt64
+
+    init(_ address: SocketAddress) {
+        switch address {
+        case .v4(let v4):
+            // As its IPv4-mapped IPv6 form, so that both families compare alike.
+            high = 0
+            low = 0xFFFF_0000_0000 | UInt64(UInt32(bigEndian: v4.address.sin_addr.s_addr))
+        case .v6(let v6):
+            (high, low) = withUnsafeBytes(of: v6.address.sin6_addr) { raw in
+                (UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+                 UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
+            }
+        default:
+            high = .max
+            low = .max
+        }
+    }
+}
+
 /// Why an association could not be opened.
 public enum UDPRelayError: Error {
     case noFreePort
@@ -341,6 +390,10 @@ final class UDPClientHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         association?.fromClient(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        association?.flushDestinations()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
@@ -361,6 +414,10 @@ final class UDPTargetHandler: ChannelInboundHandler {
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         association?.fromTarget(unwrapInboundIn(data))
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        association?.flushClient()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

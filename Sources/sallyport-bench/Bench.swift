@@ -45,7 +45,7 @@ struct Connections: ParsableCommand {
     func run() throws {
         raiseFileLimit()
         let echo = target == nil ? try startEchoServer() : nil
-        let target = self.target ?? Endpoint(argument: "127.0.0.1:\(echo!.localAddress!.port!)")!
+        let target = self.target ?? Endpoint(argument: "\(targetHost):\(echo!.localAddress!.port!)")!
         let deadline = monotonicSeconds() + seconds
         let results = (0..<workers).map { _ in WorkerResult() }
         var threads: [pthread_t] = []
@@ -151,7 +151,11 @@ struct Echo: ParsableCommand {
 }
 
 /// A TCP echo server in this process, on NIO.
-func startEchoServer(_ listen: Endpoint = Endpoint(argument: "127.0.0.1:0")!) throws -> any Channel {
+/// The loopback address the in-process targets listen on: not 127.0.0.1, so that the TIME_WAIT
+/// sockets piled up there by connection-rate runs never exhaust the ports a listener can bind.
+let targetHost = "127.0.0.2"
+
+func startEchoServer(_ listen: Endpoint = Endpoint(argument: "\(targetHost):0")!) throws -> any Channel {
     try ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
         .serverChannelOption(.backlog, value: 4096)
         .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)

@@ -33,12 +33,12 @@ final class ByteCounter: Sendable {
     let value = Atomic<Int>(0)
 }
 
-/// A sink in this process: accepts on 127.0.0.1, reads everything, counts it.
+/// A sink in this process: accepts on the target address, reads everything, counts it.
 func startSink(counter: ByteCounter) throws -> Int {
     let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     var address = sockaddr_in()
     address.sin_family = sa_family_t(AF_INET)
-    address.sin_addr.s_addr = UInt32(0x7F00_0001).bigEndian
+    address.sin_addr.s_addr = UInt32(0x7F00_0002).bigEndian
     var one: Int32 = 1
     setsockopt(listener, SOL_SOCKET, SO_REUSEADDR, &one, socklen_t(MemoryLayout<Int32>.size))
     let bound = withUnsafePointer(to: &address) {
@@ -76,7 +76,7 @@ struct Bulk: ParsableCommand {
     func run() throws {
         let counter = ByteCounter()
         let port = try startSink(counter: counter)
-        let target = Endpoint(argument: "127.0.0.1:\(port)")!
+        let target = Endpoint(argument: "\(targetHost):\(port)")!
         let stop = Atomic<Bool>(false)
         let errors = Atomic<Int>(0)
         var threads: [pthread_t] = []
@@ -119,7 +119,7 @@ struct Idle: ParsableCommand {
     func run() throws {
         raiseFileLimit()
         let echo = try startEchoServer()
-        let target = Endpoint(argument: "127.0.0.1:\(echo.localAddress!.port!)")!
+        let target = Endpoint(argument: "\(targetHost):\(echo.localAddress!.port!)")!
         var fds: [Int32] = []
         fds.reserveCapacity(sessions)
         var buffer = [UInt8](repeating: 0, count: 16)
@@ -161,7 +161,7 @@ struct UDPRoundTrips: ParsableCommand {
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(UDPEcho()) }
             }
-            .bind(host: "127.0.0.1", port: 0).wait()
+            .bind(host: targetHost, port: 0).wait()
         let echoPort = echo.localAddress!.port!
 
         let udp = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
@@ -177,7 +177,7 @@ struct UDPRoundTrips: ParsableCommand {
         setsockopt(udp, SOL_SOCKET, SO_RCVBUF, &bufferSize, socklen_t(MemoryLayout<Int32>.size))
 
         var header: [UInt8] = []
-        var destination = try SocketAddress(ipAddress: "127.0.0.1", port: echoPort)
+        var destination = try SocketAddress(ipAddress: targetHost, port: echoPort)
         var control: Int32 = -1
         if let proxy {
             control = try connectTCP(host: proxy.host, port: proxy.port)
@@ -190,7 +190,7 @@ struct UDPRoundTrips: ParsableCommand {
             guard reply[1] == 0, reply[3] == 1 else { throw BenchError("udp associate reply \(reply[1])") }
             let relayHost = "\(reply[4]).\(reply[5]).\(reply[6]).\(reply[7])"
             destination = try SocketAddress(ipAddress: relayHost == "0.0.0.0" ? proxy.host : relayHost, port: Int(reply[8]) << 8 | Int(reply[9]))
-            header = [0, 0, 0, 1, 127, 0, 0, 1, UInt8(echoPort >> 8), UInt8(echoPort & 0xFF)]
+            header = [0, 0, 0, 1, 127, 0, 0, 2, UInt8(echoPort >> 8), UInt8(echoPort & 0xFF)]
         }
         let datagram = header + [UInt8](repeating: 0x33, count: size)
         var receiveBuffer = [UInt8](repeating: 0, count: 65_536)
