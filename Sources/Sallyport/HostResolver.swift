@@ -17,6 +17,14 @@ struct ResolutionError: Error, CustomStringConvertible {
 struct HostResolver: Sendable {
     let threadPool: NIOThreadPool
 
+    /// The pool lookups run on: its own, so that slow DNS (a resolver timing out takes seconds)
+    /// neither waits behind nor holds up other blocking work. Lives as long as the process.
+    static let lookupPool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 16)
+        pool.start()
+        return pool
+    }()
+
     /// The addresses of `host`, IPv6 and IPv4 as the system orders them, without duplicates.
     func resolve(host: String, port: Int, on eventLoop: any EventLoop) -> EventLoopFuture<[SocketAddress]> {
         threadPool.runIfActive(eventLoop: eventLoop) {

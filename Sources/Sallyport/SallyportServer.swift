@@ -79,15 +79,27 @@ public final class SallyportServer: Service, Sendable {
         let configuration = self.configuration
         try validate(configuration)
         var channels: [any Channel] = []
+        var addresses: [SocketAddress] = []
         do {
+            // One listening socket per event loop on each address (SO_REUSEPORT): the kernel spreads
+            // accepts over them, and a session lives on the loop that accepted it, with no hand-over
+            // between threads.
+            let loops = Array(group.makeIterator())
             for index in configuration.listeners.indices {
-                channels.append(try await bind(listenerIndex: index, configuration.listeners[index]))
+                var listener = configuration.listeners[index]
+                for (number, loop) in loops.enumerated() {
+                    let channel = try await bind(listenerIndex: index, listener, on: loop)
+                    channels.append(channel)
+                    if number == 0, let address = channel.localAddress {
+                        addresses.append(address)
+                        listener.port = address.port ?? listener.port
+                    }
+                }
             }
         } catch {
             for channel in channels { try? await channel.close() }
             throw error
         }
-        let addresses = channels.compactMap(\.localAddress)
         state.withLockedValue { $0 = .running(channels) }
         logger.info("listening", metadata: ["addresses": "\(addresses.map(SessionRecord.text).joined(separator: ","))"])
         for warning in configuration.warnings { logger.warning("\(warning)") }
@@ -159,7 +171,7 @@ public final class SallyportServer: Service, Sendable {
             policy: configuration.policy,
             authenticator: authenticator,
             connector: OutboundConnector(
-                resolver: HostResolver(threadPool: .singleton),
+                resolver: HostResolver(threadPool: HostResolver.lookupPool),
                 connectTimeout: configuration.timeouts.connect,
                 receiveBufferBytes: configuration.relay.receiveBufferBytes),
             logger: logger,
@@ -171,12 +183,13 @@ public final class SallyportServer: Service, Sendable {
         return Generation(configuration: configuration, services: services, pam: pam, cache: cache)
     }
 
-    private func bind(listenerIndex: Int, _ listener: ListenerConfiguration) async throws -> any Channel {
+    private func bind(listenerIndex: Int, _ listener: ListenerConfiguration, on loop: any EventLoop) async throws -> any Channel {
         let name = listener.addressDescription
         let receiveBuffer = configuration.relay.receiveBufferBytes
-        let bootstrap = ServerBootstrap(group: group)
+        let bootstrap = ServerBootstrap(group: loop, childGroup: loop)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .serverChannelOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_REUSEPORT)), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
             .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: receiveBuffer))
