@@ -2,6 +2,7 @@
 #   make run    install what is missing, build, serve on 127.0.0.1:1080 (embedded default config)
 #   make test   install what is missing, build, run every test (PAM and interop suites included)
 #   make deb    build a Debian package into dist/
+#   make bench  Sallyport against microsocks and Dante on loopback (table + bench-results/latest.json)
 #   make bench-pam  PAM logins per second through pam_matrix
 
 SWIFT ?= swift
@@ -30,7 +31,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build run test deps-run deps-test deb clean bench-pam
+.PHONY: all build run test deps-run deps-test deb clean bench bench-pam
 
 all: build
 
@@ -50,6 +51,14 @@ test: deps-test
 	$(SWIFT) build --build-tests
 	Tests/Fixtures/make-pam-fixtures.sh $(PAM_FIXTURES)
 	env $(PAM_TEST_ENV) $(SWIFT) test --skip-build
+
+# Sallyport against microsocks and Dante (and a direct connection), one run, one load generator:
+# prints a table with ratios to the best peer and writes bench-results/latest.json.
+BENCH_PEERS := microsocks dante-server
+bench: deps-test
+	$(call apt_install,$(BENCH_PEERS))
+	$(SWIFT) build -c release
+	python3 Tests/Benchmarks/bench.py "$$($(SWIFT) build -c release --show-bin-path)" $(BENCH_ARGS)
 
 # PAM logins per second through pam_matrix (a benchmark, not a test).
 bench-pam: deps-test

@@ -124,17 +124,19 @@ public final class RelaySession {
     private var onEnd: ((RelayOutcome) -> Void)?
     fileprivate var handlers: (client: RelayHandler, target: RelayHandler)?
     private var openSides = 2
-    private var idleTimer: Scheduled<Void>?
-    private var quietTicks = 0
-    private var bytesAtLastTick: UInt64 = 0
-
-    /// Ticks of the idle timer per idle timeout: a quiet session closes within 1.25 × the timeout.
-    private static let ticksPerIdleTimeout: Int64 = 4
+    private var idleWatch: IdleWatch?
 
     fileprivate init(eventLoop: any EventLoop, configuration: RelayConfiguration, onEnd: @escaping (RelayOutcome) -> Void) {
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.onEnd = onEnd
+        idleWatch = IdleWatch(
+            timeout: configuration.idleTimeout, eventLoop: eventLoop,
+            activity: { [unowned self] in counters.clientToTarget &+ counters.targetToClient },
+            onIdle: { [unowned self] in
+                noteEnd(.idleTimeout)
+                closeBoth()
+            })
     }
 
     /// The bytes moved so far.
@@ -162,8 +164,8 @@ public final class RelaySession {
             closeBoth()
             return
         }
-        idleTimer?.cancel()
-        idleTimer = nil
+        idleWatch?.stop()
+        idleWatch = nil
         handlers = nil
         let callback = onEnd
         onEnd = nil
@@ -171,28 +173,7 @@ public final class RelaySession {
     }
 
     fileprivate func startIdleTimer() {
-        guard let timeout = configuration.idleTimeout, timeout.nanoseconds > 0 else { return }
-        let tick = TimeAmount.nanoseconds(max(timeout.nanoseconds / Self.ticksPerIdleTimeout, 1))
-        idleTimer = eventLoop.assumeIsolated().scheduleTask(in: tick) { [self] in
-            idleTick()
-        }
-    }
-
-    private func idleTick() {
-        guard handlers != nil else { return }
-        let moved = counters.clientToTarget &+ counters.targetToClient
-        if moved == bytesAtLastTick {
-            quietTicks += 1
-        } else {
-            quietTicks = 0
-            bytesAtLastTick = moved
-        }
-        if quietTicks >= Int(Self.ticksPerIdleTimeout) {
-            noteEnd(.idleTimeout)
-            closeBoth()
-        } else {
-            startIdleTimer()
-        }
+        idleWatch?.start()
     }
 }
 

@@ -81,12 +81,9 @@ public final class UDPAssociation {
     private var useClock: UInt64 = 0
     private var counters = UDPCounters()
     private var onEnd: ((UDPCounters, UDPRelayEnd) -> Void)?
-    private var idleTimer: Scheduled<Void>?
-    private var quietTicks = 0
-    private var datagramsAtLastTick = 0
+    private var idleWatch: IdleWatch?
     private var ended = false
 
-    private static let ticksPerIdleTimeout: Int64 = 4
     /// Datagrams kept per destination while its address is being checked.
     private static let pendingLimit = 32
 
@@ -120,7 +117,7 @@ public final class UDPAssociation {
                 channel: channel, eventLoop: eventLoop, configuration: configuration, gate: gate,
                 client: client, clientPort: expectedPort, onEnd: onEnd)
             handlerBox.value.association = association
-            association.startIdleTimer()
+            association.idleWatch?.start()
             return association
         }.nonisolated()
     }
@@ -160,6 +157,10 @@ public final class UDPAssociation {
         self.clientPort = clientPort
         if let clientPort { self.clientAddress = Self.address(client, port: clientPort) }
         self.onEnd = onEnd
+        idleWatch = IdleWatch(
+            timeout: configuration.idleTimeout, eventLoop: eventLoop,
+            activity: { [unowned self] in UInt64(counters.datagramsUp &+ counters.datagramsDown) },
+            onIdle: { [unowned self] in close(.idleTimeout) })
     }
 
     /// The counters so far.
@@ -169,8 +170,8 @@ public final class UDPAssociation {
     public func close(_ reason: UDPRelayEnd) {
         guard !ended else { return }
         ended = true
-        idleTimer?.cancel()
-        idleTimer = nil
+        idleWatch?.stop()
+        idleWatch = nil
         clientChannel?.close(promise: nil)
         clientChannel = nil
         for case .ready(let channel, _) in destinations.values { channel.close(promise: nil) }
@@ -328,30 +329,6 @@ public final class UDPAssociation {
         var address = host
         address.port = port
         return address
-    }
-
-    // MARK: Idle
-
-    private func startIdleTimer() {
-        guard let timeout = configuration.idleTimeout, timeout.nanoseconds > 0 else { return }
-        let tick = TimeAmount.nanoseconds(max(timeout.nanoseconds / Self.ticksPerIdleTimeout, 1))
-        idleTimer = eventLoop.assumeIsolated().scheduleTask(in: tick) { [self] in idleTick() }
-    }
-
-    private func idleTick() {
-        guard !ended else { return }
-        let moved = counters.datagramsUp + counters.datagramsDown
-        if moved == datagramsAtLastTick {
-            quietTicks += 1
-        } else {
-            quietTicks = 0
-            datagramsAtLastTick = moved
-        }
-        if quietTicks >= Int(Self.ticksPerIdleTimeout) {
-            close(.idleTimeout)
-        } else {
-            startIdleTimer()
-        }
     }
 }
 

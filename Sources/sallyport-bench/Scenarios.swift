@@ -124,6 +124,7 @@ struct Idle: ParsableCommand {
         fds.reserveCapacity(sessions)
         var buffer = [UInt8](repeating: 0, count: 16)
         var failures = 0
+        var firstError = ""
         for _ in 0..<sessions {
             do {
                 let fd = try openSession(proxy: proxy, target: target)
@@ -132,10 +133,11 @@ struct Idle: ParsableCommand {
                 fds.append(fd)
             } catch {
                 failures += 1
+                if firstError.isEmpty { firstError = "\(error)" }
                 if failures > 50 { break }
             }
         }
-        print("{\"open\":\(fds.count),\"failures\":\(failures)}")
+        print("{\"open\":\(fds.count),\"failures\":\(failures),\"first_error\":\"\(firstError)\"}")
         fflush(nil)
         _ = readLine()
         for fd in fds { close(fd) }

@@ -30,15 +30,7 @@ struct CheckAuth: ParsableCommand {
     var client: String?
 
     func run() throws {
-        var configuration = ServerConfiguration.embeddedDefault
-        if let config {
-            do {
-                configuration = try ConfigurationLoader.load(path: config)
-            } catch {
-                printError("sallyport: the configuration is not valid:\n\(error)")
-                throw ExitCode.failure
-            }
-        }
+        let configuration = try loadConfiguration(config)
         let serviceName = service ?? configuration.auth.pam.service
         guard let password = readPassword(prompt: "Password for \(user): ") else {
             printError("sallyport: no password given")

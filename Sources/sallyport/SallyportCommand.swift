@@ -56,17 +56,7 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
-        var configuration: ServerConfiguration
-        if let config {
-            do {
-                configuration = try ConfigurationLoader.load(path: config)
-            } catch {
-                printError("sallyport: the configuration is not valid:\n\(error)")
-                throw ExitCode.failure
-            }
-        } else {
-            configuration = .embeddedDefault
-        }
+        var configuration = try loadConfiguration(config)
         if !listen.isEmpty {
             let methods = configuration.listeners.first?.methods ?? [.none]
             configuration.listeners = listen.compactMap { text in
@@ -138,6 +128,18 @@ struct CheckConfig: ParsableCommand {
             printError("\(error)")
             throw ExitCode.failure
         }
+    }
+}
+
+/// The configuration in `path`, or the embedded default without one; a file that fails prints
+/// its problems and exits 1.
+func loadConfiguration(_ path: String?) throws -> ServerConfiguration {
+    guard let path else { return .embeddedDefault }
+    do {
+        return try ConfigurationLoader.load(path: path)
+    } catch {
+        printError("sallyport: the configuration is not valid:\n\(error)")
+        throw ExitCode.failure
     }
 }
 
