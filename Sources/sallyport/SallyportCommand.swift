@@ -72,11 +72,13 @@ struct Run: AsyncParsableCommand {
         if let logLevel, let level = LogConfiguration.Level(rawValue: logLevel) { configuration.log.level = level }
         if let logFormat, let format = LogConfiguration.Format(rawValue: logFormat) { configuration.log.format = format }
 
+        let files = raiseOpenFileLimit()
         let log = configuration.log
         LoggingSystem.bootstrap { label in
             LineLogHandler(label: label, level: log.level.loggerLevel, format: log.format)
         }
         let logger = Logger(label: "sallyport")
+        logger.debug("open file limit", metadata: ["limit": "\(files)"])
         let server = SallyportServer(
             configuration: configuration, logger: logger, accessLogger: Logger(label: "sallyport.access"))
         let group = ServiceGroup(
@@ -129,6 +131,20 @@ struct CheckConfig: ParsableCommand {
             throw ExitCode.failure
         }
     }
+}
+
+/// Raises the soft limit on open files to the hard limit: every relayed session holds two
+/// descriptors, and the usual soft limit of 1,024 would cap the server near 500 sessions. Returns
+/// the limit in force.
+func raiseOpenFileLimit() -> UInt64 {
+    var limit = rlimit()
+    guard getrlimit(Int32(RLIMIT_NOFILE.rawValue), &limit) == 0 else { return 0 }
+    if limit.rlim_cur < limit.rlim_max {
+        var raised = limit
+        raised.rlim_cur = limit.rlim_max
+        if setrlimit(Int32(RLIMIT_NOFILE.rawValue), &raised) == 0 { return UInt64(raised.rlim_cur) }
+    }
+    return UInt64(limit.rlim_cur)
 }
 
 /// The configuration in `path`, or the embedded default without one; a file that fails prints
