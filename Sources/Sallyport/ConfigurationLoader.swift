@@ -232,12 +232,8 @@ struct NodeReader {
         configuration.policy = Policy(rules: [])
         if let node = entries["rules"] { configuration.policy.rules = rules(node, "rules") }
         if let node = entries["clients"] { configuration.policy.clientRules = clientRules(node, "clients") }
-        if let node = entries["default_action"], let text = scalarString(node, "default_action") {
-            if let action = PolicyAction(rawValue: text) {
-                configuration.policy.defaultAction = action
-            } else {
-                report(node, "default_action", "'\(text)' is not allow or deny")
-            }
+        if let node = entries["default_action"], let action = action(node, "default_action") {
+            configuration.policy.defaultAction = action
         }
         if configuration.policy.rules.isEmpty && configuration.policy.defaultAction == .deny {
             configuration.warnings.append(
@@ -350,11 +346,7 @@ struct NodeReader {
                 report(item, itemPath, "missing key 'action' (allow or deny)")
                 continue
             }
-            guard let actionText = scalarString(actionNode, itemPath + ".action") else { continue }
-            guard let action = PolicyAction(rawValue: actionText) else {
-                report(actionNode, itemPath + ".action", "'\(actionText)' is not allow or deny")
-                continue
-            }
+            guard let action = action(actionNode, itemPath + ".action") else { continue }
             var rule = EgressRule(action: action, line: item.mark?.line)
             if let node = entries["name"], let name = scalarString(node, itemPath + ".name") {
                 if !names.insert(name).inserted { report(node, itemPath + ".name", "the name '\(name)' is used by an earlier rule") }
@@ -391,11 +383,7 @@ struct NodeReader {
                 report(item, itemPath, "a client rule needs 'action' (allow or deny) and 'from' (a list of address blocks)")
                 continue
             }
-            guard let actionText = scalarString(actionNode, itemPath + ".action") else { continue }
-            guard let action = PolicyAction(rawValue: actionText) else {
-                report(actionNode, itemPath + ".action", "'\(actionText)' is not allow or deny")
-                continue
-            }
+            guard let action = action(actionNode, itemPath + ".action") else { continue }
             let blocks = list(fromNode, itemPath + ".from") { text -> Result<CIDR, Message> in
                 guard let block = CIDR(text) else {
                     return .failure(Message("'\(text)' is not an address block such as 10.0.0.0/8 or 2001:db8::/32"))
@@ -405,6 +393,15 @@ struct NodeReader {
             if let blocks { result.append(ClientRule(action: action, from: blocks, line: item.mark?.line)) }
         }
         return result
+    }
+
+    mutating func action(_ node: Node, _ path: String) -> PolicyAction? {
+        guard let text = scalarString(node, path) else { return nil }
+        guard let action = PolicyAction(rawValue: text) else {
+            report(node, path, "'\(text)' is not allow or deny")
+            return nil
+        }
+        return action
     }
 
     /// A list of scalars (a single scalar counts as a list of one), each turned into a value.

@@ -34,90 +34,47 @@ func runProcess(
     _ executable: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil,
     timeout: Double = 30
 ) async throws -> ProcessResult {
-    try await onThread {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: executable)
-        process.arguments = arguments
-        if let environment {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
-        let stdout = Pipe()
-        let stderr = Pipe()
-        let stdin = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
-        process.standardInput = stdin
-        let out = NIOLockedValueBox(Data())
-        let err = NIOLockedValueBox(Data())
-        stdout.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            out.withLockedValue { $0.append(data) }
-        }
-        stderr.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            err.withLockedValue { $0.append(data) }
-        }
-        try process.run()
-        if let input { stdin.fileHandleForWriting.write(input) }
-        try stdin.fileHandleForWriting.close()
-        let deadline = Date().addingTimeInterval(timeout)
-        var timedOut = false
-        while process.isRunning {
-            if Date() > deadline {
-                timedOut = true
-                kill(process.processIdentifier, SIGKILL)
-                break
-            }
-            usleep(10_000)
-        }
-        process.waitUntilExit()
-        stdout.fileHandleForReading.readabilityHandler = nil
-        stderr.fileHandleForReading.readabilityHandler = nil
-        let restOut = stdout.fileHandleForReading.readDataToEndOfFile()
-        let restErr = stderr.fileHandleForReading.readDataToEndOfFile()
-        out.withLockedValue { $0.append(restOut) }
-        err.withLockedValue { $0.append(restErr) }
-        return ProcessResult(
-            status: process.terminationStatus,
-            stdout: String(decoding: out.withLockedValue { $0 }, as: UTF8.self),
-            stderr: String(decoding: err.withLockedValue { $0 }, as: UTF8.self),
-            timedOut: timedOut)
-    }
+    let program = try BackgroundProcess(executable, arguments, environment: environment, input: input ?? Data())
+    let status = await program.waitForExit(timeout: timeout)
+    return ProcessResult(status: status ?? -1, stdout: program.stdout, stderr: program.stderr, timedOut: status == nil)
 }
 
-/// A program started in the background, stopped by its PID.
+/// A program started in the background, stopped by its PID; its output is collected as it comes.
 final class BackgroundProcess: Sendable {
     let process: Process
+    private let outputs: (out: Pipe, err: Pipe)
     private let errorOutput = NIOLockedValueBox(Data())
     private let standardOutput = NIOLockedValueBox(Data())
 
-    init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil) throws {
+    /// - Parameter input: written to standard input, which is then closed; nil gives /dev/null.
+    init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: Data? = nil) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
         if let environment {
             process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
         }
-        let stdout = Pipe()
-        let stderr = Pipe()
-        process.standardOutput = stdout
-        process.standardError = stderr
-        process.standardInput = FileHandle.nullDevice
-        let err = errorOutput
-        let out = standardOutput
-        stderr.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            err.withLockedValue { $0.append(data) }
-        }
-        stdout.fileHandleForReading.readabilityHandler = { handle in
-            let data = handle.availableData
-            out.withLockedValue { $0.append(data) }
+        outputs = (Pipe(), Pipe())
+        process.standardOutput = outputs.out
+        process.standardError = outputs.err
+        let stdin = input.map { _ in Pipe() }
+        process.standardInput = stdin ?? FileHandle.nullDevice
+        for (pipe, box) in [(outputs.out, standardOutput), (outputs.err, errorOutput)] {
+            pipe.fileHandleForReading.readabilityHandler = { handle in
+                let data = handle.availableData
+                box.withLockedValue { $0.append(data) }
+            }
         }
         try process.run()
+        if let stdin, let input {
+            stdin.fileHandleForWriting.write(input)
+            try stdin.fileHandleForWriting.close()
+        }
         self.process = process
     }
 
     var stderr: String { String(decoding: errorOutput.withLockedValue { $0 }, as: UTF8.self) }
+    var stdout: String { String(decoding: standardOutput.withLockedValue { $0 }, as: UTF8.self) }
 
     /// Waits until standard error holds `text`, up to `timeout` seconds.
     func waitForStderr(containing text: String, timeout: Double = 10) async -> Bool {
@@ -132,18 +89,22 @@ final class BackgroundProcess: Sendable {
 
     func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
 
-    /// Waits for the exit, up to `timeout` seconds; kills it after that. Returns the status.
+    /// Waits for the exit, up to `timeout` seconds, then collects the rest of the output; kills the
+    /// program after that. Returns the status, or nil when it had to be killed.
     func waitForExit(timeout: Double = 10) async -> Int32? {
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning, Date() < deadline {
-            try? await Task.sleep(for: .milliseconds(20))
+            try? await Task.sleep(for: .milliseconds(10))
         }
-        guard !process.isRunning else {
-            kill(process.processIdentifier, SIGKILL)
-            process.waitUntilExit()
-            return nil
+        let finished = !process.isRunning
+        if !finished { kill(process.processIdentifier, SIGKILL) }
+        process.waitUntilExit()
+        for (pipe, box) in [(outputs.out, standardOutput), (outputs.err, errorOutput)] {
+            pipe.fileHandleForReading.readabilityHandler = nil
+            let rest = pipe.fileHandleForReading.readDataToEndOfFile()
+            box.withLockedValue { $0.append(rest) }
         }
-        return process.terminationStatus
+        return finished ? process.terminationStatus : nil
     }
 
     deinit {
