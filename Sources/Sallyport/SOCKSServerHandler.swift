@@ -84,7 +84,12 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
         // Once a UDP association is up, its control connection carries nothing (RFC 1928 section 7).
         guard association == nil else { return }
         var incoming = unwrapInboundIn(data)
-        buffer.writeBuffer(&incoming)
+        if buffer.readableBytes == 0 {
+            // The usual case: nothing left over, so take the read as it is instead of copying it.
+            buffer = incoming
+        } else {
+            buffer.writeBuffer(&incoming)
+        }
         runMachine()
     }
 
