@@ -45,7 +45,7 @@ struct OutboundConnector: Sendable {
             .channelOption(.allowRemoteHalfClosure, value: true)
             .channelOption(.tcpOption(.tcp_nodelay), value: 1)
             .channelOption(.autoRead, value: false)
-            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: receiveBufferBytes))
+            .channelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: receiveBufferBytes))
         let connected: EventLoopFuture<any Channel>
         if addresses.count == 1 {
             connected = bootstrap.connect(to: addresses[0])

@@ -83,13 +83,10 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         // Once a UDP association is up, its control connection carries nothing (RFC 1928 section 7).
         guard association == nil else { return }
+        // Copied, not kept: holding on to the read buffer would stop the channel's receive-buffer
+        // pool from reusing it, and every session would keep a second buffer for its whole life.
         var incoming = unwrapInboundIn(data)
-        if buffer.readableBytes == 0 {
-            // The usual case: nothing left over, so take the read as it is instead of copying it.
-            buffer = incoming
-        } else {
-            buffer.writeBuffer(&incoming)
-        }
+        buffer.writeBuffer(&incoming)
         runMachine()
     }
 

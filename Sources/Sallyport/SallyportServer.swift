@@ -27,6 +27,7 @@ public final class SallyportServer: Service, Sendable {
     private let limiter = SessionLimiter()
     private let generation: NIOLockedValueBox<Generation>
     private let state = NIOLockedValueBox<State>(.idle)
+    private let trimmer = NIOLockedValueBox<MemoryTrimmer?>(nil)
 
     /// One configuration and what was made from it; new sessions take the current one.
     private struct Generation: Sendable {
@@ -101,6 +102,7 @@ public final class SallyportServer: Service, Sendable {
             throw error
         }
         state.withLockedValue { $0 = .running(channels) }
+        trimmer.withLockedValue { $0 = MemoryTrimmer(registry: registry, eventLoop: group.next(), pool: HostResolver.lookupPool) }
         logger.info("listening", metadata: ["addresses": "\(addresses.map(SessionRecord.text).joined(separator: ","))"])
         for warning in configuration.warnings { logger.warning("\(warning)") }
         return addresses
@@ -192,7 +194,7 @@ public final class SallyportServer: Service, Sendable {
             .serverChannelOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_REUSEPORT)), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: receiveBuffer))
+            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: receiveBuffer))
             .childChannelInitializer { [self] channel in
                 // Each session takes the configuration current when it is accepted.
                 let (services, methods, earlyData) = generation.withLockedValue { generation in
@@ -223,6 +225,7 @@ public final class SallyportServer: Service, Sendable {
             return []
         }
         for channel in channels { try? await channel.close() }
+        trimmer.withLockedValue { $0?.stop() }
         let grace = grace ?? configuration.timeouts.shutdownGrace
         let deadline = NIODeadline.now() + grace
         let waiting = registry.count

@@ -3,7 +3,13 @@ import NIOCore
 
 /// The sessions alive right now, so that shutdown can wait for them and then close them.
 final class SessionRegistry: Sendable {
-    private let sessions = NIOLockedValueBox<[UInt64: NIOLoopBound<SOCKSServerHandler>]>([:])
+    private struct State {
+        var sessions: [UInt64: NIOLoopBound<SOCKSServerHandler>] = [:]
+        /// The most sessions alive at once since `takePeak()` last asked.
+        var peak = 0
+    }
+
+    private let state = NIOLockedValueBox(State())
     private let nextID = NIOLockedValueBox<UInt64>(0)
 
     /// A fresh number for a session, unique in this process.
@@ -15,18 +21,30 @@ final class SessionRegistry: Sendable {
     }
 
     func add(_ id: UInt64, _ handler: NIOLoopBound<SOCKSServerHandler>) {
-        sessions.withLockedValue { $0[id] = handler }
+        state.withLockedValue { state in
+            state.sessions[id] = handler
+            state.peak = max(state.peak, state.sessions.count)
+        }
     }
 
     func remove(_ id: UInt64) {
-        sessions.withLockedValue { _ = $0.removeValue(forKey: id) }
+        state.withLockedValue { _ = $0.sessions.removeValue(forKey: id) }
     }
 
-    var count: Int { sessions.withLockedValue { $0.count } }
+    var count: Int { state.withLockedValue { $0.sessions.count } }
+
+    /// The peak since the last call and the count now; the peak starts again from the count.
+    func takePeak() -> (peak: Int, now: Int) {
+        state.withLockedValue { state in
+            let result = (state.peak, state.sessions.count)
+            state.peak = state.sessions.count
+            return result
+        }
+    }
 
     /// Asks every live session to close, each on its own event loop.
     func closeAll() {
-        for handler in sessions.withLockedValue({ Array($0.values) }) {
+        for handler in state.withLockedValue({ Array($0.sessions.values) }) {
             handler.eventLoop.execute { handler.value.closeForShutdown() }
         }
     }

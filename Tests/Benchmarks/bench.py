@@ -153,7 +153,7 @@ def idle_sessions(bench, proxy, sessions):
     loaded = pss_kib(proxy.pid)
     p.stdin.write("\n"); p.stdin.flush()
     json.loads(p.stdout.readline())
-    time.sleep(2)
+    time.sleep(7)  # what each proxy gives back within a few seconds of the sessions closing
     after = pss_kib(proxy.pid)
     p.stdin.write("\n"); p.stdin.flush()
     p.wait(timeout=30)
