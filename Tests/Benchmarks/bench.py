@@ -289,7 +289,7 @@ def report(results, args):
         peer_values = [values[p] for p in peers if values.get(p) is not None]
         best = (max(peer_values) if better == "high" else min(peer_values)) if peer_values else None
         ours = values.get("sallyport")
-        ratio = (ours / best) if (ours is not None and best) else None
+        ratio = (ours / best) if (ours is not None and best and ours > 0 and best > 0) else None
         table.append([title] + [fmt(values[n]) for n in names] + [fmt(ratio) + ("×" if ratio is not None else "")])
         summary[key] = {"values": values, "best_peer": best, "ratio": ratio, "better": better}
     if "sallyport-pam" in results:
