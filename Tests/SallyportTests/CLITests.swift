@@ -79,6 +79,19 @@ let loopbackRules = """
         await echo.stop()
     }
 
+    @Test func jsonLogFormatWritesOneObjectPerLine() async throws {
+        let server = try BackgroundProcess(sallyportExecutable(), ["--listen", "127.0.0.1:0", "--log-format", "json"])
+        #expect(await server.waitForStderr(containing: "\"msg\":\"listening\""))
+        server.signal(SIGTERM)
+        #expect(await server.waitForExit() == 0)
+        let lines = server.stderr.split(separator: "\n").filter { !$0.isEmpty }
+        #expect(lines.count >= 2)
+        for line in lines {
+            let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
+            #expect(object?["ts"] is String && object?["level"] is String && object?["msg"] is String, "\(line)")
+        }
+    }
+
     @Test func sigtermLetsARunningSessionFinishWithinTheGrace() async throws {
         let echo = try await TargetServer.echo()
         let config = try temporaryFile("listen: [127.0.0.1:0]\ntimeouts:\n  shutdown_grace: 5s\n" + loopbackRules)
