@@ -194,7 +194,8 @@ public final class SallyportServer: Service, Sendable {
             .serverChannelOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_REUSEPORT)), value: 1)
             .childChannelOption(.allowRemoteHalfClosure, value: true)
             .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 512, maximum: receiveBuffer))
+            .childChannelOption(.maxMessagesPerRead, value: OutboundConnector.readsPerWakeUp)
+            .childChannelOption(.recvAllocator, value: RelayReceiveAllocator(initial: 512, maximum: receiveBuffer))
             .childChannelInitializer { [self] channel in
                 // Each session takes the configuration current when it is accepted.
                 let (services, methods, earlyData) = generation.withLockedValue { generation in
