@@ -115,6 +115,7 @@ struct Idle: ParsableCommand {
 
     @Option(help: "The SOCKS5 proxy; without it, connect directly.") var proxy: Endpoint?
     @Option(help: "Sessions to open.") var sessions: Int = 5000
+    @Option(help: "Bytes each session sends and gets back before it goes idle.") var warmBytes: Int = 1
 
     func run() throws {
         raiseFileLimit()
@@ -122,14 +123,21 @@ struct Idle: ParsableCommand {
         let target = Endpoint(argument: "\(targetHost):\(echo.localAddress!.port!)")!
         var fds: [Int32] = []
         fds.reserveCapacity(sessions)
-        var buffer = [UInt8](repeating: 0, count: 16)
+        let warm = [UInt8](repeating: 0x42, count: max(warmBytes, 1))
+        var buffer = [UInt8](repeating: 0, count: warm.count)
         var failures = 0
         var firstError = ""
         for _ in 0..<sessions {
             do {
                 let fd = try openSession(proxy: proxy, target: target)
-                try sendAll(fd, [1])
-                try receiveExactly(fd, &buffer, 1)
+                // Send and read back in chunks, so that neither side's socket buffers fill up.
+                var offset = 0
+                while offset < warm.count {
+                    let chunk = min(256 * 1024, warm.count - offset)
+                    try sendAll(fd, Array(warm[offset..<(offset + chunk)]))
+                    try receiveExactly(fd, &buffer, chunk)
+                    offset += chunk
+                }
                 fds.append(fd)
             } catch {
                 failures += 1
