@@ -48,10 +48,14 @@ public struct LineLogHandler: LogHandler {
     public func log(event: LogEvent) {
         var merged = metadata
         if let provided = metadataProvider?.get() { merged.merge(provided) { $1 } }
-        if let extra = event.metadata { merged.merge(extra) { $1 } }
-        sink(Self.formatLine(
+        if let extra = event.metadata {
+            if merged.isEmpty { merged = extra } else { merged.merge(extra) { $1 } }
+        }
+        var line = Self.formatLine(
             format: format, timestamp: Self.timestamp(), level: event.level, message: event.message.description,
-            metadata: merged) + "\n")
+            metadata: merged)
+        line += "\n"
+        sink(line)
     }
 
     /// Keys of the access log, in the order they are written; other keys follow in sorted order.
@@ -64,28 +68,67 @@ public struct LineLogHandler: LogHandler {
         format: LogConfiguration.Format, timestamp: String, level: Logger.Level, message: String,
         metadata: Logger.Metadata
     ) -> String {
-        let ordered = keyOrder.filter { metadata[$0] != nil }
-            + metadata.keys.filter { !keyOrder.contains($0) }.sorted()
+        // Built in place: the access log writes one of these per session.
+        var line = ""
+        line.reserveCapacity(96 + 24 * metadata.count)
+        var known = 0
         switch format {
         case .logfmt:
-            var line = "ts=\(timestamp) level=\(level) msg=\(logfmtValue(message))"
-            for key in ordered {
-                line += " \(key)=\(logfmtValue(metadata[key]!.description))"
+            line += "ts="
+            line += timestamp
+            line += " level="
+            line += level.rawValue
+            line += " msg="
+            appendLogfmtValue(message, to: &line)
+            func append(_ key: String, _ value: Logger.MetadataValue) {
+                line += " "
+                line += key
+                line += "="
+                switch value {
+                case .string(let string): appendLogfmtValue(string, to: &line)
+                default: appendLogfmtValue(value.description, to: &line)
+                }
             }
-            return line
+            for key in keyOrder {
+                if let value = metadata[key] {
+                    append(key, value)
+                    known += 1
+                }
+            }
+            if known < metadata.count {
+                for key in metadata.keys.filter({ !keyOrder.contains($0) }).sorted() { append(key, metadata[key]!) }
+            }
         case .json:
-            var line = "{\"ts\":\(jsonString(timestamp)),\"level\":\(jsonString(level.rawValue)),\"msg\":\(jsonString(message))"
-            for key in ordered {
-                line += ",\(jsonString(key)):\(jsonValue(metadata[key]!))"
+            line += "{\"ts\":"
+            line += jsonString(timestamp)
+            line += ",\"level\":"
+            line += jsonString(level.rawValue)
+            line += ",\"msg\":"
+            line += jsonString(message)
+            func append(_ key: String, _ value: Logger.MetadataValue) {
+                line += ","
+                line += jsonString(key)
+                line += ":"
+                line += jsonValue(value)
             }
-            return line + "}"
+            for key in keyOrder {
+                if let value = metadata[key] {
+                    append(key, value)
+                    known += 1
+                }
+            }
+            if known < metadata.count {
+                for key in metadata.keys.filter({ !keyOrder.contains($0) }).sorted() { append(key, metadata[key]!) }
+            }
+            line += "}"
         }
+        return line
     }
 
-    static func logfmtValue(_ value: String) -> String {
+    /// Appends `value` as it is when it needs no quoting, else as a quoted, escaped string.
+    static func appendLogfmtValue(_ value: String, to line: inout String) {
         let needsQuotes = value.isEmpty || value.utf8.contains { $0 <= 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "=") || $0 == 0x7F }
-        guard needsQuotes else { return value }
-        return jsonString(value)
+        line += needsQuotes ? jsonString(value) : value
     }
 
     static func jsonValue(_ value: Logger.MetadataValue) -> String {

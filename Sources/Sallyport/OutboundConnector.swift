@@ -40,13 +40,13 @@ struct OutboundConnector: Sendable {
     /// the new channel with the client's. The channel is returned with reading off: the relay turns
     /// it on once it is in place, so no byte the target sends first is lost.
     func connect(to addresses: [SocketAddress], name: String, port: Int, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+        // ClientBootstrap sets TCP_NODELAY itself.
+        let options = RelayChannelOptions(receiveBufferBytes: receiveBufferBytes)
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(connectTimeout)
-            .channelOption(.allowRemoteHalfClosure, value: true)
-            .channelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .channelOption(.maxMessagesPerRead, value: Self.readsPerWakeUp)
-            .channelOption(.autoRead, value: false)
-            .channelOption(.recvAllocator, value: RelayReceiveAllocator(initial: 512, maximum: receiveBufferBytes))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture { try options.apply(to: channel, autoRead: false) }
+            }
         let connected: EventLoopFuture<any Channel>
         if addresses.count == 1 {
             connected = bootstrap.connect(to: addresses[0])
@@ -58,12 +58,6 @@ struct OutboundConnector: Sendable {
             throw Self.failure(for: error)
         }
     }
-
-    /// Socket reads per readiness event on relayed channels. NIO's receive-buffer pool has one slot
-    /// per read it may make in a row; with one, and `RelayReceiveAllocator`, an idle session keeps
-    /// no large buffer (with NIO's default of 4 and its pool, a session that once moved bulk data
-    /// kept 4 × 256 KiB per side while idle: 2 MiB a session).
-    static let readsPerWakeUp: UInt = 1
 
     /// Maps a connection error to the reply code RFC 1928 gives it.
     static func failure(for error: any Error) -> ConnectFailure {

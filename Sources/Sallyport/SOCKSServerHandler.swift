@@ -252,22 +252,29 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
         }
         let connector = services.connector
         let eventLoop = context.eventLoop
-        connector.addresses(for: destination, on: eventLoop)
-            .assumeIsolated()
-            .flatMap { [self] addresses -> EventLoopFuture<any Channel> in
-                guard self.context != nil, !finished else {
-                    return eventLoop.makeFailedFuture(ConnectFailure(code: .generalFailure, reason: "client gone"))
-                }
-                let ips = addresses.compactMap(IPAddress.init)
-                switch policy.checkAddresses(ips, name: name, port: destination.port, command: request.command, subject: subject) {
-                case .deny(let reason):
-                    return eventLoop.makeFailedFuture(PolicyRefusal(reason: reason))
-                case .allow(let allowed, let reason):
-                    record.rule = reason.description
-                    let usable = addresses.filter { IPAddress($0).map(allowed.contains) ?? false }
-                    return connector.connect(to: usable, name: "\(destination.host)", port: Int(destination.port), on: eventLoop)
-                }
+        // The policy sees every address a name has; the connector gets the ones it allows.
+        func connectAllowed(_ addresses: [SocketAddress]) -> EventLoopFuture<any Channel> {
+            guard self.context != nil, !finished else {
+                return eventLoop.makeFailedFuture(ConnectFailure(code: .generalFailure, reason: "client gone"))
             }
+            let ips = addresses.compactMap(IPAddress.init)
+            switch policy.checkAddresses(ips, name: name, port: destination.port, command: request.command, subject: subject) {
+            case .deny(let reason):
+                return eventLoop.makeFailedFuture(PolicyRefusal(reason: reason))
+            case .allow(let allowed, let reason):
+                record.rule = reason.description
+                let usable = addresses.filter { IPAddress($0).map(allowed.contains) ?? false }
+                return connector.connect(to: usable, name: name ?? "", port: Int(destination.port), on: eventLoop)
+            }
+        }
+        let connected: EventLoopFuture<any Channel>
+        if name == nil, let address = try? destination.socketAddress() {
+            // An IP literal: nothing to look up.
+            connected = connectAllowed([address])
+        } else {
+            connected = connector.addresses(for: destination, on: eventLoop).assumeIsolated().flatMap(connectAllowed).nonisolated()
+        }
+        connected.assumeIsolated()
             .whenComplete { [self] result in
                 switch result {
                 case .success(let channel):
@@ -441,26 +448,25 @@ struct SessionRecord {
     func metadata(user: String?) -> Logger.Metadata {
         let elapsed = NIODeadline.now() - start
         let seconds = Double(elapsed.nanoseconds) / 1e9
-        var metadata: Logger.Metadata = [
-            "session": "\(idText)",
-            "listener": "\(listener)",
-            "client": "\(clientText)",
-            "user": "\(user ?? "-")",
-            "cmd": "\(command.map(\.description) ?? "-")",
-            "dst": "\(destination.map(\.description) ?? "-")",
-            "remote": "\(remote.map(Self.text) ?? "-")",
-            "rule": "\(rule ?? "-")",
-            "reply": "\(reply.map { String($0.rawValue) } ?? "-")",
-            "up": "\(counters.clientToTarget)",
-            "down": "\(counters.targetToClient)",
-            "duration": "\((seconds * 1000).rounded() / 1000)",
-            "end": "\(end ?? "-")",
-        ]
+        var metadata = Logger.Metadata(minimumCapacity: udp == nil ? 13 : 17)
+        metadata["session"] = .string(idText)
+        metadata["listener"] = .string(listener)
+        metadata["client"] = .string(clientText)
+        metadata["user"] = .string(user ?? "-")
+        metadata["cmd"] = .string(command?.description ?? "-")
+        metadata["dst"] = .string(destination?.description ?? "-")
+        metadata["remote"] = .string(remote.map(Self.text) ?? "-")
+        metadata["rule"] = .string(rule ?? "-")
+        metadata["reply"] = .string(reply.map { String($0.rawValue) } ?? "-")
+        metadata["up"] = .string(String(counters.clientToTarget))
+        metadata["down"] = .string(String(counters.targetToClient))
+        metadata["duration"] = .string(String((seconds * 1000).rounded() / 1000))
+        metadata["end"] = .string(end ?? "-")
         if let udp {
-            metadata["dgrams_up"] = "\(udp.datagramsUp)"
-            metadata["dgrams_down"] = "\(udp.datagramsDown)"
-            metadata["destinations"] = "\(udp.destinations)"
-            metadata["dropped"] = "\(udp.dropped)"
+            metadata["dgrams_up"] = .string(String(udp.datagramsUp))
+            metadata["dgrams_down"] = .string(String(udp.datagramsDown))
+            metadata["destinations"] = .string(String(udp.destinations))
+            metadata["dropped"] = .string(String(udp.dropped))
         }
         return metadata
     }

@@ -37,6 +37,24 @@ public final class SallyportServer: Service, Sendable {
         var pam: PAMAuthenticator?
         /// The cache of successful logins in front of it.
         var cache: CachingAuthenticator?
+        /// What each listener negotiates, by listener index.
+        var negotiations: [ServerNegotiation.Configuration]
+        /// The commands and limits of this configuration, without a listener's methods.
+        var defaultNegotiation: ServerNegotiation.Configuration
+
+        init(configuration: ServerConfiguration, services: SessionServices, pam: PAMAuthenticator?, cache: CachingAuthenticator?) {
+            self.configuration = configuration
+            self.services = services
+            self.pam = pam
+            self.cache = cache
+            let commands: Set<SOCKSCommand> = services.udp.enabled ? [.connect, .udpAssociate] : [.connect]
+            defaultNegotiation = ServerNegotiation.Configuration(methods: [], commands: commands, maximumEarlyData: configuration.limits.earlyDataBytes)
+            negotiations = configuration.listeners.map { [defaultNegotiation] listener in
+                var negotiation = defaultNegotiation
+                negotiation.methods = listener.methods
+                return negotiation
+            }
+        }
     }
 
     private enum State {
@@ -187,26 +205,32 @@ public final class SallyportServer: Service, Sendable {
 
     private func bind(listenerIndex: Int, _ listener: ListenerConfiguration, on loop: any EventLoop) async throws -> any Channel {
         let name = listener.addressDescription
-        let receiveBuffer = configuration.relay.receiveBufferBytes
+        let relayOptions = RelayChannelOptions(receiveBufferBytes: configuration.relay.receiveBufferBytes)
+        let label = NIOLockedValueBox<String?>(nil)
         let bootstrap = ServerBootstrap(group: loop, childGroup: loop)
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_REUSEPORT)), value: 1)
-            .childChannelOption(.allowRemoteHalfClosure, value: true)
-            .childChannelOption(.tcpOption(.tcp_nodelay), value: 1)
-            .childChannelOption(.maxMessagesPerRead, value: OutboundConnector.readsPerWakeUp)
-            .childChannelOption(.recvAllocator, value: RelayReceiveAllocator(initial: 512, maximum: receiveBuffer))
+            // TCP_NODELAY: accepted sockets inherit it from the listener, where ServerBootstrap sets it.
             .childChannelInitializer { [self] channel in
                 // Each session takes the configuration current when it is accepted.
-                let (services, methods, earlyData) = generation.withLockedValue { generation in
-                    let listeners = generation.configuration.listeners
-                    let methods = listenerIndex < listeners.count ? listeners[listenerIndex].methods : listener.methods
-                    return (generation.services, methods, generation.configuration.limits.earlyDataBytes)
+                let (services, negotiation) = generation.withLockedValue { generation in
+                    let negotiations = generation.negotiations
+                    if listenerIndex < negotiations.count { return (generation.services, negotiations[listenerIndex]) }
+                    // A listener the running configuration no longer names keeps its own methods.
+                    var negotiation = negotiations.first ?? generation.defaultNegotiation
+                    negotiation.methods = listener.methods
+                    return (generation.services, negotiation)
                 }
-                let commands: Set<SOCKSCommand> = services.udp.enabled ? [.connect, .udpAssociate] : [.connect]
-                let negotiation = ServerNegotiation.Configuration(methods: methods, commands: commands, maximumEarlyData: earlyData)
-                let listenerName = channel.parent?.localAddress.map(SessionRecord.text) ?? name
+                let listenerName = label.withLockedValue { label in
+                    if let label { return label }
+                    // The address it is bound to, with the port a configured port 0 became.
+                    let bound = channel.parent?.localAddress.map(SessionRecord.text) ?? name
+                    label = bound
+                    return bound
+                }
                 return channel.eventLoop.makeCompletedFuture {
+                    try relayOptions.apply(to: channel)
                     try channel.pipeline.syncOperations.addHandler(
                         SOCKSServerHandler(services: services, negotiation: negotiation, listener: listenerName))
                 }
