@@ -71,7 +71,6 @@ public struct LineLogHandler: LogHandler {
         // Built in place: the access log writes one of these per session.
         var line = ""
         line.reserveCapacity(96 + 24 * metadata.count)
-        var known = 0
         switch format {
         case .logfmt:
             line += "ts="
@@ -89,15 +88,7 @@ public struct LineLogHandler: LogHandler {
                 default: appendLogfmtValue(value.description, to: &line)
                 }
             }
-            for key in keyOrder {
-                if let value = metadata[key] {
-                    append(key, value)
-                    known += 1
-                }
-            }
-            if known < metadata.count {
-                for key in metadata.keys.filter({ !keyOrder.contains($0) }).sorted() { append(key, metadata[key]!) }
-            }
+            forEachInOrder(metadata, append)
         case .json:
             line += "{\"ts\":"
             line += jsonString(timestamp)
@@ -111,21 +102,27 @@ public struct LineLogHandler: LogHandler {
                 line += ":"
                 line += jsonValue(value)
             }
-            for key in keyOrder {
-                if let value = metadata[key] {
-                    append(key, value)
-                    known += 1
-                }
-            }
-            if known < metadata.count {
-                for key in metadata.keys.filter({ !keyOrder.contains($0) }).sorted() { append(key, metadata[key]!) }
-            }
+            forEachInOrder(metadata, append)
             line += "}"
         }
         return line
     }
 
     /// Appends `value` as it is when it needs no quoting, else as a quoted, escaped string.
+    /// Calls `body` with the entries of `metadata`: those in `keyOrder` in that order, then the others sorted.
+    static func forEachInOrder(_ metadata: Logger.Metadata, _ body: (String, Logger.MetadataValue) -> Void) {
+        var known = 0
+        for key in keyOrder {
+            if let value = metadata[key] {
+                body(key, value)
+                known += 1
+            }
+        }
+        if known < metadata.count {
+            for key in metadata.keys.filter({ !keyOrder.contains($0) }).sorted() { body(key, metadata[key]!) }
+        }
+    }
+
     static func appendLogfmtValue(_ value: String, to line: inout String) {
         let needsQuotes = value.isEmpty || value.utf8.contains { $0 <= 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "=") || $0 == 0x7F }
         line += needsQuotes ? jsonString(value) : value
