@@ -217,7 +217,7 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
         record.destination = request.destination
 
         // Limits first: a refused session costs no lookup.
-        switch services.limiter.acquire(user: identity.user, client: record.client?.ipAddress ?? "-", limits: services.limits) {
+        switch services.limiter.acquire(user: identity.user, client: record.client.flatMap(IPAddress.init), limits: services.limits) {
         case .failure(let refusal):
             record.end = refusal.logName
             services.logger.notice(

@@ -218,7 +218,7 @@ public final class SallyportServer: Service, Sendable {
                     let negotiations = generation.negotiations
                     if listenerIndex < negotiations.count { return (generation.services, negotiations[listenerIndex]) }
                     // A listener the running configuration no longer names keeps its own methods.
-                    var negotiation = negotiations.first ?? generation.defaultNegotiation
+                    var negotiation = generation.defaultNegotiation
                     negotiation.methods = listener.methods
                     return (generation.services, negotiation)
                 }

@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import SallyportPolicy
 import SallyportRelay
 
 /// Counts sessions per user, per client and in all, and hands out the bandwidth buckets shared by
@@ -30,7 +31,7 @@ final class SessionLimiter: Sendable {
     /// What a session holds until it ends.
     struct Grant: Sendable {
         let user: String?
-        let client: String
+        let client: IPAddress?
         let upload: RateLimiter?
         let download: RateLimiter?
     }
@@ -38,13 +39,14 @@ final class SessionLimiter: Sendable {
     private struct State {
         var total = 0
         var perUser: [String: Int] = [:]
-        var perClient: [String: Int] = [:]
+        var perClient: [IPAddress?: Int] = [:]
         var buckets: [String: (upload: RateLimiter, download: RateLimiter)] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
 
-    func acquire(user: String?, client: String, limits: Limits) -> Result<Grant, Refusal> {
+    /// `client` is the client's IP, nil when it has none (all such count as one client).
+    func acquire(user: String?, client: IPAddress?, limits: Limits) -> Result<Grant, Refusal> {
         state.withLockedValue { state in
             if limits.maxSessions > 0, state.total >= limits.maxSessions { return .failure(.server(limits.maxSessions)) }
             if let user, limits.sessionsPerUser > 0, state.perUser[user, default: 0] >= limits.sessionsPerUser {
