@@ -131,6 +131,37 @@ func connectAs(_ user: String?, proxyPort: Int, to destination: SOCKSEndpoint) t
         await proxy.stop()
     }
 
+    @Test func clientAndServerSessionLimitsRefuseTheNextSession() async throws {
+        let echo = try await TargetServer.echo()
+        let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
+        // Per client: policy, 0x02; the slot comes back when a session ends.
+        let perClient = try await TestProxy.start { $0.limits.sessionsPerClient = 2 }
+        let first = try await onThread { try connectAs(nil, proxyPort: perClient.port, to: destination) }
+        let second = try await onThread { try connectAs(nil, proxyPort: perClient.port, to: destination) }
+        #expect(first.1 == .succeeded && second.1 == .succeeded)
+        let (_, third) = try await onThread { try connectAs(nil, proxyPort: perClient.port, to: destination) }
+        #expect(third == .notAllowed)
+        #expect(await perClient.logs.wait { $0.contains { $0.contains("end=limit_client") } })
+        first.0.shutdownWrite()
+        _ = try await onThread { try first.0.receiveUntilEOF() }
+        #expect(await waitUntil(timeout: 5) { perClient.logs.sessionLines.count >= 2 })
+        let (_, fourth) = try await onThread { try connectAs(nil, proxyPort: perClient.port, to: destination) }
+        #expect(fourth == .succeeded)
+        _ = second
+        await perClient.stop()
+
+        // Server-wide: the server's own state, 0x01.
+        let server = try await TestProxy.start { $0.limits.maxSessions = 1 }
+        let only = try await onThread { try connectAs(nil, proxyPort: server.port, to: destination) }
+        #expect(only.1 == .succeeded)
+        let (_, over) = try await onThread { try connectAs(nil, proxyPort: server.port, to: destination) }
+        #expect(over == .generalFailure)
+        #expect(await server.logs.wait { $0.contains { $0.contains("end=limit_server") } })
+        _ = only
+        await server.stop()
+        await echo.stop()
+    }
+
     @Test func userSessionLimitRefusesTheNextSession() async throws {
         let echo = try await TargetServer.echo()
         let proxy = try await TestProxy.start(
