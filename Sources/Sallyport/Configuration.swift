@@ -156,7 +156,7 @@ public struct Limits: Sendable, Hashable {
 /// Settings of the relay's sockets.
 public struct RelaySettings: Sendable, Hashable {
     /// The largest single read from a socket; larger reads move more bytes per CPU second.
-    public var receiveBufferBytes: Int = 256 * 1024
+    public var receiveBufferBytes: Int = 1 << 20
 
     public init() {}
 }
