@@ -77,6 +77,7 @@ public final class UDPAssociation {
     /// Destination sockets written to since the last flush; flushed once per read burst.
     private var unflushed: [any Channel] = []
     private var clientChannel: (any Channel)?
+    private let allocator: ByteBufferAllocator
     private var destinations: [SOCKSEndpoint: Destination] = [:]
     private var useClock: UInt64 = 0
     private var counters = UDPCounters()
@@ -137,11 +138,23 @@ public final class UDPAssociation {
         }
     }
 
+    /// Datagrams read per readiness event: a burst is relayed with one wake-up and, per socket
+    /// written to, one `sendmmsg`.
+    static let datagramsPerWakeUp: UInt = 16
+
     static func datagramBootstrap(on eventLoop: any EventLoop, _ initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>) -> DatagramBootstrap {
         DatagramBootstrap(group: eventLoop)
-            // NIO's datagram default is 2 KiB; a datagram may be up to 64 KiB.
-            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
-            .channelInitializer(initializer)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
+                    // NIO's datagram default is 2 KiB; a datagram may be up to 64 KiB. NIO's pool
+                    // keeps one such buffer per read in a row that is still referenced at the next
+                    // read; the relay copies every datagram out, so each socket keeps just one.
+                    try options.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
+                    try options.setOption(.maxMessagesPerRead, value: datagramsPerWakeUp)
+                }
+                .flatMap { initializer(channel) }
+            }
     }
 
     private init(
@@ -150,6 +163,7 @@ public final class UDPAssociation {
     ) {
         self.boundAddress = channel.localAddress!
         self.clientChannel = channel
+        self.allocator = channel.allocator
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.gate = gate
@@ -217,7 +231,11 @@ public final class UDPAssociation {
             counters.droppedOverLimit += 1
             return
         }
-        send(data, to: header.endpoint)
+        // A copy of its own: the read buffer goes back to the channel's pool at once (see
+        // `datagramBootstrap`), where holding it until the flush would make NIO allocate another.
+        var payload = allocator.buffer(capacity: data.readableBytes)
+        payload.writeBuffer(&data)
+        send(payload, to: header.endpoint)
     }
 
     private func send(_ data: ByteBuffer, to endpoint: SOCKSEndpoint) {

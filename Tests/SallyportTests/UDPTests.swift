@@ -44,6 +44,41 @@ func loopback4(_ port: Int) -> SOCKSEndpoint { SOCKSEndpoint(host: .ipv4(.init(1
         await echo6.stop()
     }
 
+    @Test func largestDatagramsAndMixedBurstsArriveIntact() async throws {
+        let echo = try await UDPEchoServer.start()
+        let proxy = try await TestProxy.start()
+        let (largest, burst) = try await onThread { () throws -> ([UInt8]?, [[UInt8]]) in
+            let (control, reply) = try udpAssociate(proxyPort: proxy.port)
+            let relay = try reply.bound.testAddress
+            let client = try TestUDPSocket()
+            // 65,507 bytes is the most an IPv4 UDP datagram holds; the 10-byte SOCKS header (an
+            // IPv4 destination) on both legs leaves 65,497 for the payload.
+            let big = patternBytes(count: 65_497, seed: 7)
+            try client.send(TestUDPSocket.packet(to: loopback4(echo.port), big), to: relay)
+            let largest = try client.receive().map { try TestUDPSocket.unpack($0).1 }
+            // A burst in one go, sizes from 1 byte to 60 KB, in the order sent.
+            let sizes = [1, 60_000, 512, 32_768, 7, 1_400, 65_000, 3]
+            for (index, size) in sizes.enumerated() {
+                try client.send(TestUDPSocket.packet(to: loopback4(echo.port), patternBytes(count: size, seed: UInt64(index + 1))), to: relay)
+            }
+            var burst: [[UInt8]] = []
+            for _ in sizes {
+                guard let datagram = client.receive() else { break }
+                burst.append(try TestUDPSocket.unpack(datagram).1)
+            }
+            _ = control
+            return (largest, burst)
+        }
+        #expect(largest == patternBytes(count: 65_497, seed: 7))
+        let sizes = [1, 60_000, 512, 32_768, 7, 1_400, 65_000, 3]
+        #expect(burst.count == sizes.count)
+        for (index, size) in sizes.enumerated() where index < burst.count {
+            #expect(burst[index] == patternBytes(count: size, seed: UInt64(index + 1)), "datagram \(index) of \(size) bytes")
+        }
+        await proxy.stop()
+        await echo.stop()
+    }
+
     @Test func ipv6ControlConnectionGetsAnIPv6Relay() async throws {
         let echo = try await UDPEchoServer.start()
         let proxy = try await TestProxy.start { $0.listeners = [.init(host: "::1", port: 0)] }
