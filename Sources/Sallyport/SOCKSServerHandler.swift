@@ -153,7 +153,10 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
         case .sendAndClose(let bytes, let failure):
             record.end = record.end ?? failure.logName
             if case .requestFailed(let code) = failure { record.reply = code }
-            if case .commandNotSupported = failure { record.reply = .commandNotSupported }
+            if case .commandNotSupported(let command) = failure {
+                record.reply = .commandNotSupported
+                record.command = command
+            }
             if case .protocolError(.unsupportedAddressType) = failure { record.reply = .addressTypeNotSupported }
             if case .protocolError(.invalidDomainName) = failure { record.reply = .generalFailure }
             context.writeAndFlush(wrapOutboundOut(bytes)).assumeIsolated().whenComplete { _ in

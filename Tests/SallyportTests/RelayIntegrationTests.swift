@@ -185,6 +185,21 @@ func echoThroughProxy(proxyPort: Int, destination: SOCKSEndpoint, payload: [UInt
         await proxy.stop()
     }
 
+    @Test func bindGetsReply07AndTheLogNamesIt() async throws {
+        let proxy = try await TestProxy.start()
+        let (reply, closed) = try await onThread { () throws -> ([UInt8], Bool) in
+            let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
+            try socket.send([5, 1, 0])
+            _ = try socket.receive(exactly: 2)
+            try socket.send([5, 2, 0, 1, 127, 0, 0, 1, 0, 80])
+            return (try socket.receive(exactly: 10), socket.waitForClose())
+        }
+        #expect(reply == [5, 7, 0, 1, 0, 0, 0, 0, 0, 0])
+        #expect(closed)
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("cmd=bind") && $0.contains("reply=7") && $0.contains("end=command_not_supported") } })
+        await proxy.stop()
+    }
+
     @Test func silentClientIsClosedAfterTheNegotiationTimeout() async throws {
         let proxy = try await TestProxy.start { $0.timeouts.negotiation = .milliseconds(300) }
         let elapsed = try await onThread {
