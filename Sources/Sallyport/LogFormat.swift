@@ -108,7 +108,6 @@ public struct LineLogHandler: LogHandler {
         return line
     }
 
-    /// Appends `value` as it is when it needs no quoting, else as a quoted, escaped string.
     /// Calls `body` with the entries of `metadata`: those in `keyOrder` in that order, then the others sorted.
     static func forEachInOrder(_ metadata: Logger.Metadata, _ body: (String, Logger.MetadataValue) -> Void) {
         var known = 0
@@ -123,6 +122,7 @@ public struct LineLogHandler: LogHandler {
         }
     }
 
+    /// Appends `value` as it is when it needs no quoting, else as a quoted, escaped string.
     static func appendLogfmtValue(_ value: String, to line: inout String) {
         let needsQuotes = value.isEmpty || value.utf8.contains { $0 <= 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "=") || $0 == 0x7F }
         line += needsQuotes ? jsonString(value) : value
