@@ -2,8 +2,9 @@
 """Sallyport's benchmark: Sallyport against microsocks and Dante, and a direct connection, measured in
 one run with one load generator (sallyport-bench), on loopback only.
 
-Usage: Tests/Benchmarks/bench.py BIN_DIR [--seconds S] [--sessions N] [--json PATH] [--only NAMES]
-Prints one table (each figure with its ratio to the best peer) and writes JSON.
+Usage: Tests/Benchmarks/bench.py BIN_DIR [--seconds S] [--rounds R] [--sessions N] [--json PATH] [--only NAMES]
+Prints one table (each figure with its ratio to the best peer; throughput figures are medians over
+R rounds in which every proxy runs each scenario back to back) and writes JSON.
 """
 import argparse, json, os, platform, resource, shutil, signal, socket, subprocess, sys, tempfile, time
 
@@ -168,7 +169,8 @@ def idle_sessions(bench, proxy, sessions, warm_bytes=1):
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("bin")
-    parser.add_argument("--seconds", type=float, default=5)
+    parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--json", default=os.path.join(ROOT, "bench-results", "latest.json"))
@@ -219,33 +221,46 @@ socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect udpassociate udpr
     ]
     if args.only:
         proxies = [p for p in proxies if p.name in args.only.split(",")]
-    results = {}
+    results = {proxy.name: {"runs": []} for proxy in proxies}
+    s = str(args.seconds)
     try:
+        # Memory first, each proxy on a fresh process: what earlier runs left in the allocator
+        # would otherwise be reused and hide what a session costs.
         for proxy in proxies:
-            r = {}
-            s = str(args.seconds)
-            credentials = ["--user", proxy.user, "--password", proxy.password] if proxy.user else []
-            if proxy.make_argv is not None and proxy.user is None:
-                # Memory first, each on a fresh process: what earlier runs left in the allocator
-                # would otherwise be reused and hide what a session costs.
-                proxy.start()
-                r["idle"] = idle_sessions(bench, proxy, args.sessions)
-                proxy.stop()
-                proxy.start()
-                # Sessions that moved some data first, as a browser's keep-alive connections have.
-                r["idle_warm"] = idle_sessions(bench, proxy, 1000, warm_bytes=1 << 20)
-                proxy.stop()
+            if proxy.make_argv is None or proxy.user is not None:
+                continue
             proxy.start()
-            if proxy.user is None:
-                r["bulk1"] = measured(proxy, [bench, "bulk", "--streams", "1", "--seconds", s] + proxy.proxy_args())
-                r["bulk4"] = measured(proxy, [bench, "bulk", "--streams", "4", "--seconds", s] + proxy.proxy_args())
-            r["connections"] = measured(proxy, [bench, "connections", "--workers", str(args.workers), "--seconds", s]
-                                        + proxy.proxy_args() + credentials)
-            if proxy.udp and proxy.user is None:
-                r["udp"] = measured(proxy, [bench, "udp", "--seconds", s] + proxy.proxy_args())
-            results[proxy.name] = r
+            results[proxy.name]["idle"] = idle_sessions(bench, proxy, args.sessions)
             proxy.stop()
-            print(f"measured {proxy.name}", file=sys.stderr)
+            proxy.start()
+            # Sessions that moved some data first, as a browser's keep-alive connections have.
+            results[proxy.name]["idle_warm"] = idle_sessions(bench, proxy, 1000, warm_bytes=1 << 20)
+            proxy.stop()
+            print(f"memory measured: {proxy.name}", file=sys.stderr)
+
+        # Then every proxy at once (idle ones cost nothing), and each scenario run on all of them
+        # back to back, in rounds with the order rotated: this machine's speed drifts over minutes,
+        # and a peer measured minutes after another would be compared with a different machine.
+        for proxy in proxies:
+            proxy.start()
+        scenarios = [
+            ("bulk1", lambda p, c: [bench, "bulk", "--streams", "1", "--seconds", s] if p.user is None else None),
+            ("bulk4", lambda p, c: [bench, "bulk", "--streams", "4", "--seconds", s] if p.user is None else None),
+            ("connections", lambda p, c: [bench, "connections", "--workers", str(args.workers), "--seconds", s] + c),
+            ("udp", lambda p, c: [bench, "udp", "--seconds", s] if p.udp and p.user is None else None),
+        ]
+        for round_index in range(args.rounds):
+            order = proxies[round_index % len(proxies):] + proxies[:round_index % len(proxies)]
+            runs = {proxy.name: {} for proxy in proxies}
+            for name, argv_for in scenarios:
+                for proxy in order:
+                    credentials = ["--user", proxy.user, "--password", proxy.password] if proxy.user else []
+                    argv = argv_for(proxy, credentials)
+                    if argv is not None:
+                        runs[proxy.name][name] = measured(proxy, argv + proxy.proxy_args())
+            for proxy in proxies:
+                results[proxy.name]["runs"].append(runs[proxy.name])
+            print(f"round {round_index + 1} of {args.rounds} measured", file=sys.stderr)
     finally:
         for proxy in proxies:
             proxy.stop()
@@ -272,21 +287,30 @@ def report(results, args):
     def cpu_us_per(r, scenario, count_key):
         c = r.get(scenario)
         return c["cpu_s"] * 1e6 / c[count_key] if c and c.get("cpu_s") is not None and c[count_key] else None
-    add("bulk 1 stream, Gbit/s", "bulk1_gbit", lambda r: r.get("bulk1", {}).get("gbit_per_s"), "high")
-    add("bulk 4 streams, Gbit/s", "bulk4_gbit", lambda r: r.get("bulk4", {}).get("gbit_per_s"), "high")
-    add("proxy CPU-s per GiB (1 stream)", "bulk1_cpu_per_gib", lambda r: cpu_per_gib(r, "bulk1"), "low")
-    add("proxy CPU-s per GiB (4 streams)", "bulk4_cpu_per_gib", lambda r: cpu_per_gib(r, "bulk4"), "low")
-    add("connections/s", "conn_per_s", lambda r: r.get("connections", {}).get("per_second"), "high")
-    add("connect p50 ms", "conn_p50_ms", lambda r: r.get("connections", {}).get("p50_ms"), "low")
-    add("connect p99 ms", "conn_p99_ms", lambda r: r.get("connections", {}).get("p99_ms"), "low")
-    add("proxy CPU µs per connection", "conn_cpu_us", lambda r: cpu_us_per(r, "connections", "connections"), "low")
+    def median_of(getter):
+        """A figure of the throughput rounds: its median over the rounds."""
+        def figure(r):
+            values = sorted(v for v in (getter(run) for run in r.get("runs", [])) if v is not None)
+            if not values:
+                return None
+            middle = len(values) // 2
+            return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+        return figure
+    add("bulk 1 stream, Gbit/s", "bulk1_gbit", median_of(lambda r: r.get("bulk1", {}).get("gbit_per_s")), "high")
+    add("bulk 4 streams, Gbit/s", "bulk4_gbit", median_of(lambda r: r.get("bulk4", {}).get("gbit_per_s")), "high")
+    add("proxy CPU-s per GiB (1 stream)", "bulk1_cpu_per_gib", median_of(lambda r: cpu_per_gib(r, "bulk1")), "low")
+    add("proxy CPU-s per GiB (4 streams)", "bulk4_cpu_per_gib", median_of(lambda r: cpu_per_gib(r, "bulk4")), "low")
+    add("connections/s", "conn_per_s", median_of(lambda r: r.get("connections", {}).get("per_second")), "high")
+    add("connect p50 ms", "conn_p50_ms", median_of(lambda r: r.get("connections", {}).get("p50_ms")), "low")
+    add("connect p99 ms", "conn_p99_ms", median_of(lambda r: r.get("connections", {}).get("p99_ms")), "low")
+    add("proxy CPU µs per connection", "conn_cpu_us", median_of(lambda r: cpu_us_per(r, "connections", "connections")), "low")
     add(f"KiB per idle session ({args.sessions})", "idle_kib", lambda r: r.get("idle", {}).get("kib_per_session"), "low")
     add("KiB per idle session after 1 MiB each (1000)", "idle_warm_kib", lambda r: r.get("idle_warm", {}).get("kib_per_session"), "low")
     add("KiB kept after they close", "idle_kept_kib",
         lambda r: (r["idle"]["after_close_kib"] - r["idle"]["rest_kib"]) if r.get("idle", {}).get("kib_per_session") is not None else None, "low")
-    add("UDP round trips/s", "udp_rt_per_s", lambda r: r.get("udp", {}).get("round_trips_per_s"), "high")
-    add("UDP lost", "udp_lost", lambda r: r.get("udp", {}).get("lost"), "low")
-    add("proxy CPU µs per UDP round trip", "udp_cpu_us", lambda r: cpu_us_per(r, "udp", "received"), "low")
+    add("UDP round trips/s", "udp_rt_per_s", median_of(lambda r: r.get("udp", {}).get("round_trips_per_s")), "high")
+    add("UDP lost (all rounds)", "udp_lost", lambda r: sum(run["udp"]["lost"] for run in r.get("runs", []) if "udp" in run) if any("udp" in run for run in r.get("runs", [])) else None, "low")
+    add("proxy CPU µs per UDP round trip", "udp_cpu_us", median_of(lambda r: cpu_us_per(r, "udp", "received")), "low")
 
     names = list(results)
     peers = [n for n in names if n in ("microsocks", "dante")]
@@ -302,9 +326,9 @@ def report(results, args):
         table.append([title] + [fmt(values[n]) for n in names] + [fmt(ratio) + ("×" if ratio is not None else "")])
         summary[key] = {"values": values, "best_peer": best, "ratio": ratio, "better": better}
     if "sallyport-pam" in results:
-        c = results["sallyport-pam"].get("connections", {})
-        table.append(["username/password (PAM) connections/s"] + [fmt(c.get("per_second")) if n == "sallyport-pam" else "-" for n in names] + ["-"])
-        summary["pam_conn_per_s"] = c.get("per_second")
+        pam = median_of(lambda r: r.get("connections", {}).get("per_second"))(results["sallyport-pam"])
+        table.append(["username/password (PAM) connections/s"] + [fmt(pam) if n == "sallyport-pam" else "-" for n in names] + ["-"])
+        summary["pam_conn_per_s"] = pam
     widths = [max(len(str(row[i])) for row in [header] + table) for i in range(len(header))]
     line = lambda row: "  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(row))
     print(line(header))
@@ -313,7 +337,7 @@ def report(results, args):
         print(line(row))
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
-        json.dump({"machine": {"cpus": os.cpu_count(), "kernel": platform.release()}, "seconds": args.seconds,
+        json.dump({"machine": {"cpus": os.cpu_count(), "kernel": platform.release()}, "seconds": args.seconds, "rounds": args.rounds,
                    "results": results, "summary": summary}, f, indent=2, default=str)
     print(f"\nJSON: {args.json}")
 
