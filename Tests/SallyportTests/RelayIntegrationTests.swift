@@ -108,11 +108,8 @@ func echoThroughProxy(proxyPort: Int, destination: SOCKSEndpoint, payload: [UInt
         let proxy = try await TestProxy.start()
         let echoed: [UInt8] = try await onThread {
             let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
-            var buffer = ByteBuffer()
-            buffer.writeClientGreeting(ClientGreeting(methods: [.none]))
-            buffer.writeSOCKSRequest(SOCKSRequest(command: .connect, destination: SOCKSEndpoint(host: .domain("127.0.0.1"), port: UInt16(echo.port))))
-            buffer.writeString("early payload")
-            try socket.send(Array(buffer.readableBytesView))
+            let destination = SOCKSEndpoint(host: .domain("127.0.0.1"), port: UInt16(echo.port))
+            try socket.send(TestSocket.negotiation(.connect, to: destination) + Array("early payload".utf8))
             socket.shutdownWrite()
             return try socket.receiveUntilEOF()
         }
@@ -128,10 +125,8 @@ func echoThroughProxy(proxyPort: Int, destination: SOCKSEndpoint, payload: [UInt
         let proxy = try await TestProxy.start()
         let echoed: [UInt8] = try await onThread {
             let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
-            var buffer = ByteBuffer()
-            buffer.writeClientGreeting(ClientGreeting(methods: [.none]))
-            buffer.writeSOCKSRequest(SOCKSRequest(command: .connect, destination: SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))))
-            for byte in buffer.readableBytesView {
+            let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
+            for byte in TestSocket.negotiation(.connect, to: destination) {
                 try socket.send([byte])
                 usleep(2000)
             }

@@ -85,13 +85,17 @@ final class TestSocket: @unchecked Sendable {
 
     // MARK: SOCKS client steps
 
-    /// Greeting with method none, then a request; returns the reply.
-    func socksConnect(to destination: SOCKSEndpoint, payload: [UInt8] = []) throws -> SOCKSReply {
+    /// The bytes of a greeting with method none and a request, in one piece (a pipelining client).
+    static func negotiation(_ command: SOCKSCommand, to destination: SOCKSEndpoint) -> [UInt8] {
         var buffer = ByteBuffer()
         buffer.writeClientGreeting(ClientGreeting(methods: [.none]))
-        buffer.writeSOCKSRequest(SOCKSRequest(command: .connect, destination: destination))
-        buffer.writeBytes(payload)
-        try send(Array(buffer.readableBytesView))
+        buffer.writeSOCKSRequest(SOCKSRequest(command: command, destination: destination))
+        return Array(buffer.readableBytesView)
+    }
+
+    /// Greeting with method none, then a request; returns the reply.
+    func socksConnect(to destination: SOCKSEndpoint, payload: [UInt8] = []) throws -> SOCKSReply {
+        try send(Self.negotiation(.connect, to: destination) + payload)
         try expectBytesHelper(try receive(exactly: 2), [5, 0])
         return try readReply()
     }

@@ -103,10 +103,7 @@ final class TestUDPSocket: @unchecked Sendable {
 /// the control connection and the relay's address.
 func udpAssociate(proxyPort: Int, expected: SOCKSEndpoint = .unspecified, proxyHost: String = "127.0.0.1") throws -> (TestSocket, SOCKSReply) {
     let control = try TestSocket(host: proxyHost, port: proxyPort)
-    var buffer = ByteBuffer()
-    buffer.writeClientGreeting(ClientGreeting(methods: [.none]))
-    buffer.writeSOCKSRequest(SOCKSRequest(command: .udpAssociate, destination: expected))
-    try control.send(Array(buffer.readableBytesView))
+    try control.send(TestSocket.negotiation(.udpAssociate, to: expected))
     try expectBytesHelper(try control.receive(exactly: 2), [5, 0])
     return (control, try control.readReply())
 }
