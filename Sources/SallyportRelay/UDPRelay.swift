@@ -105,15 +105,8 @@ public final class UDPAssociation {
         configuration: UDPRelayConfiguration, gate: @escaping UDPDestinationGate,
         onEnd: @escaping (UDPCounters, UDPRelayEnd) -> Void
     ) -> EventLoopFuture<UDPAssociation> {
-        let candidates: [Int]
-        if let ports {
-            let offset = Int.random(in: 0..<ports.count)
-            candidates = (0..<ports.count).map { ports.lowerBound + ($0 + offset) % ports.count }
-        } else {
-            candidates = [0]
-        }
         let handlerBox = NIOLoopBound(UDPClientHandler(), eventLoop: eventLoop)
-        return bindFirst(of: candidates, host: bindHost, on: eventLoop, handler: handlerBox).assumeIsolated().map { channel in
+        return bindFirst(of: bindCandidates(ports), host: bindHost, on: eventLoop, handler: handlerBox).assumeIsolated().map { channel in
             let association = UDPAssociation(
                 channel: channel, eventLoop: eventLoop, configuration: configuration, gate: gate,
                 client: client, clientPort: expectedPort, onEnd: onEnd)
@@ -123,18 +116,35 @@ public final class UDPAssociation {
         }.nonisolated()
     }
 
+    /// Binds attempted per association when a port range is configured: a range that busy is
+    /// exhausted in practice, and each attempt costs a socket on the event loop.
+    static let maxBindAttempts = 64
+
+    /// The ports to try, in order: 0 (any free port) without a range; a small range whole, from
+    /// a random start; a large one at `maxBindAttempts` random ports.
+    static func bindCandidates(_ ports: ClosedRange<Int>?) -> [Int] {
+        guard let ports else { return [0] }
+        if ports.count <= maxBindAttempts {
+            let offset = Int.random(in: 0..<ports.count)
+            return (0..<ports.count).map { ports.lowerBound + ($0 + offset) % ports.count }
+        }
+        return (0..<maxBindAttempts).map { _ in Int.random(in: ports) }
+    }
+
     private static func bindFirst(
-        of ports: [Int], host: String, on eventLoop: any EventLoop, handler: NIOLoopBound<UDPClientHandler>
+        of ports: [Int], at index: Int = 0, host: String, on eventLoop: any EventLoop, handler: NIOLoopBound<UDPClientHandler>
     ) -> EventLoopFuture<any Channel> {
-        guard let port = ports.first else {
+        guard index < ports.count else {
             return eventLoop.makeFailedFuture(UDPRelayError.noFreePort)
         }
         return datagramBootstrap(on: eventLoop) { channel in
             channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler.value) }
         }
-        .bind(host: host, port: port)
+        .bind(host: host, port: ports[index])
         .flatMapError { error in
-            ports.count > 1 ? bindFirst(of: Array(ports.dropFirst()), host: host, on: eventLoop, handler: handler) : eventLoop.makeFailedFuture(error)
+            index + 1 < ports.count
+                ? bindFirst(of: ports, at: index + 1, host: host, on: eventLoop, handler: handler)
+                : eventLoop.makeFailedFuture(error)
         }
     }
 

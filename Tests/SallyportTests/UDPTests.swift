@@ -3,6 +3,7 @@ import NIOCore
 import SOCKSProtocol
 import Sallyport
 import SallyportPolicy
+@testable import SallyportRelay
 import Testing
 
 /// 127.0.0.1:port.
@@ -77,6 +78,36 @@ func loopback4(_ port: Int) -> SOCKSEndpoint { SOCKSEndpoint(host: .ipv4(.init(1
         }
         await proxy.stop()
         await echo.stop()
+    }
+
+    @Test func portRangeIsUsedAndAnExhaustedRangeGetsReply01() async throws {
+        // A port that is free (bound, then let go) and one that stays taken.
+        let freePort = try TestUDPSocket().port
+        let taken = try TestUDPSocket()
+        let free = try await TestProxy.start { $0.udp.ports = freePort...freePort }
+        let boundPort = try await onThread { () throws -> Int in
+            let (control, reply) = try udpAssociate(proxyPort: free.port)
+            _ = control
+            return Int(reply.bound.port)
+        }
+        #expect(boundPort == freePort)
+        await free.stop()
+
+        let busy = try await TestProxy.start { $0.udp.ports = taken.port...taken.port }
+        let code = try await onThread { try udpAssociate(proxyPort: busy.port).1.code }
+        #expect(code == .generalFailure)
+        #expect(await busy.logs.wait { $0.contains { $0.contains("cmd=udp") && $0.contains("reply=1") } })
+        await busy.stop()
+        _ = taken
+    }
+
+    @Test func bindCandidatesCoverSmallRangesAndBoundLargeOnes() {
+        #expect(UDPAssociation.bindCandidates(nil) == [0])
+        let small = UDPAssociation.bindCandidates(40_000...40_009)
+        #expect(small.sorted() == Array(40_000...40_009))
+        let large = UDPAssociation.bindCandidates(20_000...60_000)
+        #expect(large.count == UDPAssociation.maxBindAttempts)
+        #expect(large.allSatisfy { (20_000...60_000).contains($0) })
     }
 
     @Test func ipv6ControlConnectionGetsAnIPv6Relay() async throws {
