@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 
@@ -26,9 +27,14 @@ struct HostResolver: Sendable {
     }()
 
     /// The addresses of `host`, IPv6 and IPv4 as the system orders them, without duplicates.
-    func resolve(host: String, port: Int, on eventLoop: any EventLoop) -> EventLoopFuture<[SocketAddress]> {
+    ///
+    /// A lookup still waiting for a thread when `cancellation` is cancelled (its session ended)
+    /// fails without asking the resolver: under a flood of slow names, lookups of clients long gone
+    /// would otherwise hold the pool for everyone else.
+    func resolve(host: String, port: Int, on eventLoop: any EventLoop, cancellation: LookupCancellation? = nil) -> EventLoopFuture<[SocketAddress]> {
         threadPool.runIfActive(eventLoop: eventLoop) {
-            try Self.getaddrinfo(host: host, port: port)
+            if cancellation?.isCancelled == true { throw ResolutionError(host: host, reason: "lookup cancelled") }
+            return try Self.getaddrinfo(host: host, port: port)
         }
     }
 
@@ -66,6 +72,15 @@ struct HostResolver: Sendable {
         guard !result.isEmpty else { throw ResolutionError(host: host, reason: "no IPv4 or IPv6 address") }
         return result
     }
+}
+
+/// Lets a session call off its queued lookup once nobody waits for the answer.
+final class LookupCancellation: Sendable {
+    private let cancelled = NIOLockedValueBox(false)
+
+    var isCancelled: Bool { cancelled.withLockedValue { $0 } }
+
+    func cancel() { cancelled.withLockedValue { $0 = true } }
 }
 
 /// A resolver for NIO's happy-eyeballs connector that answers with addresses already looked up (and,

@@ -21,7 +21,7 @@ struct OutboundConnector: Sendable {
     let receiveBufferBytes: Int
 
     /// Resolves `destination` to addresses; IP literals are returned as they are.
-    func addresses(for destination: SOCKSEndpoint, on eventLoop: any EventLoop) -> EventLoopFuture<[SocketAddress]> {
+    func addresses(for destination: SOCKSEndpoint, on eventLoop: any EventLoop, cancellation: LookupCancellation? = nil) -> EventLoopFuture<[SocketAddress]> {
         switch destination.host {
         case .ipv4, .ipv6:
             do {
@@ -30,7 +30,7 @@ struct OutboundConnector: Sendable {
                 return eventLoop.makeFailedFuture(ConnectFailure(code: .addressTypeNotSupported, reason: "\(error)"))
             }
         case .domain(let name):
-            return resolver.resolve(host: name, port: Int(destination.port), on: eventLoop).flatMapErrorThrowing { error in
+            return resolver.resolve(host: name, port: Int(destination.port), on: eventLoop, cancellation: cancellation).flatMapErrorThrowing { error in
                 throw ConnectFailure(code: .hostUnreachable, reason: "\(error)")
             }
         }

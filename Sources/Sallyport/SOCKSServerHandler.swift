@@ -42,6 +42,8 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
     private var relay: RelaySession?
     private var association: UDPAssociation?
     private var grant: SessionLimiter.Grant?
+    /// The name lookup under way, called off if the session ends first.
+    private var lookup: LookupCancellation?
     private var finished = false
 
     init(services: SessionServices, negotiation: ServerNegotiation.Configuration, listener: String) {
@@ -275,7 +277,10 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
             // An IP literal: nothing to look up.
             connected = connectAllowed([address])
         } else {
-            connected = connector.addresses(for: destination, on: eventLoop).assumeIsolated().flatMap(connectAllowed).nonisolated()
+            let cancellation = LookupCancellation()
+            lookup = cancellation
+            connected = connector.addresses(for: destination, on: eventLoop, cancellation: cancellation)
+                .assumeIsolated().flatMap(connectAllowed).nonisolated()
         }
         connected.assumeIsolated()
             .whenComplete { [self] result in
@@ -409,6 +414,8 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
         finished = true
         negotiationTimer?.cancel()
         negotiationTimer = nil
+        lookup?.cancel()
+        lookup = nil
         services.registry.remove(record.id)
         if let grant {
             services.limiter.release(grant)
