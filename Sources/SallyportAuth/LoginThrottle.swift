@@ -87,13 +87,18 @@ public struct LoginThrottle: Sendable {
         records[client] = nil
     }
 
+    /// Drops what has expired and, if the table is still full (clients failing from more addresses
+    /// than it holds), the oldest tenth at once: the scan is paid once per many insertions, not on
+    /// every failure of a flood.
     private mutating func prune(now: NIODeadline) {
         records = records.filter { _, record in
             if let until = record.blockedUntil { return until > now }
             return now - record.windowStart <= configuration.window
         }
-        while records.count >= capacity, let oldest = records.min(by: { $0.value.windowStart < $1.value.windowStart })?.key {
-            records[oldest] = nil
+        guard records.count >= capacity else { return }
+        let excess = records.count - capacity + max(capacity / 10, 1)
+        for (client, _) in records.sorted(by: { $0.value.windowStart < $1.value.windowStart }).prefix(excess) {
+            records[client] = nil
         }
     }
 

@@ -61,6 +61,21 @@ import Testing
         #expect(throttle.trackedClients <= 100)
     }
 
+    @Test func aFloodFromManyAddressesEvictsTheOldestAndKeepsTheNewest() {
+        var throttle = LoginThrottle(configuration: configuration, capacity: 100)
+        // 1,000 clients, one failure each, a millisecond apart: all within the window.
+        for index in 0..<1000 {
+            _ = throttle.recordFailure("10.0.\(index / 256).\(index % 256)", now: start + .milliseconds(Int64(index)))
+        }
+        #expect(throttle.trackedClients <= 100)
+        #expect(throttle.trackedClients >= 80)
+        // The latest client's failures were kept: two more block it.
+        let latest = "10.0.3.231"
+        let now = start + .seconds(1)
+        #expect(throttle.recordFailure(latest, now: now) == nil)
+        #expect(throttle.recordFailure(latest, now: now) == .seconds(10))
+    }
+
     @Test func ipv6ClientsAreKeyedByTheirSlash64() throws {
         let a = try SocketAddress(ipAddress: "2001:db8:1:2::1", port: 1)
         let b = try SocketAddress(ipAddress: "2001:db8:1:2:ffff::9", port: 2)
