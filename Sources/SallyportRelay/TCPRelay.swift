@@ -88,12 +88,14 @@ public enum TCPRelay {
         try client.pipeline.syncOperations.addHandler(clientHandler)
         // A limited side reads in small single reads, so that a pause follows every chunk instead
         // of a burst of the socket's whole receive queue.
-        for (channel, limiter) in [(client, configuration.clientToTargetLimit), (target, configuration.targetToClientLimit)] {
-            guard let limiter, let options = channel.syncOptions else { continue }
+        func readInChunks(_ channel: any Channel, limitedBy limiter: RateLimiter?) throws {
+            guard let limiter, let options = channel.syncOptions else { return }
             let chunk = min(max(limiter.bytesPerSecond / 20, 4096), 256 * 1024)
             try options.setOption(.maxMessagesPerRead, value: 1)
             try options.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: chunk))
         }
+        try readInChunks(client, limitedBy: configuration.clientToTargetLimit)
+        try readInChunks(target, limitedBy: configuration.targetToClientLimit)
         if let initialPayload, initialPayload.readableBytes > 0 {
             session.counters.clientToTarget += UInt64(initialPayload.readableBytes)
             clientHandler.charge(initialPayload.readableBytes)
