@@ -13,7 +13,7 @@ struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "sallyport-bench",
         abstract: "Load generator for SOCKS5 proxies (loopback only).",
-        subcommands: [Connections.self, Bulk.self, Idle.self, UDPRoundTrips.self, Echo.self])
+        subcommands: [Connections.self, Bulk.self, Idle.self, UDPRoundTrips.self, Echo.self, FloorProxy.self])
 }
 
 /// `HOST:PORT` on the command line.

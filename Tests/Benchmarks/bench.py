@@ -87,8 +87,8 @@ def raise_limits():
 class Proxy:
     """A proxy under test. `make_argv(port)` writes its configuration and returns its command line;
     the port is picked just before it starts, so that nothing else takes it meanwhile."""
-    def __init__(self, name, make_argv, env=None, udp=True, user=None, password=None, log=None):
-        self.name, self.make_argv, self.env, self.udp = name, make_argv, env, udp
+    def __init__(self, name, make_argv, env=None, udp=True, user=None, password=None, log=None, memory=True):
+        self.name, self.make_argv, self.env, self.udp, self.memory = name, make_argv, env, udp, memory
         self.user, self.password, self.log = user, password, log
         self.process = None
         self.argv = None
@@ -218,6 +218,9 @@ socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect udpassociate udpr
         sallyport_proxy("sallyport", "none"),
         sallyport_proxy("sallyport-pam", "username", pam_extra, env=pam_env,
                         user="alice", password="wonderland"),
+        # A yardstick, not a peer: the least a SwiftNIO SOCKS5 relay does (sallyport-bench
+        # floor-proxy), to show what NIO itself costs per connection.
+        Proxy("nio-floor", lambda port: [bench, "floor-proxy", "--listen", f"{PROXY_HOST}:{port}"], udp=False, memory=False),
     ]
     if args.only:
         proxies = [p for p in proxies if p.name in args.only.split(",")]
@@ -227,7 +230,7 @@ socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect udpassociate udpr
         # Memory first, each proxy on a fresh process: what earlier runs left in the allocator
         # would otherwise be reused and hide what a session costs.
         for proxy in proxies:
-            if proxy.make_argv is None or proxy.user is not None:
+            if proxy.make_argv is None or proxy.user is not None or not proxy.memory:
                 continue
             proxy.start()
             results[proxy.name]["idle"] = idle_sessions(bench, proxy, args.sessions)
