@@ -20,19 +20,10 @@ struct OutboundConnector: Sendable {
     let connectTimeout: TimeAmount
     let receiveBufferBytes: Int
 
-    /// Resolves `destination` to addresses; IP literals are returned as they are.
-    func addresses(for destination: SOCKSEndpoint, on eventLoop: any EventLoop, cancellation: LookupCancellation? = nil) -> EventLoopFuture<[SocketAddress]> {
-        switch destination.host {
-        case .ipv4, .ipv6:
-            do {
-                return eventLoop.makeSucceededFuture([try destination.socketAddress()])
-            } catch {
-                return eventLoop.makeFailedFuture(ConnectFailure(code: .addressTypeNotSupported, reason: "\(error)"))
-            }
-        case .domain(let name):
-            return resolver.resolve(host: name, port: Int(destination.port), on: eventLoop, cancellation: cancellation).flatMapErrorThrowing { error in
-                throw ConnectFailure(code: .hostUnreachable, reason: "\(error)")
-            }
+    /// The addresses of a name (both families); a failure is reply 0x04, host unreachable.
+    func resolve(_ name: String, port: Int, on eventLoop: any EventLoop, cancellation: LookupCancellation? = nil) -> EventLoopFuture<[SocketAddress]> {
+        resolver.resolve(host: name, port: port, on: eventLoop, cancellation: cancellation).flatMapErrorThrowing { error in
+            throw ConnectFailure(code: .hostUnreachable, reason: "\(error)")
         }
     }
 

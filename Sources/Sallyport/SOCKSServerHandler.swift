@@ -273,14 +273,18 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
             }
         }
         let connected: EventLoopFuture<any Channel>
-        if name == nil, let address = try? destination.socketAddress() {
-            // An IP literal: nothing to look up.
-            connected = connectAllowed([address])
-        } else {
+        if let name {
             let cancellation = LookupCancellation()
             lookup = cancellation
-            connected = connector.addresses(for: destination, on: eventLoop, cancellation: cancellation)
+            connected = connector.resolve(name, port: Int(destination.port), on: eventLoop, cancellation: cancellation)
                 .assumeIsolated().flatMap(connectAllowed).nonisolated()
+        } else {
+            // An IP literal: nothing to look up.
+            do {
+                connected = connectAllowed([try destination.socketAddress()])
+            } catch {
+                connected = eventLoop.makeFailedFuture(ConnectFailure(code: .addressTypeNotSupported, reason: "\(error)"))
+            }
         }
         connected.assumeIsolated()
             .whenComplete { [self] result in
