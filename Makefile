@@ -4,6 +4,7 @@
 #   make deb    build a Debian package into dist/
 #   make bench  Sallyport against microsocks and Dante on loopback (table + bench-results/latest.json)
 #   make bench-pam  PAM logins per second through pam_matrix
+#   make profile    where each proxy's CPU goes per connection and per UDP round trip (perf)
 
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -31,7 +32,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build run test deps-run deps-test deb clean bench bench-pam
+.PHONY: all build run test deps-run deps-test deb clean bench bench-pam profile
 
 all: build
 
@@ -59,6 +60,13 @@ bench: deps-test
 	$(call apt_install,$(BENCH_PEERS))
 	$(SWIFT) build -c release
 	python3 Tests/Benchmarks/bench.py "$$($(SWIFT) build -c release --show-bin-path)" $(BENCH_ARGS)
+
+# Where the proxies' CPU goes (Sallyport, the bare NIO relay, microsocks, Dante), by system call and
+# by code, from system-wide perf samples: prints tables and writes bench-results/profile.json.
+profile: deps-test
+	$(call apt_install,$(BENCH_PEERS) linux-perf)
+	$(SWIFT) build -c release
+	python3 Tests/Benchmarks/cpu_profile.py "$$($(SWIFT) build -c release --show-bin-path)" $(PROFILE_ARGS)
 
 # PAM logins per second through pam_matrix (a benchmark, not a test).
 bench-pam: deps-test

@@ -52,18 +52,26 @@ def tree(pid):
 
 
 def cpu_seconds(pid):
-    """utime + stime of the process tree, and of its reaped children."""
-    total = 0
+    """(user, system) seconds of the process tree, its reaped children included."""
+    user = system = 0
     for p in tree(pid):
         try:
             with open(f"/proc/{p}/stat") as f:
                 fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
+            user += int(fields[11])
+            system += int(fields[12])
             if p == pid:
-                total += int(fields[13]) + int(fields[14])
+                user += int(fields[13])
+                system += int(fields[14])
         except OSError:
             pass
-    return total / TICKS
+    return user / TICKS, system / TICKS
+
+
+def children_cpu_seconds():
+    """(user, system) seconds of this script's reaped children: the load generator's runs."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime, usage.ru_stime
 
 
 def pss_kib(pid):
@@ -139,10 +147,21 @@ def run_json(argv, timeout=120):
 
 
 def measured(proxy, argv):
-    """Runs a scenario; returns its result with the proxy's CPU seconds during it."""
-    before = cpu_seconds(proxy.pid) if proxy.pid else 0
+    """Runs a scenario; returns its result with the proxy's CPU seconds during it (user and system
+    apart) and the load generator's own (it holds the echo target and the sink too)."""
+    before = cpu_seconds(proxy.pid) if proxy.pid else None
+    generator_before = children_cpu_seconds()
     result = run_json(argv)
-    result["cpu_s"] = (cpu_seconds(proxy.pid) - before) if proxy.pid else None
+    generator_after = children_cpu_seconds()
+    if before is not None:
+        after = cpu_seconds(proxy.pid)
+        result["cpu_user_s"] = after[0] - before[0]
+        result["cpu_sys_s"] = after[1] - before[1]
+        result["cpu_s"] = result["cpu_user_s"] + result["cpu_sys_s"]
+    else:
+        result["cpu_s"] = None
+    result["generator_cpu_s"] = (generator_after[0] - generator_before[0]) + (generator_after[1] - generator_before[1])
+    result["generator_sys_s"] = generator_after[1] - generator_before[1]
     return result
 
 
@@ -166,6 +185,32 @@ def idle_sessions(bench, proxy, sessions, warm_bytes=1):
             "kib_per_session": round((loaded - rest) / opened["open"], 2) if valid else None}
 
 
+def sallyport_argv(sallyport, path, port, methods="none", extra=""):
+    """Writes a Sallyport configuration to `path` (listening on PROXY_HOST:port, loopback targets
+    allowed, which the embedded default refuses) and returns the command line."""
+    with open(path, "w") as f:
+        f.write(f"listen:\n  - address: {PROXY_HOST}:{port}\n    methods: [{methods}]\n"
+                f"rules:\n  - name: bench-loopback\n    action: allow\n    to: [127.0.0.0/8]\n{extra}")
+    return [sallyport, "--config", path]
+
+
+def dante_argv(work, port):
+    """Writes Dante's configuration (no auth, loopback clients, CONNECT and UDP) into `work`."""
+    dante_conf = os.path.join(work, "danted.conf")
+    with open(dante_conf, "w") as f:
+        f.write(f"""logoutput: {os.path.join(work, 'danted.log')}
+internal: {PROXY_HOST} port = {port}
+external: 127.0.0.1
+socksmethod: none
+clientmethod: none
+user.privileged: root
+user.unprivileged: nobody
+client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}
+socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect udpassociate udpreply }}
+""")
+    return [shutil.which("danted") or "/usr/sbin/danted", "-f", dante_conf]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("bin")
@@ -182,29 +227,10 @@ def main():
     fixtures = os.path.join(ROOT, ".build", "pam-fixtures")
     subprocess.run([os.path.join(ROOT, "Tests", "Fixtures", "make-pam-fixtures.sh"), fixtures], check=True, stdout=subprocess.DEVNULL)
 
-    loopback_rules = "rules:\n  - name: bench-loopback\n    action: allow\n    to: [127.0.0.0/8]\n"
     def sallyport_proxy(name, methods, extra="", env=None, user=None, password=None):
         def make_argv(port):
-            path = os.path.join(work, f"{name}.yaml")
-            with open(path, "w") as f:
-                f.write(f"listen:\n  - address: {PROXY_HOST}:{port}\n    methods: [{methods}]\n{loopback_rules}{extra}")
-            return [sallyport, "--config", path]
+            return sallyport_argv(sallyport, os.path.join(work, f"{name}.yaml"), port, methods, extra)
         return Proxy(name, make_argv, env=env, user=user, password=password, log=os.path.join(work, f"{name}.log"))
-
-    def dante_argv(port):
-        dante_conf = os.path.join(work, "danted.conf")
-        with open(dante_conf, "w") as f:
-            f.write(f"""logoutput: {os.path.join(work, 'danted.log')}
-internal: {PROXY_HOST} port = {port}
-external: 127.0.0.1
-socksmethod: none
-clientmethod: none
-user.privileged: root
-user.unprivileged: nobody
-client pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 }}
-socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect udpassociate udpreply }}
-""")
-        return [shutil.which("danted") or "/usr/sbin/danted", "-f", dante_conf]
 
     pam_env = {"LD_PRELOAD": "libpam_wrapper.so libnss_wrapper.so", "PAM_WRAPPER": "1",
                "PAM_WRAPPER_SERVICE_DIR": f"{fixtures}/services", "NSS_WRAPPER_PASSWD": f"{fixtures}/passwd",
@@ -214,7 +240,7 @@ socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect udpassociate udpr
         Proxy("direct", None),
         Proxy("microsocks", lambda port: [shutil.which("microsocks") or "/usr/bin/microsocks", "-i", PROXY_HOST, "-p", str(port)],
               udp=False),
-        Proxy("dante", dante_argv),
+        Proxy("dante", lambda port: dante_argv(work, port)),
         sallyport_proxy("sallyport", "none"),
         sallyport_proxy("sallyport-pam", "username", pam_extra, env=pam_env,
                         user="alice", password="wonderland"),
@@ -287,9 +313,9 @@ def report(results, args):
     def cpu_per_gib(r, scenario):
         b = r.get(scenario)
         return b["cpu_s"] / (b["bytes"] / gib) if b and b.get("cpu_s") is not None and b["bytes"] else None
-    def cpu_us_per(r, scenario, count_key):
+    def cpu_us_per(r, scenario, count_key, cpu_key="cpu_s"):
         c = r.get(scenario)
-        return c["cpu_s"] * 1e6 / c[count_key] if c and c.get("cpu_s") is not None and c[count_key] else None
+        return c[cpu_key] * 1e6 / c[count_key] if c and c.get(cpu_key) is not None and c[count_key] else None
     def median_of(getter):
         """A figure of the throughput rounds: its median over the rounds."""
         def figure(r):
@@ -307,6 +333,11 @@ def report(results, args):
     add("connect p50 ms", "conn_p50_ms", median_of(lambda r: r.get("connections", {}).get("p50_ms")), "low")
     add("connect p99 ms", "conn_p99_ms", median_of(lambda r: r.get("connections", {}).get("p99_ms")), "low")
     add("proxy CPU µs per connection", "conn_cpu_us", median_of(lambda r: cpu_us_per(r, "connections", "connections")), "low")
+    add("  of which kernel", "conn_sys_us", median_of(lambda r: cpu_us_per(r, "connections", "connections", "cpu_sys_s")), "low")
+    add("load generator + echo CPU µs per connection", "conn_generator_us",
+        median_of(lambda r: cpu_us_per(r, "connections", "connections", "generator_cpu_s")), None)
+    add("  of which kernel", "conn_generator_sys_us",
+        median_of(lambda r: cpu_us_per(r, "connections", "connections", "generator_sys_s")), None)
     add(f"KiB per idle session ({args.sessions})", "idle_kib", lambda r: r.get("idle", {}).get("kib_per_session"), "low")
     add("KiB per idle session after 1 MiB each (1000)", "idle_warm_kib", lambda r: r.get("idle_warm", {}).get("kib_per_session"), "low")
     add("KiB kept after they close", "idle_kept_kib",
@@ -314,6 +345,10 @@ def report(results, args):
     add("UDP round trips/s", "udp_rt_per_s", median_of(lambda r: r.get("udp", {}).get("round_trips_per_s")), "high")
     add("UDP lost (all rounds)", "udp_lost", lambda r: sum(run["udp"]["lost"] for run in r.get("runs", []) if "udp" in run) if any("udp" in run for run in r.get("runs", [])) else None, "low")
     add("proxy CPU µs per UDP round trip", "udp_cpu_us", median_of(lambda r: cpu_us_per(r, "udp", "received")), "low")
+    add("  of which kernel", "udp_sys_us", median_of(lambda r: cpu_us_per(r, "udp", "received", "cpu_sys_s")), "low")
+    add("load generator + echo CPU µs per UDP round trip", "udp_generator_us",
+        median_of(lambda r: cpu_us_per(r, "udp", "received", "generator_cpu_s")), None)
+    add("  of which kernel", "udp_generator_sys_us", median_of(lambda r: cpu_us_per(r, "udp", "received", "generator_sys_s")), None)
 
     names = list(results)
     peers = [n for n in names if n in ("microsocks", "dante")]
@@ -323,7 +358,7 @@ def report(results, args):
     for title, key, getter, better in rows:
         values = {n: getter(results[n]) for n in names}
         peer_values = [values[p] for p in peers if values.get(p) is not None]
-        best = (max(peer_values) if better == "high" else min(peer_values)) if peer_values else None
+        best = None if better is None or not peer_values else (max(peer_values) if better == "high" else min(peer_values))
         ours = values.get("sallyport")
         ratio = (ours / best) if (ours is not None and best and ours > 0 and best > 0) else None
         table.append([title] + [fmt(values[n]) for n in names] + [fmt(ratio) + ("×" if ratio is not None else "")])
@@ -338,11 +373,70 @@ def report(results, args):
     print(line(["-" * w for w in widths]))
     for row in table:
         print(line(row))
+    verdicts = targets(summary)
+    if verdicts:
+        print("\nTargets (issue 6):")
+        for verdict in verdicts:
+            print("  " + verdict)
+    summary["targets"] = verdicts
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     with open(args.json, "w") as f:
         json.dump({"machine": {"cpus": os.cpu_count(), "kernel": platform.release()}, "seconds": args.seconds, "rounds": args.rounds,
                    "results": results, "summary": summary}, f, indent=2, default=str)
     print(f"\nJSON: {args.json}")
+
+
+def targets(summary):
+    """Each target of issue 6 against this run's figures, and for the CPU-bound ones what it would
+    take: the load generator, its echo target and the proxy share the machine's cores, so a proxy
+    costing p µs per connection allows at most cores ÷ (generator's µs + p) connections a second."""
+    def value(key, name="sallyport"):
+        return summary.get(key, {}).get("values", {}).get(name)
+    def ratio(key):
+        return summary.get(key, {}).get("ratio")
+    def check(label, figure, goal, higher):
+        if figure is None:
+            return f"{label}: not measured"
+        met = figure >= goal if higher else figure <= goal
+        return f"{label}: {figure:.2f}× ({'≥' if higher else '≤'} {goal}×) {'met' if met else 'NOT met'}"
+    lines = [
+        check("bulk 1 stream vs best peer", ratio("bulk1_gbit"), 1.5, True),
+        check("bulk 4 streams vs best peer", ratio("bulk4_gbit"), 1.5, True),
+        check("CPU per GiB, 1 stream", ratio("bulk1_cpu_per_gib"), 0.5, False),
+        check("CPU per GiB, 4 streams", ratio("bulk4_cpu_per_gib"), 0.5, False),
+        check("connections/s", ratio("conn_per_s"), 1.5, True),
+        check("CPU per connection", ratio("conn_cpu_us"), 0.5, False),
+        check("connect p99", ratio("conn_p99_ms"), 1.0, False),
+        check("KiB per idle session", ratio("idle_kib"), 1.0, False),
+        check("UDP round trips/s", ratio("udp_rt_per_s"), 2.0, True),
+    ]
+    lost = value("udp_lost")
+    lines.append(f"UDP datagrams lost: {lost} ({'met' if lost == 0 else 'NOT met'})" if lost is not None else "UDP lost: not measured")
+    pam, plain = summary.get("pam_conn_per_s"), value("conn_per_s")
+    if pam and plain:
+        lines.append(check("username/password with the cache vs no auth", pam / plain, 0.8, True))
+    cores = os.cpu_count() or 1
+    for unit, rate_key, goal, cpu_key, sys_key, generator_key, floor_key in (
+            ("connection", "conn_per_s", 1.5, "conn_cpu_us", "conn_sys_us", "conn_generator_us", "conn_generator_sys_us"),
+            ("UDP round trip", "udp_rt_per_s", 2.0, "udp_cpu_us", "udp_sys_us", "udp_generator_us", "udp_generator_sys_us")):
+        # The generator's own cost depends a little on the proxy (wake-ups of idle cores cost more on
+        # a less loaded machine): take its cheapest proxied figure, the budget most in the proxy's favour.
+        generators = [v for n, v in summary.get(generator_key, {}).get("values", {}).items() if n != "direct" and v]
+        best, ours, floor = summary.get(rate_key, {}).get("best_peer"), value(cpu_key), value(floor_key, "direct")
+        if not (best and generators and ours and floor) or (ratio(rate_key) or 0) >= goal:
+            continue
+        generator = min(generators)
+        needed = cores * 1e6 / (goal * best) - generator
+        lines.append(
+            f"what {goal}× the best peer's {unit}s/s would take: the load generator and echo cost at least {generator:.1f} µs "
+            f"per {unit} through a proxy, so {goal} × {best:,.0f}/s on {cores} cores leaves the proxy ≤ {needed:.1f} µs per "
+            f"{unit}, user and kernel time together. Sallyport spends {ours:.1f} ({value(sys_key):.1f} in the kernel); the "
+            f"kernel work alone of the same socket operations without a proxy (direct run, both ends) is {floor:.1f} µs.")
+    best_cpu, floor = summary.get("conn_cpu_us", {}).get("best_peer"), value("conn_generator_sys_us", "direct")
+    if best_cpu and floor and (ratio("conn_cpu_us") or 1) > 0.5:
+        lines.append(f"CPU per connection ≤ 0.5× the best peer's {best_cpu:.1f} µs means ≤ {best_cpu / 2:.1f} µs; the kernel work "
+                     f"alone of one bare connection (direct run, both ends) is {floor:.1f} µs, and a proxy holds two halves of two.")
+    return lines
 
 
 if __name__ == "__main__":
