@@ -244,6 +244,10 @@ def main():
         sallyport_proxy("sallyport", "none"),
         sallyport_proxy("sallyport-pam", "username", pam_extra, env=pam_env,
                         user="alice", password="wonderland"),
+        # The same without the credential cache: every connection is a whole PAM transaction
+        # (pam_matrix), so its connections/s are PAM logins per second.
+        sallyport_proxy("pam-no-cache", "username", pam_extra + "  cache_ttl: 0\n", env=pam_env,
+                        user="alice", password="wonderland"),
         # A yardstick, not a peer: the least a SwiftNIO SOCKS5 relay does (sallyport-bench
         # floor-proxy), to show what NIO itself costs per connection.
         Proxy("nio-floor", lambda port: [bench, "floor-proxy", "--listen", f"{PROXY_HOST}:{port}"], udp=False, memory=False),
@@ -363,10 +367,12 @@ def report(results, args):
         ratio = (ours / best) if (ours is not None and best and ours > 0 and best > 0) else None
         table.append([title] + [fmt(values[n]) for n in names] + [fmt(ratio) + ("×" if ratio is not None else "")])
         summary[key] = {"values": values, "best_peer": best, "ratio": ratio, "better": better}
-    if "sallyport-pam" in results:
-        pam = median_of(lambda r: r.get("connections", {}).get("per_second"))(results["sallyport-pam"])
-        table.append(["username/password (PAM) connections/s"] + [fmt(pam) if n == "sallyport-pam" else "-" for n in names] + ["-"])
-        summary["pam_conn_per_s"] = pam
+    for proxy_name, title, key in (("sallyport-pam", "username/password connections/s, credential cache on", "pam_conn_per_s"),
+                                   ("pam-no-cache", "PAM logins/s (cache off: a PAM transaction each)", "pam_logins_per_s")):
+        if proxy_name in results:
+            figure = median_of(lambda r: r.get("connections", {}).get("per_second"))(results[proxy_name])
+            table.append([title] + [fmt(figure) if n == proxy_name else "-" for n in names] + ["-"])
+            summary[key] = figure
     widths = [max(len(str(row[i])) for row in [header] + table) for i in range(len(header))]
     line = lambda row: "  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(row))
     print(line(header))
