@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Where a proxy's CPU goes, per connection and per UDP round trip: Sallyport, the bare SwiftNIO
 relay (sallyport-bench floor-proxy), microsocks and Dante, each profiled with perf while the load
-generator runs the connection-rate and UDP scenarios of bench.py against it, on loopback only.
+generator runs the single-stream bulk, connection-rate and UDP scenarios of bench.py against it, on loopback only.
 
 Usage: Tests/Benchmarks/cpu_profile.py BIN_DIR [--seconds S] [--only NAMES] [--json PATH]
-Prints, for each scenario, one table: the proxy's CPU µs per operation (utime + stime from /proc)
+Prints, for each scenario, one table: the proxy's CPU µs per operation (MiB relayed, connection,
+UDP round trip) (utime + stime from /proc)
 split by where perf's samples fell: kernel time by the system call it was spent in (loopback
 delivery to the peer socket is spent inside the sender's send), and user time by code: the
 proxy's own, SwiftNIO, the Swift runtime and standard library, libc.
@@ -134,18 +135,25 @@ def main():
     if args.only:
         proxies = [p for p in proxies if p.name in args.only.split(",")]
     s = str(args.seconds)
-    scenarios = [("connections", "connection", lambda: [generator, "connections", "--workers", "8", "--seconds", s], "connections"),
-                 ("udp", "UDP round trip", lambda: [generator, "udp", "--seconds", s], "received")]
+    # (name, unit, load generator's command line, units in a result, the rate and its label)
+    scenarios = [
+        ("bulk1", "MiB", lambda: [generator, "bulk", "--streams", "1", "--seconds", s], lambda r: r["bytes"] / (1 << 20),
+         lambda r: (r["gbit_per_s"], "Gbit/s")),
+        ("connections", "connection", lambda: [generator, "connections", "--workers", "8", "--seconds", s],
+         lambda r: r["connections"], lambda r: (r["per_second"], "connections/s")),
+        ("udp", "UDP round trip", lambda: [generator, "udp", "--seconds", s], lambda r: r["received"],
+         lambda r: (r["round_trips_per_s"], "round trips/s")),
+    ]
     report = {}
     try:
         for proxy in proxies:
             proxy.start()
             report[proxy.name] = {}
-            for name, _, argv, count_key in scenarios:
+            for name, _, argv, units, _ in scenarios:
                 if name == "udp" and not proxy.udp:
                     continue
                 result, counts, symbols = profiled(proxy, argv() + proxy.proxy_args(), args.seconds, work)
-                report[proxy.name][name] = {"result": result, "samples": dict(counts), "count": result[count_key],
+                report[proxy.name][name] = {"result": result, "samples": dict(counts), "count": units(result),
                                             "top_symbols": symbols.most_common(300), "total_samples": sum(symbols.values())}
                 print(f"profiled: {proxy.name} {name}", file=sys.stderr)
             proxy.stop()
@@ -153,7 +161,7 @@ def main():
         for proxy in proxies:
             proxy.stop()
 
-    for name, unit, _, _ in scenarios:
+    for name, unit, _, _, rate_of in scenarios:
         names = [n for n in report if name in report[n]]
         if not names:
             continue
@@ -170,11 +178,12 @@ def main():
                 row.append(f"{per_op * share:.1f}" if share else "-")
             rows.append(row)
         totals = ["CPU µs per " + unit + " (from /proc)"]
-        rates = ["rate /s"]
+        rates = ["rate during the profile"]
         for n in names:
             entry = report[n][name]
             totals.append(f"{entry['result']['cpu_s'] * 1e6 / entry['count']:.1f}" if entry["count"] else "-")
-            rates.append(f"{entry['result'].get('per_second') or entry['result'].get('round_trips_per_s'):,.0f}")
+            rate, label = rate_of(entry["result"])
+            rates.append(f"{rate:,.1f} {label}" if rate < 100 else f"{rate:,.0f} {label}")
         header = [f"{unit}: µs per {unit} by where the samples fell"] + names
         table = [header] + rows + [totals, rates]
         widths = [max(len(r[i]) for r in table) for i in range(len(header))]
@@ -183,7 +192,7 @@ def main():
             print("  ".join(c.ljust(widths[i]) if i == 0 else c.rjust(widths[i]) for i, c in enumerate(row)))
             if index == 0:
                 print("  ".join("-" * w for w in widths))
-    for name, unit, _, _ in scenarios:
+    for name, unit, _, _, _ in scenarios:
         entry = report.get("sallyport", {}).get(name)
         if entry and entry["total_samples"]:
             print(f"\nSallyport, {unit}: the 15 hottest functions (share of its samples)")
