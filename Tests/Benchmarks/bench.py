@@ -214,7 +214,7 @@ socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect udpassociate udpr
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("bin")
-    parser.add_argument("--seconds", type=float, default=3)
+    parser.add_argument("--seconds", type=float, default=5)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--sessions", type=int, default=5000)
     parser.add_argument("--workers", type=int, default=8)
