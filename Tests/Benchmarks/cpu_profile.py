@@ -1,14 +1,13 @@
 #!/usr/bin/env python3
-"""Where a proxy's CPU goes, per connection and per UDP round trip: Sallyport, the bare SwiftNIO
-relay (sallyport-bench floor-proxy), microsocks and Dante, each profiled with perf while the load
-generator runs the single-stream bulk, connection-rate and UDP scenarios of bench.py against it, on loopback only.
+"""Where a proxy's CPU goes: Sallyport, the bare SwiftNIO relay (sallyport-bench floor-proxy),
+microsocks and Dante, each profiled with perf while the load generator runs bench.py's
+single-stream bulk, connection-rate and UDP scenarios against it, on loopback only.
 
 Usage: Tests/Benchmarks/cpu_profile.py BIN_DIR [--seconds S] [--only NAMES] [--json PATH]
-Prints, for each scenario, one table: the proxy's CPU µs per operation (MiB relayed, connection,
-UDP round trip) (utime + stime from /proc)
-split by where perf's samples fell: kernel time by the system call it was spent in (loopback
-delivery to the peer socket is spent inside the sender's send), and user time by code: the
-proxy's own, SwiftNIO, the Swift runtime and standard library, libc.
+Prints, for each scenario, one table: each proxy's CPU µs per MiB relayed, per connection or per
+UDP round trip (utime + stime from /proc), split by where perf's samples fell: kernel time by the
+system call it was spent in (loopback delivers to the peer socket inside the sender's send), and
+user time by code: the proxy's own, SwiftNIO, the Swift runtime and standard library, libc.
 """
 import argparse, collections, json, os, re, shutil, subprocess, sys, tempfile, time
 
@@ -18,20 +17,19 @@ import bench  # noqa: E402  (the proxies, their configurations and the measuring
 # The kernel frames a system call's samples pass through (some entry points are inlined, so the
 # inner ones are matched too: ksys_write, __sys_sendmmsg, do_epoll_wait).
 SYSCALL = re.compile(r"^(?:__x64_sys_|__ia32_sys_|__do_sys_|__se_sys_|__sys_|ksys_|do_)(\w+)$")
-SYSCALL_GROUPS = {
-    "accept": "accept", "accept4": "accept", "connect": "connect", "socket": "socket, bind, options",
-    "bind": "socket, bind, options", "setsockopt": "socket, bind, options", "getsockopt": "socket, bind, options",
-    "getsockname": "getsockname, getpeername", "getpeername": "getsockname, getpeername",
-    "read": "read, recv", "recvfrom": "read, recv", "recvmsg": "read, recv", "recvmmsg": "read, recv", "readv": "read, recv",
-    "write": "write, send", "sendto": "write, send", "sendmsg": "write, send", "sendmmsg": "write, send", "writev": "write, send",
-    "close": "close, shutdown", "shutdown": "close, shutdown",
-    "epoll_wait": "epoll_wait, poll", "epoll_pwait": "epoll_wait, poll", "poll": "epoll_wait, poll", "ppoll": "epoll_wait, poll",
-    "select": "epoll_wait, poll", "pselect6": "epoll_wait, poll",
-    "epoll_ctl": "epoll_ctl", "futex": "futex, thread wake-ups",
-    "clone": "threads (clone, mmap, exit)", "clone3": "threads (clone, mmap, exit)", "mmap": "threads (clone, mmap, exit)",
-    "munmap": "threads (clone, mmap, exit)", "mmap_pgoff": "threads (clone, mmap, exit)", "sys_poll": "epoll_wait, poll", "mprotect": "threads (clone, mmap, exit)", "exit": "threads (clone, mmap, exit)",
-    "madvise": "threads (clone, mmap, exit)",
-}
+SYSCALL_GROUPS = {call: group for group, calls in {
+    "accept": ("accept", "accept4"),
+    "connect": ("connect",),
+    "socket, bind, options": ("socket", "bind", "setsockopt", "getsockopt"),
+    "getsockname, getpeername": ("getsockname", "getpeername"),
+    "read, recv": ("read", "readv", "recvfrom", "recvmsg", "recvmmsg"),
+    "write, send": ("write", "writev", "sendto", "sendmsg", "sendmmsg"),
+    "close, shutdown": ("close", "shutdown"),
+    "epoll_wait, poll": ("epoll_wait", "epoll_pwait", "poll", "sys_poll", "ppoll", "select", "pselect6"),
+    "epoll_ctl": ("epoll_ctl",),
+    "futex, thread wake-ups": ("futex",),
+    "threads (clone, mmap, exit)": ("clone", "clone3", "mmap", "mmap_pgoff", "munmap", "mprotect", "madvise", "exit"),
+}.items() for call in calls}
 SALLYPORT_MODULES = ("Sallyport", "SallyportRelay", "SallyportPolicy", "SallyportAuth", "SOCKSProtocol", "sallyport_bench")
 
 
@@ -100,7 +98,7 @@ def profiled(proxy, argv, seconds, work):
     """Runs the scenario under a system-wide perf record; returns the result, the proxy's CPU and
     its samples by category."""
     data = os.path.join(work, f"{proxy.name}.perf")
-    recorder = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "1999", "-o", data, "--", "sleep", str(seconds + 1)],
+    recorder = subprocess.Popen(["perf", "record", "-a", "-g", "-F", "1999", "-o", data, "--", "sleep", str(seconds + 2)],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(0.5)
     result = bench.measured(proxy, argv)
