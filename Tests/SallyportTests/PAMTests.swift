@@ -290,7 +290,9 @@ struct PAMTests {
 
     @Test func throttledClientIsRefusedWithoutPAMAndRecovers() async throws {
         let echo = try await TargetServer.echo()
-        let throttle = LoginThrottle.Configuration(maxFailures: 3, window: .seconds(60), backoff: .seconds(1), maxBackoff: .seconds(4))
+        // A 3 s block: long enough that the blocked attempt below lands inside it even on a loaded
+        // machine (with 1 s, a slow CI run once got there after the block had ended).
+        let throttle = LoginThrottle.Configuration(maxFailures: 3, window: .seconds(60), backoff: .seconds(3), maxBackoff: .seconds(12))
         let (proxy, pam) = try await pamProxy(throttle: throttle)
         let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
         for _ in 0..<3 {
@@ -304,7 +306,7 @@ struct PAMTests {
         #expect(pam.transactionsStarted == 3)
         #expect(await proxy.logs.wait { $0.contains { $0.contains("end=auth_refused") } })
         // After the backoff the client may log in again.
-        try await Task.sleep(for: .milliseconds(1300))
+        try await Task.sleep(for: .milliseconds(3300))
         let recovered = try await onThread { try socksLogin(proxyPort: proxy.port, user: Array("alice".utf8), password: Array("wonderland".utf8), destination: destination) }
         #expect(recovered.status == 0)
         #expect(recovered.reply == .succeeded)
