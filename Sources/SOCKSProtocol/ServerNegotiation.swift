@@ -44,8 +44,9 @@ public struct ServerNegotiation: Sendable {
         case wait
         /// Write these bytes, then call `process(_:)` again.
         case send(ByteBuffer)
-        /// Write these bytes, then close the connection.
-        case sendAndClose(ByteBuffer, Failure)
+        /// Write these bytes, then close the connection. `reply` is the SOCKS reply code the bytes
+        /// carry, when they are a request reply (not a method or RFC 1929 answer).
+        case sendAndClose(ByteBuffer, Failure, reply: SOCKSReplyCode?)
         /// Close the connection without a word.
         case close(Failure)
         /// Check these credentials, then call `authenticationCompleted(success:)`.
@@ -68,8 +69,6 @@ public struct ServerNegotiation: Sendable {
 
     public let configuration: Configuration
     private(set) var state: State = .awaitingGreeting
-    /// The method chosen from the client's greeting, once there is one.
-    public private(set) var method: AuthenticationMethod?
 
     public init(configuration: Configuration) {
         self.configuration = configuration
@@ -127,7 +126,7 @@ public struct ServerNegotiation: Sendable {
         }
         state = .closed
         reply.writeUsernamePasswordReply(.failure)
-        return .sendAndClose(reply, .authenticationFailed)
+        return .sendAndClose(reply, .authenticationFailed, reply: nil)
     }
 
     /// The request was carried out; `bound` is the address to report as `BND`.
@@ -162,9 +161,8 @@ public struct ServerNegotiation: Sendable {
         guard let chosen = configuration.methods.first(where: greeting.methods.contains) else {
             state = .closed
             reply.writeMethodSelection(MethodSelection(method: .noAcceptableMethods))
-            return .sendAndClose(reply, .noAcceptableMethod)
+            return .sendAndClose(reply, .noAcceptableMethod, reply: nil)
         }
-        method = chosen
         state = chosen == .usernamePassword ? .awaitingCredentials : .awaitingRequest
         reply.writeMethodSelection(MethodSelection(method: chosen))
         return .send(reply)
@@ -174,7 +172,7 @@ public struct ServerNegotiation: Sendable {
         state = .closed
         var reply = ByteBuffer()
         reply.writeSOCKSReply(SOCKSReply(code: code))
-        return .sendAndClose(reply, failure)
+        return .sendAndClose(reply, failure, reply: code)
     }
 
     private mutating func protocolFailure(_ error: SOCKSProtocolError) -> Action {
@@ -183,7 +181,7 @@ public struct ServerNegotiation: Sendable {
             state = .closed
             var reply = ByteBuffer()
             reply.writeUsernamePasswordReply(.failure)
-            return .sendAndClose(reply, .protocolError(error))
+            return .sendAndClose(reply, .protocolError(error), reply: nil)
         case (.awaitingRequest, .unsupportedAddressType):
             return fail(.protocolError(error), reply: .addressTypeNotSupported)
         case (.awaitingRequest, .invalidDomainName):

@@ -13,6 +13,7 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var relay: RelaySettings
     public var auth: AuthenticationSettings
     public var udp: UDPSettings
+    public var dns = DNSSettings()
     /// Let a listener on a non-loopback address offer method `none` (an open proxy for whoever
     /// reaches it). Off by default: such a configuration is refused.
     public var allowUnauthenticatedRemote: Bool
@@ -81,17 +82,7 @@ public struct ListenerConfiguration: Sendable, Hashable {
 
     /// True for 127.0.0.0/8 and ::1 (also in IPv4-mapped form): reachable from this host only.
     public var isLoopback: Bool {
-        guard let address = try? SocketAddress(ipAddress: host, port: 0) else { return false }
-        switch address {
-        case .v4(let v4):
-            return UInt32(bigEndian: v4.address.sin_addr.s_addr) >> 24 == 127
-        case .v6(let v6):
-            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
-            if bytes[0..<15].allSatisfy({ $0 == 0 }) && bytes[15] == 1 { return true }
-            return bytes[0..<10].allSatisfy({ $0 == 0 }) && bytes[10] == 0xFF && bytes[11] == 0xFF && bytes[12] == 127
-        default:
-            return false
-        }
+        IPAddress(host)?.isLoopback ?? false
     }
 }
 
@@ -106,8 +97,14 @@ public struct UDPSettings: Sendable, Hashable {
     /// End an association when no datagram has moved for this long; nil never (the control
     /// connection still ends it).
     public var idle: TimeAmount? = .minutes(2)
-    /// Destinations with an open socket at once per association.
+    /// Destinations with an open socket at once per association (the least recently used closes).
     public var maxDestinations = 256
+    /// Destinations of one association being checked (looked up) at once.
+    public var maxPendingDestinations = 32
+    /// Bytes one association may hold for destinations being checked.
+    public var maxPendingBytes = 256 * 1024
+    /// Refused destinations one association remembers, so that their datagrams cost no new check.
+    public var refusedMemory = 256
 
     public init() {}
 }
@@ -123,12 +120,33 @@ public struct AuthenticationSettings: Sendable, Hashable {
     public init() {}
 }
 
+/// The name resolver shared by every session: its threads, its queue, each client's share, its cache.
+public struct DNSSettings: Sendable, Hashable {
+    /// Threads that run the system resolver (a restart changes it).
+    public var threads = 16
+    /// Lookups that may wait for a thread; past it lookups are refused at once.
+    public var queue = 1024
+    /// Lookups one client (an IPv4 address, an IPv6 /64) may have queued or running.
+    public var perClient = 8
+    /// How long an answer is reused; 0 turns the cache off.
+    public var cacheTTL: TimeAmount = .seconds(30)
+    /// How long a failed lookup is remembered.
+    public var negativeTTL: TimeAmount = .seconds(5)
+    /// Names the cache holds (the least recently used is forgotten).
+    public var cacheSize = 4096
+
+    public init() {}
+}
+
 /// Timeouts per phase of a session.
 public struct Timeouts: Sendable, Hashable {
     /// From accept until the request is complete (slow or silent clients are closed).
     public var negotiation: TimeAmount = .seconds(10)
-    /// For the outbound connection, all addresses of a name included.
+    /// For the request as a whole: the name lookup and the outbound connection (all addresses of
+    /// a name included).
     public var connect: TimeAmount = .seconds(10)
+    /// For one name lookup; past it the client gets reply 0x04 (host unreachable).
+    public var dns: TimeAmount = .seconds(5)
     /// A relayed session with no byte moving either way for this long is closed; nil never.
     public var idle: TimeAmount? = .minutes(30)
     /// On SIGTERM/SIGINT, how long running sessions may go on before they are closed.

@@ -214,7 +214,10 @@ struct NodeReader {
                 }
             }
         }
-        if let node = entries["timeouts"], let timeouts = mapping(node, "timeouts", known: ["negotiation", "connect", "idle", "shutdown_grace"]) {
+        if let node = entries["timeouts"], let timeouts = mapping(node, "timeouts", known: ["negotiation", "connect", "dns", "idle", "shutdown_grace"]) {
+            if let value = timeouts["dns"], let time = duration(value, "timeouts.dns", allowZero: false) {
+                configuration.timeouts.dns = time
+            }
             if let value = timeouts["negotiation"], let time = duration(value, "timeouts.negotiation", allowZero: false) {
                 configuration.timeouts.negotiation = time
             }

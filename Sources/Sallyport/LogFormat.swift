@@ -61,7 +61,7 @@ public struct LineLogHandler: LogHandler {
     /// Keys of the access log, in the order they are written; other keys follow in sorted order.
     static let keyOrder = [
         "session", "listener", "client", "user", "cmd", "dst", "remote", "rule", "reply", "up", "down",
-        "dgrams_up", "dgrams_down", "destinations", "dropped", "duration", "end",
+        "dgrams_up", "dgrams_down", "destinations", "denied", "dropped", "duration", "end",
     ]
 
     static func formatLine(

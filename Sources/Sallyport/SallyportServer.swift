@@ -25,6 +25,8 @@ public final class SallyportServer: Service, Sendable {
     /// Outlive reloads: live sessions and the limits' counters.
     private let registry = SessionRegistry()
     private let limiter = SessionLimiter()
+    /// Every name lookup of every session goes through it; it outlives reloads.
+    private let resolver: NameResolver
     private let generation: NIOLockedValueBox<Generation>
     private let state = NIOLockedValueBox<State>(.idle)
     private let trimmer = NIOLockedValueBox<MemoryTrimmer?>(nil)
@@ -78,10 +80,12 @@ public final class SallyportServer: Service, Sendable {
         self.logger = logger
         self.accessLogger = accessLogger ?? logger
         self.injectedAuthenticator = authenticator
+        let resolver = NameResolver(settings: .init(configuration))
+        self.resolver = resolver
         self.generation = NIOLockedValueBox(
             Self.makeGeneration(
                 configuration, previous: nil, injectedAuthenticator: authenticator, logger: logger,
-                accessLogger: accessLogger ?? logger, registry: registry, limiter: limiter))
+                accessLogger: accessLogger ?? logger, registry: registry, limiter: limiter, resolver: resolver))
     }
 
     /// The configuration new sessions use.
@@ -120,8 +124,8 @@ public final class SallyportServer: Service, Sendable {
             throw error
         }
         state.withLockedValue { $0 = .running(channels) }
-        trimmer.withLockedValue { $0 = MemoryTrimmer(registry: registry, eventLoop: group.next(), pool: HostResolver.lookupPool) }
-        logger.info("listening", metadata: ["addresses": "\(addresses.map(SessionRecord.text).joined(separator: ","))"])
+        trimmer.withLockedValue { $0 = MemoryTrimmer(registry: registry, eventLoop: group.next(), pool: Self.trimPool) }
+        logger.info("listening", metadata: ["addresses": "\(addresses.map(\.endpointText).joined(separator: ","))"])
         for warning in configuration.warnings { logger.warning("\(warning)") }
         return addresses
     }
@@ -142,7 +146,11 @@ public final class SallyportServer: Service, Sendable {
         let old = generation.withLockedValue { $0 }
         let fresh = Self.makeGeneration(
             next, previous: old, injectedAuthenticator: injectedAuthenticator, logger: logger, accessLogger: accessLogger,
-            registry: registry, limiter: limiter)
+            registry: registry, limiter: limiter, resolver: resolver)
+        resolver.update(.init(next))
+        if next.dns.threads != old.configuration.dns.threads {
+            next.warnings.append("dns.threads changed; it takes effect at the next restart")
+        }
         generation.withLockedValue { $0 = fresh }
         if let oldPAM = old.pam, fresh.pam !== oldPAM {
             Task { await oldPAM.shutdown() }
@@ -164,7 +172,7 @@ public final class SallyportServer: Service, Sendable {
     /// Builds what sessions need from a configuration, keeping what did not change.
     private static func makeGeneration(
         _ configuration: ServerConfiguration, previous: Generation?, injectedAuthenticator: (any Authenticator)?, logger: Logger,
-        accessLogger: Logger, registry: SessionRegistry, limiter: SessionLimiter
+        accessLogger: Logger, registry: SessionRegistry, limiter: SessionLimiter, resolver: NameResolver
     ) -> Generation {
         var authenticator = injectedAuthenticator
         var pam: PAMAuthenticator?
@@ -188,18 +196,14 @@ public final class SallyportServer: Service, Sendable {
         let services = SessionServices(
             timeouts: configuration.timeouts,
             limits: configuration.limits,
-            policy: configuration.policy,
+            egress: Egress(policy: configuration.policy, resolver: resolver),
             authenticator: authenticator,
-            connector: OutboundConnector(
-                resolver: HostResolver(threadPool: HostResolver.lookupPool),
-                connectTimeout: configuration.timeouts.connect,
-                receiveBufferBytes: configuration.relay.receiveBufferBytes),
+            connector: OutboundConnector(receiveBufferBytes: configuration.relay.receiveBufferBytes),
             logger: logger,
             accessLogger: accessLogger,
             registry: registry,
             limiter: limiter,
-            udp: configuration.udp,
-            names: previous?.services.names ?? NameCache())
+            udp: configuration.udp)
         return Generation(configuration: configuration, services: services, pam: pam, cache: cache)
     }
 
@@ -225,14 +229,14 @@ public final class SallyportServer: Service, Sendable {
                 let listenerName = label.withLockedValue { label in
                     if let label { return label }
                     // The address it is bound to, with the port a configured port 0 became.
-                    let bound = channel.parent?.localAddress.map(SessionRecord.text) ?? name
+                    let bound = channel.parent?.localAddress?.endpointText ?? name
                     label = bound
                     return bound
                 }
                 return channel.eventLoop.makeCompletedFuture {
                     try relayOptions.apply(to: channel)
                     try channel.pipeline.syncOperations.addHandler(
-                        SOCKSServerHandler(services: services, negotiation: negotiation, listener: listenerName))
+                        SOCKSServerHandler(session: Session(services: services, negotiation: negotiation, listener: listenerName)))
                 }
             }
         do {
@@ -269,8 +273,16 @@ public final class SallyportServer: Service, Sendable {
             }
         }
         await generation.withLockedValue { $0.pam }?.shutdown()
+        resolver.shutdown()
         logger.info("stopped")
     }
+
+    /// The thread `malloc_trim` runs on, off the event loops.
+    private static let trimPool: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        return pool
+    }()
 
     /// `Service`: starts, waits for graceful shutdown (SIGTERM/SIGINT through the service group),
     /// then drains and stops.
@@ -278,5 +290,15 @@ public final class SallyportServer: Service, Sendable {
         try await start()
         try? await gracefulShutdown()
         await shutdown()
+    }
+}
+
+extension NameResolver.Settings {
+    /// The resolver's settings from a configuration.
+    init(_ configuration: ServerConfiguration) {
+        let dns = configuration.dns
+        self.init(
+            threads: dns.threads, queue: dns.queue, perClient: dns.perClient, timeout: configuration.timeouts.dns,
+            cacheTTL: dns.cacheTTL, negativeTTL: dns.negativeTTL, cacheSize: dns.cacheSize)
     }
 }

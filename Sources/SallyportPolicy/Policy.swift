@@ -71,8 +71,13 @@ public struct EgressRule: Hashable, Sendable {
     }
 
     func appliesTo(_ subject: PolicySubject, port: UInt16, command: SOCKSCommand) -> Bool {
-        if let commands, !commands.contains(command) { return false }
         if let ports, !ports.contains(where: { $0.contains(port) }) { return false }
+        return appliesTo(subject, command: command)
+    }
+
+    /// Whether the rule is for this subject and command, whatever the port.
+    func appliesTo(_ subject: PolicySubject, command: SOCKSCommand) -> Bool {
+        if let commands, !commands.contains(command) { return false }
         guard let who else { return true }
         return who.contains { selector in
             switch selector {
@@ -163,6 +168,18 @@ public struct Policy: Hashable, Sendable {
             return (rule.action == .allow, .clientRule(rule.line))
         }
         return (false, .clientRule(nil))
+    }
+
+    /// What refuses every destination of `command` to `subject`, or nil when some destination could
+    /// be allowed: the first rule for them (whatever the port) that denies everything, before any
+    /// allow for them; else the default action when no allow applies to them at all.
+    public func refusesEveryDestination(_ command: SOCKSCommand, subject: PolicySubject) -> Reason? {
+        for (index, rule) in rules.enumerated() where rule.appliesTo(subject, command: command) {
+            if rule.action == .allow { return nil }
+            let everywhere = rule.to.map { $0.contains(.any) } ?? true
+            if everywhere && rule.ports == nil { return .rule(rule.label(index: index)) }
+        }
+        return defaultAction == .allow ? nil : .defaultAction
     }
 
     /// The first check of a name: a deny here needs no lookup.

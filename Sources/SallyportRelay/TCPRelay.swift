@@ -119,8 +119,6 @@ public enum TCPRelay {
 /// One relayed session: its counters, its idle timer and the callback for its end. Lives on the
 /// event loop of its channels.
 public final class RelaySession {
-    let eventLoop: any EventLoop
-    let configuration: RelayConfiguration
     var counters = RelayCounters()
     private var end: RelayEnd?
     private var onEnd: ((RelayOutcome) -> Void)?
@@ -129,8 +127,6 @@ public final class RelaySession {
     private var idleWatch: IdleWatch?
 
     fileprivate init(eventLoop: any EventLoop, configuration: RelayConfiguration, onEnd: @escaping (RelayOutcome) -> Void) {
-        self.eventLoop = eventLoop
-        self.configuration = configuration
         self.onEnd = onEnd
         idleWatch = IdleWatch(
             timeout: configuration.idleTimeout, eventLoop: eventLoop,
@@ -140,9 +136,6 @@ public final class RelaySession {
                 closeBoth()
             })
     }
-
-    /// The bytes moved so far.
-    public var currentCounters: RelayCounters { counters }
 
     /// Closes both connections at once (server shutdown). Call on the session's event loop.
     public func close() {

@@ -12,12 +12,24 @@ public struct UDPRelayConfiguration: Sendable {
     public var targetToClientLimit: RateLimiter?
     /// Destinations with an open socket at once; the least recently used is closed past it.
     public var maxDestinations: Int
+    /// Destinations being checked (looked up) at once; datagrams to further new ones are dropped.
+    public var maxPendingDestinations: Int
+    /// Bytes held for destinations being checked, all of them together.
+    public var maxPendingBytes: Int
+    /// Refused destinations remembered (their datagrams are dropped without asking again).
+    public var refusedMemory: Int
 
-    public init(idleTimeout: TimeAmount?, clientToTargetLimit: RateLimiter? = nil, targetToClientLimit: RateLimiter? = nil, maxDestinations: Int = 256) {
+    public init(
+        idleTimeout: TimeAmount?, clientToTargetLimit: RateLimiter? = nil, targetToClientLimit: RateLimiter? = nil,
+        maxDestinations: Int = 256, maxPendingDestinations: Int = 32, maxPendingBytes: Int = 256 * 1024, refusedMemory: Int = 256
+    ) {
         self.idleTimeout = idleTimeout
         self.clientToTargetLimit = clientToTargetLimit
         self.targetToClientLimit = targetToClientLimit
         self.maxDestinations = maxDestinations
+        self.maxPendingDestinations = maxPendingDestinations
+        self.maxPendingBytes = maxPendingBytes
+        self.refusedMemory = refusedMemory
     }
 }
 
@@ -37,12 +49,15 @@ public struct UDPCounters: Sendable, Hashable {
     public var droppedDenied = 0
     /// Datagrams over the bandwidth limit.
     public var droppedOverLimit = 0
-    /// Distinct destinations the client sent to.
+    /// Datagrams that found no room: too many destinations or bytes waiting for their check, or a
+    /// socket that could not take another write.
+    public var droppedNoRoom = 0
+    /// Distinct destinations the client sent to (a destination forgotten and used again counts again).
     public var destinations = 0
 
     public init() {}
 
-    public var dropped: Int { droppedForeign + droppedMalformed + droppedFragments + droppedDenied + droppedOverLimit }
+    public var dropped: Int { droppedForeign + droppedMalformed + droppedFragments + droppedDenied + droppedOverLimit + droppedNoRoom }
 }
 
 /// Why an association ended.
@@ -51,12 +66,21 @@ public enum UDPRelayEnd: String, Sendable {
     case controlClosed = "control_closed"
     case idleTimeout = "idle_timeout"
     case closedByServer = "closed_by_server"
-    case error = "udp_error"
 }
 
-/// Decides where a datagram may go: the socket address to send to, or nil when the destination is
-/// refused (or cannot be resolved). Called once per destination of an association, on its event loop.
-public typealias UDPDestinationGate = @Sendable (SOCKSEndpoint) -> EventLoopFuture<SocketAddress?>
+/// The gate's answer for a destination.
+public enum UDPGateAnswer: Sendable {
+    /// Send to this address.
+    case send(SocketAddress)
+    /// Refused: datagrams to it are dropped, and it is remembered as refused.
+    case refused
+    /// Not now (the lookup was refused or timed out): this datagram is dropped, the next one asks again.
+    case dropped
+}
+
+/// Decides where a datagram may go. Called once per new destination of an association, on its
+/// event loop.
+public typealias UDPDestinationGate = (SOCKSEndpoint) -> EventLoopFuture<UDPGateAnswer>
 
 /// One UDP ASSOCIATE: the client-facing socket, one connected socket per destination, and the
 /// rules between them. Lives on the event loop of its control connection.
@@ -64,13 +88,17 @@ public typealias UDPDestinationGate = @Sendable (SOCKSEndpoint) -> EventLoopFutu
 /// Datagrams are taken only from the control connection's peer IP, and from one port of it: the
 /// port the client named in its request, or else the port of the first datagram that arrives.
 /// Anything else is dropped and counted, so nobody else can use or take over the association.
+///
+/// Everything it keeps is bounded, whatever the client sends: open destination sockets (LRU),
+/// destinations being checked and the bytes held for them, refused destinations remembered (LRU),
+/// and writes (a socket that cannot take one more drops the datagram rather than queue it).
 public final class UDPAssociation {
     public let boundAddress: SocketAddress
     private let eventLoop: any EventLoop
     private let configuration: UDPRelayConfiguration
     private let gate: UDPDestinationGate
-    /// The client's IP, as raw bytes: compared with every datagram's source without making strings.
-    private let clientHost: HostKey
+    /// The client's IP, compared with every datagram's source.
+    private let clientIP: IPAddress?
     private var clientPort: Int?
     /// The client's address once its port is known: where replies go.
     private var clientAddress: SocketAddress?
@@ -78,21 +106,14 @@ public final class UDPAssociation {
     private var unflushed: [any Channel] = []
     private var clientChannel: (any Channel)?
     private let allocator: ByteBufferAllocator
-    private var destinations: [SOCKSEndpoint: Destination] = [:]
-    private var useClock: UInt64 = 0
+    private var ready: LRUTable<SOCKSEndpoint, any Channel>
+    private var pending: [SOCKSEndpoint: [ByteBuffer]] = [:]
+    private var pendingBytes = 0
+    private var refused: LRUTable<SOCKSEndpoint, Void>
     private var counters = UDPCounters()
     private var onEnd: ((UDPCounters, UDPRelayEnd) -> Void)?
     private var idleWatch: IdleWatch?
     private var ended = false
-
-    /// Datagrams kept per destination while its address is being checked.
-    private static let pendingLimit = 32
-
-    private enum Destination {
-        case pending([ByteBuffer])
-        case ready(any Channel, lastUse: UInt64)
-        case refused
-    }
 
     /// Opens the client-facing socket at `bindAddress` (port 0 picks one; `ports` tries a range).
     ///
@@ -116,57 +137,6 @@ public final class UDPAssociation {
         }.nonisolated()
     }
 
-    /// Binds attempted per association when a port range is configured: a range that busy is
-    /// exhausted in practice, and each attempt costs a socket on the event loop.
-    static let maxBindAttempts = 64
-
-    /// The ports to try, in order: 0 (any free port) without a range; a small range whole, from
-    /// a random start; a large one at `maxBindAttempts` random ports.
-    static func bindCandidates(_ ports: ClosedRange<Int>?) -> [Int] {
-        guard let ports else { return [0] }
-        if ports.count <= maxBindAttempts {
-            let offset = Int.random(in: 0..<ports.count)
-            return (0..<ports.count).map { ports.lowerBound + ($0 + offset) % ports.count }
-        }
-        return (0..<maxBindAttempts).map { _ in Int.random(in: ports) }
-    }
-
-    private static func bindFirst(
-        of ports: [Int], at index: Int = 0, host: String, on eventLoop: any EventLoop, handler: NIOLoopBound<UDPClientHandler>
-    ) -> EventLoopFuture<any Channel> {
-        guard index < ports.count else {
-            return eventLoop.makeFailedFuture(UDPRelayError.noFreePort)
-        }
-        return datagramBootstrap(on: eventLoop) { channel in
-            channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler.value) }
-        }
-        .bind(host: host, port: ports[index])
-        .flatMapError { error in
-            index + 1 < ports.count
-                ? bindFirst(of: ports, at: index + 1, host: host, on: eventLoop, handler: handler)
-                : eventLoop.makeFailedFuture(error)
-        }
-    }
-
-    /// Datagrams read per readiness event: a burst is relayed with one wake-up and, per socket
-    /// written to, one `sendmmsg`.
-    static let datagramsPerWakeUp: UInt = 16
-
-    static func datagramBootstrap(on eventLoop: any EventLoop, _ initializer: @escaping @Sendable (any Channel) -> EventLoopFuture<Void>) -> DatagramBootstrap {
-        DatagramBootstrap(group: eventLoop)
-            .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
-                    guard let options = channel.syncOptions else { throw ChannelError.operationUnsupported }
-                    // NIO's datagram default is 2 KiB; a datagram may be up to 64 KiB. NIO's pool
-                    // keeps one such buffer per read in a row that is still referenced at the next
-                    // read; the relay copies every datagram out, so each socket keeps just one.
-                    try options.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
-                    try options.setOption(.maxMessagesPerRead, value: datagramsPerWakeUp)
-                }
-                .flatMap { initializer(channel) }
-            }
-    }
-
     private init(
         channel: any Channel, eventLoop: any EventLoop, configuration: UDPRelayConfiguration, gate: @escaping UDPDestinationGate,
         client: SocketAddress, clientPort: Int?, onEnd: @escaping (UDPCounters, UDPRelayEnd) -> Void
@@ -177,18 +147,17 @@ public final class UDPAssociation {
         self.eventLoop = eventLoop
         self.configuration = configuration
         self.gate = gate
-        self.clientHost = HostKey(client)
+        self.clientIP = IPAddress(client)?.unmapped
         self.clientPort = clientPort
-        if let clientPort { self.clientAddress = Self.address(client, port: clientPort) }
+        if let clientPort { self.clientAddress = client.withPort(clientPort) }
+        self.ready = LRUTable(capacity: configuration.maxDestinations)
+        self.refused = LRUTable(capacity: configuration.refusedMemory)
         self.onEnd = onEnd
         idleWatch = IdleWatch(
             timeout: configuration.idleTimeout, eventLoop: eventLoop,
             activity: { [unowned self] in UInt64(counters.datagramsUp &+ counters.datagramsDown) },
             onIdle: { [unowned self] in close(.idleTimeout) })
     }
-
-    /// The counters so far.
-    public var currentCounters: UDPCounters { counters }
 
     /// Ends the association: closes every socket and reports. Call on its event loop.
     public func close(_ reason: UDPRelayEnd) {
@@ -198,8 +167,11 @@ public final class UDPAssociation {
         idleWatch = nil
         clientChannel?.close(promise: nil)
         clientChannel = nil
-        for case .ready(let channel, _) in destinations.values { channel.close(promise: nil) }
-        destinations.removeAll()
+        for channel in ready.values { channel.close(promise: nil) }
+        ready.removeAll()
+        refused.removeAll()
+        pending.removeAll()
+        pendingBytes = 0
         let callback = onEnd
         onEnd = nil
         callback?(counters, reason)
@@ -207,18 +179,12 @@ public final class UDPAssociation {
 
     // MARK: Client → destination
 
-    fileprivate func fromClient(_ envelope: AddressedEnvelope<ByteBuffer>) {
+    func fromClient(_ envelope: AddressedEnvelope<ByteBuffer>) {
         guard !ended else { return }
         let source = envelope.remoteAddress
-        guard HostKey(source) == clientHost, let port = source.port else {
+        guard let port = source.port, IPAddress(source)?.unmapped == clientIP, clientPort == nil || clientPort == port else {
             counters.droppedForeign += 1
             return
-        }
-        if let clientPort {
-            guard clientPort == port else {
-                counters.droppedForeign += 1
-                return
-            }
         }
         var data = envelope.data
         let header: UDPDatagramHeader
@@ -237,40 +203,67 @@ public final class UDPAssociation {
             clientPort = port
             clientAddress = source
         }
-        if let limiter = configuration.clientToTargetLimit, limiter.consume(data.readableBytes) > .zero {
-            counters.droppedOverLimit += 1
-            return
-        }
-        // A copy of its own: the read buffer goes back to the channel's pool at once (see
-        // `datagramBootstrap`), where holding it until the flush would make NIO allocate another.
-        var payload = allocator.buffer(capacity: data.readableBytes)
-        payload.writeBuffer(&data)
-        send(payload, to: header.endpoint)
+        send(&data, to: header.endpoint)
     }
 
-    private func send(_ data: ByteBuffer, to endpoint: SOCKSEndpoint) {
-        switch destinations[endpoint] {
-        case .ready(let channel, _):
-            useClock += 1
-            destinations[endpoint] = .ready(channel, lastUse: useClock)
-            write(data, on: channel)
-        case .pending(var queue):
-            if queue.count < Self.pendingLimit {
-                queue.append(data)
-                destinations[endpoint] = .pending(queue)
-            } else {
-                counters.droppedDenied += 1
-            }
-        case .refused:
-            counters.droppedDenied += 1
-        case nil:
-            counters.destinations += 1
-            destinations[endpoint] = .pending([data])
-            open(endpoint)
+    private func send(_ data: inout ByteBuffer, to endpoint: SOCKSEndpoint) {
+        if let channel = ready.use(endpoint) {
+            guard charge(data.readableBytes) else { return }
+            write(copy(&data), on: channel)
+            return
         }
+        if refused.peek(endpoint) != nil {
+            counters.droppedDenied += 1
+            return
+        }
+        if var queue = pending[endpoint] {
+            guard queue.count < Self.datagramsPerPendingDestination, pendingBytes + data.readableBytes <= configuration.maxPendingBytes else {
+                counters.droppedNoRoom += 1
+                return
+            }
+            guard charge(data.readableBytes) else { return }
+            pendingBytes += data.readableBytes
+            pending[endpoint] = nil  // keeps the array uniquely referenced while it grows
+            queue.append(copy(&data))
+            pending[endpoint] = queue
+            return
+        }
+        guard pending.count < configuration.maxPendingDestinations, pendingBytes + data.readableBytes <= configuration.maxPendingBytes else {
+            counters.droppedNoRoom += 1
+            return
+        }
+        guard charge(data.readableBytes) else { return }
+        counters.destinations += 1
+        pendingBytes += data.readableBytes
+        pending[endpoint] = [copy(&data)]
+        open(endpoint)
+    }
+
+    /// Datagrams kept per destination while its address is being checked.
+    static let datagramsPerPendingDestination = 32
+
+    /// Takes the datagram's bytes from the upload bucket; false (dropped) when over the limit.
+    private func charge(_ bytes: Int) -> Bool {
+        if let limiter = configuration.clientToTargetLimit, limiter.consume(bytes) > .zero {
+            counters.droppedOverLimit += 1
+            return false
+        }
+        return true
+    }
+
+    /// A copy of its own: the read buffer goes back to the channel's pool at once (see
+    /// `datagramBootstrap`), where holding it until the flush would make NIO allocate another.
+    private func copy(_ data: inout ByteBuffer) -> ByteBuffer {
+        var payload = allocator.buffer(capacity: data.readableBytes)
+        payload.writeBuffer(&data)
+        return payload
     }
 
     private func write(_ data: ByteBuffer, on channel: any Channel) {
+        guard channel.isWritable else {
+            counters.droppedNoRoom += 1
+            return
+        }
         counters.datagramsUp += 1
         counters.bytesUp += UInt64(data.readableBytes)
         channel.write(data, promise: nil)
@@ -278,22 +271,25 @@ public final class UDPAssociation {
     }
 
     /// The end of a read burst from the client: one flush per destination written to.
-    fileprivate func flushDestinations() {
+    func flushDestinations() {
         for channel in unflushed { channel.flush() }
         unflushed.removeAll(keepingCapacity: true)
     }
 
     /// The end of a read burst from a destination.
-    fileprivate func flushClient() {
+    func flushClient() {
         clientChannel?.flush()
     }
 
     /// Asks the gate, then opens a socket connected to the destination's address.
     private func open(_ endpoint: SOCKSEndpoint) {
         let eventLoop = self.eventLoop
-        gate(endpoint).hop(to: eventLoop).assumeIsolated().flatMap { address -> EventLoopFuture<(any Channel)?> in
-            guard let address else { return eventLoop.makeSucceededFuture(nil) }
-            let handler = NIOLoopBound(UDPTargetHandler(association: self, endpoint: endpoint), eventLoop: eventLoop)
+        gate(endpoint).hop(to: eventLoop).assumeIsolated().flatMap { answer -> EventLoopFuture<(any Channel)?> in
+            guard case .send(let address) = answer else {
+                if case .refused = answer, !self.ended { self.refused.set(endpoint, ()) }
+                return eventLoop.makeSucceededFuture(nil)
+            }
+            let handler = NIOLoopBound(UDPTargetHandler(association: self), eventLoop: eventLoop)
             return Self.datagramBootstrap(on: eventLoop) { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler.value) }
             }
@@ -301,48 +297,33 @@ public final class UDPAssociation {
             .map { Optional($0) }
         }
         .whenComplete { [self] result in
-            let queued: [ByteBuffer]
-            if case .pending(let queue) = destinations[endpoint] { queued = queue } else { queued = [] }
+            let queued = pending.removeValue(forKey: endpoint) ?? []
+            pendingBytes -= queued.reduce(0) { $0 + $1.readableBytes }
             switch result {
             case .success(let channel?) where !ended:
-                evictIfNeeded()
-                useClock += 1
-                destinations[endpoint] = .ready(channel, lastUse: useClock)
+                if let (_, evicted) = ready.set(endpoint, channel) { evicted.close(promise: nil) }
                 for data in queued { write(data, on: channel) }
                 flushDestinations()
             case .success(let channel):
                 channel?.close(promise: nil)
-                guard !ended else { return }
-                destinations[endpoint] = .refused
                 counters.droppedDenied += queued.count
             case .failure:
-                guard !ended else { return }
-                destinations[endpoint] = .refused
                 counters.droppedDenied += queued.count
             }
         }
     }
 
-    private func evictIfNeeded() {
-        var open = destinations.compactMap { key, value -> (SOCKSEndpoint, UInt64, any Channel)? in
-            if case .ready(let channel, let lastUse) = value { return (key, lastUse, channel) }
-            return nil
-        }
-        guard open.count >= configuration.maxDestinations else { return }
-        open.sort { $0.1 < $1.1 }
-        for (key, _, channel) in open.prefix(open.count - configuration.maxDestinations + 1) {
-            channel.close(promise: nil)
-            destinations[key] = nil
-        }
-    }
-
     // MARK: Destination → client
 
-    fileprivate func fromTarget(_ envelope: AddressedEnvelope<ByteBuffer>) {
+    func fromTarget(_ envelope: AddressedEnvelope<ByteBuffer>) {
         guard !ended, let clientChannel, let client = clientAddress else { return }
         var data = envelope.data
         if let limiter = configuration.targetToClientLimit, limiter.consume(data.readableBytes) > .zero {
             counters.droppedOverLimit += 1
+            return
+        }
+        guard clientChannel.isWritable else {
+            counters.droppedNoRoom += 1
             return
         }
         counters.datagramsDown += 1
@@ -351,96 +332,5 @@ public final class UDPAssociation {
         packet.writeUDPDatagramHeader(UDPDatagramHeader(endpoint: SOCKSEndpoint(envelope.remoteAddress)))
         packet.writeBuffer(&data)
         clientChannel.write(AddressedEnvelope(remoteAddress: client, data: packet), promise: nil)
-    }
-
-    static func address(_ host: SocketAddress, port: Int) -> SocketAddress {
-        var address = host
-        address.port = port
-        return address
-    }
-}
-
-/// An IP address as raw bytes, for comparing datagram sources cheaply.
-struct HostKey: Equatable {
-    var high: UInt64
-    var low: UInt64
-
-    init(_ address: SocketAddress) {
-        switch address {
-        case .v4(let v4):
-            // As its IPv4-mapped IPv6 form, so that both families compare alike.
-            high = 0
-            low = 0xFFFF_0000_0000 | UInt64(UInt32(bigEndian: v4.address.sin_addr.s_addr))
-        case .v6(let v6):
-            (high, low) = withUnsafeBytes(of: v6.address.sin6_addr) { raw in
-                (UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
-                 UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
-            }
-        default:
-            high = .max
-            low = .max
-        }
-    }
-}
-
-/// Why an association could not be opened.
-public enum UDPRelayError: Error {
-    case noFreePort
-}
-
-/// Reads the client-facing socket.
-final class UDPClientHandler: ChannelInboundHandler {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    var association: UDPAssociation?
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        association?.fromClient(unwrapInboundIn(data))
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        association?.flushDestinations()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // ICMP errors and the like concern one datagram, not the association.
-    }
-}
-
-/// Reads one destination's connected socket.
-final class UDPTargetHandler: ChannelInboundHandler {
-    typealias InboundIn = AddressedEnvelope<ByteBuffer>
-    private weak var association: UDPAssociation?
-    let endpoint: SOCKSEndpoint
-
-    init(association: UDPAssociation, endpoint: SOCKSEndpoint) {
-        self.association = association
-        self.endpoint = endpoint
-    }
-
-    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        association?.fromTarget(unwrapInboundIn(data))
-    }
-
-    func channelReadComplete(context: ChannelHandlerContext) {
-        association?.flushClient()
-    }
-
-    func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        // A refused or unreachable destination (ICMP) answers nothing; the client will time out.
-    }
-}
-
-extension SOCKSEndpoint {
-    /// The endpoint of a socket address, as an IP (never a name).
-    public init(_ address: SocketAddress) {
-        let port = UInt16(clamping: address.port ?? 0)
-        switch address {
-        case .v4(let v4):
-            self.init(host: .ipv4(SOCKSIPv4Address(UInt32(bigEndian: v4.address.sin_addr.s_addr))), port: port)
-        case .v6(let v6):
-            self.init(host: .ipv6(SOCKSIPv6Address(bytes: withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) })), port: port)
-        default:
-            self = .unspecified
-        }
     }
 }

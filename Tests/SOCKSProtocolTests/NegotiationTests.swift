@@ -8,6 +8,7 @@ struct NegotiationDriver {
     enum Step: Equatable {
         case sent([UInt8])
         case closed(ServerNegotiation.Failure)
+        case replied(SOCKSReplyCode)
         case authenticate(String)
         case execute(SOCKSRequest)
         case established
@@ -57,8 +58,10 @@ struct NegotiationDriver {
         case .send(let bytes):
             steps.append(.sent(Array(bytes.readableBytesView)))
             return true
-        case .sendAndClose(let bytes, let failure):
+        case .sendAndClose(let bytes, let failure, let reply):
             steps.append(.sent(Array(bytes.readableBytesView)))
+            // The reply code the action names is the one its bytes carry.
+            if let reply { steps.append(.replied(reply)) }
             steps.append(.closed(failure))
             return false
         case .close(let failure):

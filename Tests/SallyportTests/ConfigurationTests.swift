@@ -65,7 +65,7 @@ import Testing
         } throws: { error in
             let text = "\(error)"
             return text.contains("bad.yaml:2:5: listen[0]: '127.0.0.1:99999': the port must be a number from 0 to 65535")
-                && text.contains("bad.yaml:4:3: timeouts.negotation: unknown key; known keys here: negotiation, connect, idle, shutdown_grace")
+                && text.contains("bad.yaml:4:3: timeouts.negotation: unknown key; known keys here: negotiation, connect, dns, idle, shutdown_grace")
         }
     }
 

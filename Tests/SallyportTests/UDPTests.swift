@@ -240,7 +240,7 @@ func loopback4(_ port: Int) -> SOCKSEndpoint { SOCKSEndpoint(host: .ipv4(.init(1
             return client.receive()
         }
         #expect(answer == nil)
-        #expect(await proxy.logs.wait { $0.contains { $0.contains("msg=\"udp destination denied\"") && $0.contains("rule=guard:127.0.0.0/8") && $0.contains("dst=127.0.0.1:\(echo.port)") } })
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("msg=\"udp destinations refused\"") && $0.contains("rule=guard:127.0.0.0/8") && $0.contains("dst=127.0.0.1:\(echo.port)") } })
         await proxy.stop()
         await echo.stop()
     }

@@ -1,4 +1,5 @@
 import NIOConcurrencyHelpers
+import SOCKSProtocol
 import SallyportPolicy
 import SallyportRelay
 
@@ -6,7 +7,7 @@ import SallyportRelay
 /// a user's sessions. One object lives as long as the server, across reloads.
 final class SessionLimiter: Sendable {
     /// Which limit a session ran into.
-    enum Refusal: Error {
+    enum Refusal: Error, Equatable, Sendable {
         case server(Int)
         case user(Int)
         case client(Int)
@@ -97,6 +98,4 @@ final class SessionLimiter: Sendable {
             }
         }
     }
-
-    var activeSessions: Int { state.withLockedValue { $0.total } }
 }

@@ -13,28 +13,27 @@ struct ConnectFailure: Error, CustomStringConvertible {
     var description: String { reason }
 }
 
-/// Opens the outbound TCP connection of a CONNECT: resolves names (both families), connects with
-/// happy eyeballs under one timeout, and maps failures to RFC 1928 reply codes.
-struct OutboundConnector: Sendable {
-    let resolver: HostResolver
-    let connectTimeout: TimeAmount
+/// Opens the outbound TCP connection of a CONNECT: the real connector, or a test's fake.
+protocol OutboundConnecting: Sendable {
+    /// Connects to one of `addresses` (all of one name, already allowed by the policy) within
+    /// `timeout`, on `eventLoop`. The channel comes with reading off: the relay turns it on.
+    func connect(to addresses: [SocketAddress], name: String, port: Int, timeout: TimeAmount, on eventLoop: any EventLoop)
+        -> EventLoopFuture<any Channel>
+}
+
+/// Connects with happy eyeballs under one timeout, and maps failures to RFC 1928 reply codes.
+struct OutboundConnector: OutboundConnecting {
     let receiveBufferBytes: Int
 
-    /// The addresses of a name (both families); a failure is reply 0x04, host unreachable.
-    func resolve(_ name: String, port: Int, on eventLoop: any EventLoop, cancellation: LookupCancellation? = nil) -> EventLoopFuture<[SocketAddress]> {
-        resolver.resolve(host: name, port: port, on: eventLoop, cancellation: cancellation).flatMapErrorThrowing { error in
-            throw ConnectFailure(code: .hostUnreachable, reason: "\(error)")
-        }
-    }
-
-    /// Connects to one of `addresses` (all of one name), on `eventLoop` so that the relay can join
-    /// the new channel with the client's. The channel is returned with reading off: the relay turns
-    /// it on once it is in place, so no byte the target sends first is lost.
-    func connect(to addresses: [SocketAddress], name: String, port: Int, on eventLoop: any EventLoop) -> EventLoopFuture<any Channel> {
+    /// On `eventLoop` so that the relay can join the new channel with the client's; with reading
+    /// off, so that no byte the target sends first is lost before the relay is in place.
+    func connect(to addresses: [SocketAddress], name: String, port: Int, timeout: TimeAmount, on eventLoop: any EventLoop)
+        -> EventLoopFuture<any Channel>
+    {
         // ClientBootstrap sets TCP_NODELAY itself.
         let options = RelayChannelOptions(receiveBufferBytes: receiveBufferBytes)
         let bootstrap = ClientBootstrap(group: eventLoop)
-            .connectTimeout(connectTimeout)
+            .connectTimeout(max(timeout, .milliseconds(1)))
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try options.apply(to: channel, autoRead: false) }
             }
@@ -91,16 +90,24 @@ struct OutboundConnector: Sendable {
     }
 }
 
-extension SOCKSEndpoint {
-    /// The socket address of an IP endpoint (not of a name).
-    func socketAddress() throws -> SocketAddress {
-        switch host {
-        case .ipv4(let address):
-            return try SocketAddress(packedIPAddress: ByteBuffer(bytes: address.bytes), port: Int(port))
-        case .ipv6(let address):
-            return try SocketAddress(packedIPAddress: ByteBuffer(bytes: address.bytes), port: Int(port))
-        case .domain(let name):
-            throw ConnectFailure(code: .generalFailure, reason: "\(name) is a name, not an address")
-        }
+/// A resolver for NIO's happy-eyeballs connector that answers with addresses already looked up and
+/// already allowed by the policy.
+final class FixedAddressResolver: Resolver, Sendable {
+    let addresses: [SocketAddress]
+    let eventLoop: any EventLoop
+
+    init(addresses: [SocketAddress], eventLoop: any EventLoop) {
+        self.addresses = addresses
+        self.eventLoop = eventLoop
     }
+
+    func initiateAQuery(host: String, port: Int) -> EventLoopFuture<[SocketAddress]> {
+        eventLoop.makeSucceededFuture(addresses.filter { $0.protocol == .inet })
+    }
+
+    func initiateAAAAQuery(host: String, port: Int) -> EventLoopFuture<[SocketAddress]> {
+        eventLoop.makeSucceededFuture(addresses.filter { $0.protocol == .inet6 })
+    }
+
+    func cancelQueries() {}
 }

@@ -4,7 +4,7 @@ import NIOCore
 /// The sessions alive right now, so that shutdown can wait for them and then close them.
 final class SessionRegistry: Sendable {
     private struct State {
-        var sessions: [UInt64: NIOLoopBound<SOCKSServerHandler>] = [:]
+        var sessions: [UInt64: NIOLoopBound<Session>] = [:]
         /// The most sessions alive at once since `takePeak()` last asked.
         var peak = 0
     }
@@ -20,9 +20,9 @@ final class SessionRegistry: Sendable {
         }
     }
 
-    func add(_ id: UInt64, _ handler: NIOLoopBound<SOCKSServerHandler>) {
+    func add(_ id: UInt64, _ session: NIOLoopBound<Session>) {
         state.withLockedValue { state in
-            state.sessions[id] = handler
+            state.sessions[id] = session
             state.peak = max(state.peak, state.sessions.count)
         }
     }
@@ -44,8 +44,8 @@ final class SessionRegistry: Sendable {
 
     /// Asks every live session to close, each on its own event loop.
     func closeAll() {
-        for handler in state.withLockedValue({ Array($0.sessions.values) }) {
-            handler.eventLoop.execute { handler.value.closeForShutdown() }
+        for session in state.withLockedValue({ Array($0.sessions.values) }) {
+            session.eventLoop.execute { session.value.closeForShutdown() }
         }
     }
 }

@@ -1,0 +1,114 @@
+import Logging
+import NIOCore
+import SOCKSProtocol
+import SallyportPolicy
+
+/// Where a destination may be reached, as the egress path decided it.
+enum EgressDecision: Sendable {
+    /// These addresses (with the destination's port) may be used, in the resolver's order; `rule`
+    /// allowed the first of them.
+    case allowed([SocketAddress], rule: Policy.Reason)
+    /// The policy refuses the destination: reply 0x02.
+    case denied(Policy.Reason)
+    /// The name could not be resolved for this client now (no answer, no address, over its share
+    /// of lookups, the queue full): reply 0x04. `transient` when asking again later may succeed.
+    case unresolved(String, transient: Bool)
+    /// The session that asked has ended.
+    case cancelled
+}
+
+/// The one way from "this subject wants host:port for command C" to "these addresses, allowed by
+/// rule R", for CONNECT and for every UDP destination alike: the name check (a deny needs no
+/// lookup), the lookup (through the shared resolver and its cache), then every address against the
+/// rules and the special-address guard.
+struct Egress: Sendable {
+    let policy: Policy
+    let resolver: any NameResolving
+
+    /// The decision when it needs no lookup: an IP literal, or a name that a rule refuses by name.
+    /// Nil when the name must be looked up (`resolve`).
+    func decideAtOnce(_ destination: SOCKSEndpoint, command: SOCKSCommand, subject: PolicySubject) -> EgressDecision? {
+        switch destination.host {
+        case .ipv4, .ipv6:
+            guard let address = destination.socketAddress else { return .unresolved("not an address", transient: false) }
+            return check([address], name: nil, port: destination.port, command: command, subject: subject)
+        case .domain(let name):
+            if case .deny(let reason) = policy.checkName(name, port: destination.port, command: command, subject: subject) {
+                return .denied(reason)
+            }
+            return nil
+        }
+    }
+
+    /// Looks up a name that `decideAtOnce` passed, then checks its addresses.
+    func resolve(
+        _ name: String, port: UInt16, command: SOCKSCommand, subject: PolicySubject, client: ClientKey, ticket: LookupTicket?,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<EgressDecision> {
+        resolver.resolve(name, client: client, ticket: ticket, on: eventLoop).map { outcome in
+            switch outcome {
+            case .resolved(let ips):
+                return check(ips.map { $0.socketAddress(port: Int(port)) }, name: name, port: port, command: command, subject: subject)
+            case .failed(let reason): return .unresolved("cannot resolve \(name): \(reason)", transient: false)
+            case .timedOut: return .unresolved("cannot resolve \(name): no answer in time", transient: true)
+            case .overShare: return .unresolved("cannot resolve \(name): this client has its share of lookups in flight", transient: true)
+            case .overloaded: return .unresolved("cannot resolve \(name): the lookup queue is full", transient: true)
+            case .cancelled: return .cancelled
+            }
+        }
+    }
+
+    /// Both steps, for callers that take a future either way (UDP destinations).
+    func route(
+        _ destination: SOCKSEndpoint, command: SOCKSCommand, subject: PolicySubject, client: ClientKey, ticket: LookupTicket?,
+        on eventLoop: any EventLoop
+    ) -> EventLoopFuture<EgressDecision> {
+        if let decided = decideAtOnce(destination, command: command, subject: subject) { return eventLoop.makeSucceededFuture(decided) }
+        guard case .domain(let name) = destination.host else { return eventLoop.makeSucceededFuture(.cancelled) }
+        return resolve(name, port: destination.port, command: command, subject: subject, client: client, ticket: ticket, on: eventLoop)
+    }
+
+    /// Every address against the rules; only those that pass may be used.
+    private func check(_ addresses: [SocketAddress], name: String?, port: UInt16, command: SOCKSCommand, subject: PolicySubject) -> EgressDecision {
+        let ips = addresses.compactMap(IPAddress.init)
+        switch policy.checkAddresses(ips, name: name, port: port, command: command, subject: subject) {
+        case .deny(let reason):
+            return .denied(reason)
+        case .allow(let allowed, let reason):
+            if allowed.count == ips.count { return .allowed(addresses, rule: reason) }
+            return .allowed(addresses.filter { IPAddress($0).map(allowed.contains) ?? false }, rule: reason)
+        }
+    }
+}
+
+/// The one way a refused destination reaches the log: at most one line per `interval` for one
+/// session, naming how many were refused since the last line. Nothing a client sends can make more
+/// lines than that; the session's access-log line carries the totals. Lives on one event loop.
+struct RefusalNotice {
+    let logger: Logger
+    let interval: TimeAmount
+    private var lastLine: NIODeadline?
+    private(set) var unlogged = 0
+
+    init(logger: Logger, interval: TimeAmount = .seconds(10)) {
+        self.logger = logger
+        self.interval = interval
+    }
+
+    /// Counts a refusal; writes a line if none was written in the last `interval`.
+    mutating func refused(
+        _ destination: SOCKSEndpoint, reason: String, command: SOCKSCommand, session: String, user: String?, client: String,
+        now: NIODeadline = .now()
+    ) {
+        unlogged += 1
+        if let lastLine, now - lastLine < interval { return }
+        lastLine = now
+        var metadata: Logger.Metadata = [
+            "session": "\(session)", "user": "\(user ?? "-")", "client": "\(client)", "cmd": "\(command)", "dst": "\(destination)",
+            "rule": "\(reason)",
+        ]
+        if unlogged > 1 { metadata["refused"] = "\(unlogged)" }
+        logger.notice(command == .udpAssociate ? "udp destinations refused" : "request denied", metadata: metadata)
+        unlogged = 0
+    }
+}

@@ -1,0 +1,42 @@
+import SOCKSProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The system resolver: `getaddrinfo` for both families, as /etc/nsswitch.conf, /etc/hosts and
+/// resolv.conf say. Blocks; call it from the resolver's threads only.
+enum SystemResolver {
+    static let lookup: NameResolver.Lookup = { name in
+        var hints = addrinfo()
+        hints.ai_family = AF_UNSPEC
+        hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
+        hints.ai_protocol = Int32(IPPROTO_TCP)
+        var list: UnsafeMutablePointer<addrinfo>?
+        let status = getaddrinfo(name, nil, &hints, &list)
+        guard status == 0, let first = list else {
+            return .failure(.init(reason: String(cString: gai_strerror(status))))
+        }
+        defer { freeaddrinfo(list) }
+        var result: [IPAddress] = []
+        var current: UnsafeMutablePointer<addrinfo>? = first
+        while let entry = current {
+            current = entry.pointee.ai_next
+            guard let raw = entry.pointee.ai_addr else { continue }
+            let address: IPAddress
+            switch entry.pointee.ai_family {
+            case AF_INET:
+                let v4 = raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee }
+                address = .v4(SOCKSIPv4Address(UInt32(bigEndian: v4.sin_addr.s_addr)))
+            case AF_INET6:
+                let v6 = raw.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee }
+                address = .v6(withUnsafeBytes(of: v6.sin6_addr) { SOCKSIPv6Address(bytes: $0) })
+            default:
+                continue
+            }
+            if !result.contains(address) { result.append(address) }
+        }
+        guard !result.isEmpty else { return .failure(.init(reason: "no IPv4 or IPv6 address")) }
+        return .success(result)
+    }
+}

@@ -1,0 +1,64 @@
+import SOCKSProtocol
+import SallyportPolicy
+import SallyportRelay
+
+/// Every way a session ends. The access log's `end` and `rule` fields come from it alone; the
+/// reply code is the one the negotiation's action sent.
+enum SessionEnd: Sendable, Equatable {
+    /// A client rule refused the client's address before any negotiation.
+    case clientDenied(Policy.Reason)
+    /// The negotiation ended it (bad bytes, no method, wrong password, unsupported command, ...).
+    case negotiation(ServerNegotiation.Failure)
+    /// The authenticator refused to check (the client is throttled, the checker is saturated).
+    case authRefused
+    /// The request was not complete within `timeouts.negotiation`.
+    case negotiationTimeout
+    /// A session limit (server-wide, per user, per client).
+    case limit(SessionLimiter.Refusal)
+    /// The policy refused the destination (or, for UDP, any destination for this subject).
+    case denied(Policy.Reason)
+    /// The request could not be carried out: the lookup or the connect failed, or ran out of time.
+    case requestFailed(SOCKSReplyCode)
+    /// A relayed TCP session ended.
+    case relay(RelayEnd)
+    /// A UDP association ended.
+    case association(UDPRelayEnd)
+    /// The client's connection failed (reset) before relaying.
+    case clientError
+    /// The server closed it (shutdown after the grace period).
+    case closedByServer
+
+    /// The `end` field of the access log.
+    var logName: String {
+        switch self {
+        case .clientDenied: return "client_denied"
+        case .negotiation(let failure):
+            switch failure {
+            case .protocolError: return "protocol_error"
+            case .noAcceptableMethod: return "no_acceptable_method"
+            case .authenticationFailed: return "auth_failed"
+            case .commandNotSupported: return "command_not_supported"
+            case .requestFailed: return "request_failed"
+            case .earlyDataLimitExceeded: return "early_data_limit"
+            case .clientClosed: return "client_closed"
+            }
+        case .authRefused: return "auth_refused"
+        case .negotiationTimeout: return "negotiation_timeout"
+        case .limit(let refusal): return refusal.logName
+        case .denied: return "denied"
+        case .requestFailed: return "request_failed"
+        case .relay(let end): return end.rawValue
+        case .association(let end): return end.rawValue
+        case .clientError: return "client_error"
+        case .closedByServer: return "closed_by_server"
+        }
+    }
+
+    /// The rule that decided, when one did.
+    var rule: Policy.Reason? {
+        switch self {
+        case .clientDenied(let reason), .denied(let reason): return reason
+        default: return nil
+        }
+    }
+}

@@ -1,0 +1,57 @@
+import Logging
+import NIOCore
+import SOCKSProtocol
+import SallyportRelay
+
+/// What the access log says of a session: filled in as the session goes, written once at its end.
+struct SessionRecord {
+    let id: UInt64
+    let listener: String
+    let start = NIODeadline.now()
+    var client: SocketAddress?
+    var user: String?
+    var command: SOCKSCommand?
+    var destination: SOCKSEndpoint?
+    var remote: SocketAddress?
+    /// The rule that allowed the destination (a refusal's rule comes with the `SessionEnd`).
+    var rule: String?
+    /// The reply code sent, as the negotiation's action named it.
+    var reply: SOCKSReplyCode?
+    var counters = RelayCounters()
+    var udp: UDPCounters?
+
+    init(id: UInt64, listener: String) {
+        self.id = id
+        self.listener = listener
+    }
+
+    var idText: String { String(id, radix: 16) }
+    var clientText: String { client?.endpointText ?? "-" }
+
+    func metadata(end: SessionEnd) -> Logger.Metadata {
+        let elapsed = NIODeadline.now() - start
+        let seconds = Double(elapsed.nanoseconds) / 1e9
+        var metadata = Logger.Metadata(minimumCapacity: udp == nil ? 13 : 18)
+        metadata["session"] = .string(idText)
+        metadata["listener"] = .string(listener)
+        metadata["client"] = .string(clientText)
+        metadata["user"] = .string(user ?? "-")
+        metadata["cmd"] = .string(command?.description ?? "-")
+        metadata["dst"] = .string(destination?.description ?? "-")
+        metadata["remote"] = .string(remote?.endpointText ?? "-")
+        metadata["rule"] = .string(end.rule?.description ?? rule ?? "-")
+        metadata["reply"] = .string(reply.map { String($0.rawValue) } ?? "-")
+        metadata["up"] = .string(String(counters.clientToTarget))
+        metadata["down"] = .string(String(counters.targetToClient))
+        metadata["duration"] = .string(String((seconds * 1000).rounded() / 1000))
+        metadata["end"] = .string(end.logName)
+        if let udp {
+            metadata["dgrams_up"] = .string(String(udp.datagramsUp))
+            metadata["dgrams_down"] = .string(String(udp.datagramsDown))
+            metadata["destinations"] = .string(String(udp.destinations))
+            metadata["denied"] = .string(String(udp.droppedDenied))
+            metadata["dropped"] = .string(String(udp.dropped))
+        }
+        return metadata
+    }
+}
