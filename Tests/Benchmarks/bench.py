@@ -138,12 +138,19 @@ class Proxy:
         return [] if self.make_argv is None else ["--proxy", f"{PROXY_HOST}:{self.port}"]
 
 
+class ScenarioFailed(Exception):
+    """A scenario gave no result (a peer refused or broke it): that figure is marked failed."""
+
+
 def run_json(argv, timeout=120):
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, preexec_fn=raise_limits)
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, preexec_fn=raise_limits)
+    except subprocess.TimeoutExpired:
+        raise ScenarioFailed(f"no result within {timeout} s")
     for line in reversed(out.stdout.strip().splitlines()):
         if line.startswith("{"):
             return json.loads(line)
-    raise SystemExit(f"no result from {argv}: {out.stdout} {out.stderr}")
+    raise ScenarioFailed((out.stdout + " " + out.stderr).strip()[-200:] or f"exit {out.returncode}")
 
 
 def measured(proxy, argv):
@@ -262,13 +269,16 @@ def main():
         for proxy in proxies:
             if proxy.make_argv is None or proxy.user is not None or not proxy.memory:
                 continue
-            proxy.start()
-            results[proxy.name]["idle"] = idle_sessions(bench, proxy, args.sessions)
-            proxy.stop()
-            proxy.start()
-            # Sessions that moved some data first, as a browser's keep-alive connections have.
-            results[proxy.name]["idle_warm"] = idle_sessions(bench, proxy, 1000, warm_bytes=1 << 20)
-            proxy.stop()
+            for key, sessions, warm in (("idle", args.sessions, 1), ("idle_warm", 1000, 1 << 20)):
+                # Sessions that moved some data first (idle_warm), as a browser's keep-alive
+                # connections have.
+                proxy.start()
+                try:
+                    results[proxy.name][key] = idle_sessions(bench, proxy, sessions, warm_bytes=warm)
+                except (ValueError, OSError, subprocess.TimeoutExpired) as failure:
+                    print(f"{key} via {proxy.name} failed: {failure}", file=sys.stderr)
+                    results[proxy.name].setdefault("failed", []).append(f"{key}: {failure}")
+                proxy.stop()
             print(f"memory measured: {proxy.name}", file=sys.stderr)
 
         # Then every proxy at once (idle ones cost nothing), and each scenario run on all of them
@@ -289,8 +299,14 @@ def main():
                 for proxy in order:
                     credentials = ["--user", proxy.user, "--password", proxy.password] if proxy.user else []
                     argv = argv_for(proxy, credentials)
-                    if argv is not None:
+                    if argv is None:
+                        continue
+                    try:
                         runs[proxy.name][name] = measured(proxy, argv + proxy.proxy_args())
+                    except ScenarioFailed as failure:
+                        # One peer misbehaving costs its own figure, not the whole run.
+                        print(f"{name} via {proxy.name} failed: {failure}", file=sys.stderr)
+                        results[proxy.name].setdefault("failed", []).append(f"round {round_index + 1} {name}: {failure}")
             for proxy in proxies:
                 results[proxy.name]["runs"].append(runs[proxy.name])
             print(f"round {round_index + 1} of {args.rounds} measured", file=sys.stderr)
@@ -379,9 +395,14 @@ def report(results, args):
     print(line(["-" * w for w in widths]))
     for row in table:
         print(line(row))
+    failures = [(name, text) for name, result in results.items() for text in result.get("failed", [])]
+    if failures:
+        print("\nFailed runs (left out of the medians above):")
+        for name, text in failures:
+            print(f"  {name}: {text}")
     verdicts = targets(summary)
     if verdicts:
-        print("\nTargets (issue 6):")
+        print("\nTargets:")
         for verdict in verdicts:
             print("  " + verdict)
     summary["targets"] = verdicts
