@@ -1,0 +1,116 @@
+import Foundation
+import NIOCore
+import SOCKSProtocol
+import Testing
+
+/// A network namespace of the test's own, with a resolv.conf and hosts file of its own; removed
+/// when `body` ends, thrown or not.
+func withNetworkNamespace<T>(resolvConf: String, hosts: String, _ body: (String) async throws -> T) async throws -> T {
+    let name = "sallyport-test-\(UInt32.random(in: 0...UInt32.max))"
+    let ip = which("ip") ?? "/usr/sbin/ip"
+    let added = try await runProcess(ip, ["netns", "add", name])
+    guard added.status == 0 else {
+        throw TestSocketError("cannot create a network namespace (ip netns add; this test needs root): \(added.stderr)", errno: 0)
+    }
+    let directory = "/etc/netns/\(name)"
+    defer {
+        try? FileManager.default.removeItem(atPath: directory)
+        let remove = Process()
+        remove.executableURL = URL(fileURLWithPath: ip)
+        remove.arguments = ["netns", "delete", name]
+        try? remove.run()
+        remove.waitUntilExit()
+    }
+    try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+    try resolvConf.write(toFile: directory + "/resolv.conf", atomically: true, encoding: .utf8)
+    try hosts.write(toFile: directory + "/hosts", atomically: true, encoding: .utf8)
+    _ = try await runProcess(ip, ["netns", "exec", name, ip, "link", "set", "lo", "up"])
+    return try await body(name)
+}
+
+/// The resident memory of a process, in KiB.
+func residentKiB(_ pid: Int32) -> Int? {
+    guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
+    let line = status.split(separator: "\n").first { $0.hasPrefix("VmRSS:") }
+    return line.flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true)[1]) }
+}
+
+/// One client doing its worst must not hurt another: each test here runs the real server binary.
+@Suite(.serialized) struct AbuseTests {
+    @Test(arguments: ["udp", "connect"])
+    func lookupFloodToADeadDNSServerLeavesOtherClientsFast(phase: String) async throws {
+        let dnsTimeout = 2.0
+        let script = packageRoot() + "/Tests/Integration/dns_starvation.py"
+        let python = which("python3") ?? "/usr/bin/python3"
+        let output = try await withNetworkNamespace(
+            resolvConf: "nameserver 127.0.0.1\noptions timeout:5 attempts:2\n",
+            hosts: "127.0.0.1 localhost\n127.0.0.1 target.test\n"
+        ) { namespace in
+            try await runProcess(
+                which("ip") ?? "/usr/sbin/ip", ["netns", "exec", namespace, python, script, sallyportExecutable(), phase, "\(dnsTimeout)"],
+                timeout: 60)
+        }
+        let line = output.stdout.split(separator: "\n").last.map(String.init) ?? ""
+        let result = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] ?? [:]
+        #expect(output.status == 0, "\(output.stderr)")
+        // Another client's CONNECT to a hosts-file name answers at once, and relays.
+        #expect(result["code"] as? Int == 0, "\(result)")
+        #expect((result["seconds"] as? Double ?? 99) < 1.0, "\(result)")
+        #expect(result["echoed"] as? Bool == true)
+        #expect(result["server_alive"] as? Bool == true)
+        // The flood did reach the dead DNS server: the lookups were real.
+        #expect((result["dns_queries"] as? Int ?? 0) > 0, "\(result)")
+        if phase == "connect" {
+            // Every flooding CONNECT gets host unreachable within timeouts.dns + 1 s.
+            #expect(result["flood_codes"] as? [String] == ["4"], "\(result)")
+            #expect(result["flood_unanswered"] as? Int == 0)
+            #expect((result["flood_slowest"] as? Double ?? 99) <= dnsTimeout + 1, "\(result)")
+        }
+    }
+
+    @Test func refusedDestinationFloodFromOneAssociationStaysBounded() async throws {
+        let echo = try await UDPEchoServer.start()
+        let config = try temporaryFile(loopbackRules)
+        let server = try BackgroundProcess(sallyportExecutable(), ["--config", config, "--listen", "127.0.0.1:0"])
+        defer { server.signal(SIGKILL) }
+        #expect(await server.waitForStderr(containing: "msg=listening"))
+        let listening = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
+        let port = Int(logfmtFields(listening)["addresses"]?.split(separator: ":").last ?? "") ?? 0
+        let pid = server.process.processIdentifier
+        let (before, after, linesBefore, answer) = try await onThread { () throws -> (Int?, Int?, Int, [UInt8]?) in
+            let (control, reply) = try udpAssociate(proxyPort: port)
+            let relay = try reply.bound.testAddress
+            let client = try TestUDPSocket(timeout: 2)
+            // Warm up: the association and its first destination exist before the baseline.
+            try client.send(TestUDPSocket.packet(to: loopback4(echo.port), [1]), to: relay)
+            _ = client.receive()
+            let before = residentKiB(pid)
+            let linesBefore = server.stderr.split(separator: "\n").count
+            // 100,000 datagrams to 100,000 destinations behind the special-address guard (10/8).
+            for index in 0..<100_000 {
+                let destination = SOCKSEndpoint(host: .ipv4(SOCKSIPv4Address(0x0A00_0000 | UInt32(index))), port: 9)
+                try client.send(TestUDPSocket.packet(to: destination, [UInt8(truncatingIfNeeded: index)]), to: relay)
+                if index % 2000 == 1999 { usleep(2000) }  // let the server keep up rather than the kernel drop
+            }
+            // The association still relays to an allowed destination.
+            try client.send(TestUDPSocket.packet(to: loopback4(echo.port), [42]), to: relay)
+            let answer = client.receive().map { try? TestUDPSocket.unpack($0).1 } ?? nil
+            _ = control
+            return (before, residentKiB(pid), linesBefore, answer)
+        }
+        #expect(answer == [42])
+        #expect(server.process.isRunning)
+        let growth = (after ?? 0) - (before ?? 0)
+        #expect(before != nil && after != nil)
+        #expect(growth < 8 * 1024, "RSS grew by \(growth) KiB")
+        let newLines = server.stderr.split(separator: "\n").count - linesBefore
+        #expect(newLines < 100, "\(newLines) new log lines")
+        #expect(server.stderr.contains("udp destinations refused"))
+        server.signal(SIGTERM)
+        _ = await server.waitForExit(timeout: 10)
+        // The association's access-log line carries the count of refused datagrams.
+        let session = server.stderr.split(separator: "\n").first { $0.contains("msg=session") && $0.contains("cmd=udp") }.map(String.init) ?? ""
+        #expect(Int(logfmtFields(session)["denied"] ?? "") ?? 0 > 1000, "\(session)")
+        await echo.stop()
+    }
+}
