@@ -19,10 +19,11 @@ public final class RateLimiter: Sendable {
 
     /// - Parameter bytesPerSecond: the sustained rate; bursts are limited to a tenth of a second of
     ///   it (at least 16 KiB).
-    public init(bytesPerSecond: Int) {
+    ///   `now` is the clock's reading at the start (tests inject their own).
+    public init(bytesPerSecond: Int, now: NIODeadline = .now()) {
         let rate = Double(max(bytesPerSecond, 1))
         let capacity = Self.capacity(for: rate)
-        state = NIOLockedValueBox(State(rate: rate, capacity: capacity, tokens: capacity, last: .now()))
+        state = NIOLockedValueBox(State(rate: rate, capacity: capacity, tokens: capacity, last: now))
     }
 
     static func capacity(for rate: Double) -> Double { max(rate / 10, 16 * 1024) }

@@ -120,6 +120,25 @@ let credentials: [UInt8] = [1, 5] + Array("alice".utf8) + [6] + Array("s3cret".u
         #expect(Array(driver.buffer.readableBytesView) == [0xAA, 0xBB])
     }
 
+    @Test(arguments: [
+        ([UInt8]([5, 1, 0, 5, 2, 0, 1, 1, 2, 3, 4, 0, 80]), SOCKSReplyCode.commandNotSupported),
+        ([5, 1, 0, 5, 1, 0, 9, 1, 2, 3, 4, 0, 80], .addressTypeNotSupported),
+        ([5, 1, 0, 5, 1, 0, 3, 0, 0, 80], .generalFailure),
+    ])
+    func failureActionsNameTheReplyCodeTheirBytesCarry(bytes: [UInt8], code: SOCKSReplyCode) {
+        var driver = NegotiationDriver()
+        driver.feed(bytes)
+        #expect(driver.steps.contains(.replied(code)))
+        #expect(driver.sentBytes.suffix(10).first == 5 && Array(driver.sentBytes.suffix(10))[1] == code.rawValue)
+    }
+
+    @Test func aRefusedRequestNamesTheCodeItWasGiven() {
+        var driver = NegotiationDriver()
+        driver.executeResult = .failure(.notAllowed)
+        driver.feed([5, 1, 0, 5, 1, 0, 1, 1, 2, 3, 4, 0, 80])
+        #expect(driver.steps.contains(.replied(.notAllowed)))
+    }
+
     @Test func serverPreferenceOrderDecides() {
         var driver = NegotiationDriver(methods: [.usernamePassword, .none])
         driver.feed([5, 2, 0, 2])

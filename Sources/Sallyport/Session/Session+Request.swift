@@ -32,7 +32,7 @@ extension Session {
             self.grant = grant
         }
         // The lookup and the connect (or the UDP socket) together get `timeouts.connect`.
-        let deadline = NIODeadline.now() + services.timeouts.connect
+        let deadline = channel.eventLoop.now + services.timeouts.connect
         timer = channel.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in requestTimedOut() }
         if request.command == .udpAssociate {
             associate(request)
@@ -80,7 +80,7 @@ extension Session {
             let name: String
             if case .domain(let domain) = request.destination.host { name = domain } else { name = "" }
             services.connector.connect(
-                to: addresses, name: name, port: Int(request.destination.port), timeout: deadline - .now(), on: eventLoop
+                to: addresses, name: name, port: Int(request.destination.port), timeout: deadline - eventLoop.now, on: eventLoop
             )
             .assumeIsolated()
             .whenComplete { [self] result in connected(result, request: request) }
