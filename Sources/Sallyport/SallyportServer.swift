@@ -160,13 +160,8 @@ public final class SallyportServer: Service, Sendable {
     }
 
     private func validate(_ configuration: ServerConfiguration) throws {
-        if configuration.usesUsernameMethod, injectedAuthenticator == nil, configuration.auth.pam.service.isEmpty {
-            throw StartupError(description: "a listener offers method 'username' but auth.pam.service is empty")
-        }
-        if let listener = configuration.unauthenticatedRemoteListeners.first {
-            throw StartupError(
-                description: "\(listener.addressDescription) is not a loopback address but offers method 'none', which would make an open proxy; offer username there, or set allow_unauthenticated_remote: true if that is really meant")
-        }
+        let errors = configuration.validate(externalAuthenticator: injectedAuthenticator != nil).errors
+        if !errors.isEmpty { throw StartupError(description: errors.map(\.message).joined(separator: "; ")) }
     }
 
     /// Builds what sessions need from a configuration, keeping what did not change.

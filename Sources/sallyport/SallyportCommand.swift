@@ -64,9 +64,8 @@ struct Run: AsyncParsableCommand {
                 return ListenerConfiguration(host: address.host, port: address.port, methods: methods)
             }
         }
-        if let listener = configuration.unauthenticatedRemoteListeners.first {
-            printError(
-                "sallyport: --listen \(listener.addressDescription) is not a loopback address but offers method 'none', which would make an open proxy; use a configuration file that offers [username] there, or sets allow_unauthenticated_remote: true if that is really meant")
+        if let error = configuration.validate().errors.first {
+            printError("sallyport: \(listen.isEmpty ? "" : "--listen: ")\(error.message)")
             throw ExitCode.failure
         }
         if let logLevel, let level = LogConfiguration.Level(rawValue: logLevel) { configuration.log.level = level }
@@ -125,7 +124,7 @@ struct CheckConfig: ParsableCommand {
             let configuration = try ConfigurationLoader.load(path: path)
             let listeners = configuration.listeners.map(\.addressDescription).joined(separator: ", ")
             for warning in configuration.warnings { printError("warning: \(warning)") }
-            print("\(path): valid; listeners: \(listeners); \(configuration.policy.rules.count) rule(s), default \(configuration.policy.defaultAction.rawValue)")
+            print("\(path): valid; listeners: \(listeners); \(configuration.policySummary)")
         } catch {
             printError("\(error)")
             throw ExitCode.failure

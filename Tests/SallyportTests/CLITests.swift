@@ -183,11 +183,15 @@ let loopbackRules = """
         await echo.stop()
     }
 
-    @Test func checkConfigWarnsAboutAFileWithNoRules() async throws {
+    @Test func checkConfigSaysWhatAFileWithoutRulesAllows() async throws {
         let path = try temporaryFile("listen: [127.0.0.1:1080]\n")
         let result = try await runProcess(sallyportExecutable(), ["check-config", path])
         #expect(result.status == 0)
-        #expect(result.stderr.contains("warning: \(path): no rules"))
-        #expect(result.stdout.contains("0 rule(s), default deny"))
+        #expect(result.stdout.contains("no rules in the file: the default rule applies (every public destination, for everyone"))
+        let empty = try temporaryFile("rules: []\n")
+        let refused = try await runProcess(sallyportExecutable(), ["check-config", empty])
+        #expect(refused.status == 0)
+        #expect(refused.stderr.contains("warning: \(empty): no rules, and default_action is deny: every request will be refused"))
+        #expect(refused.stdout.contains("0 rule(s), default deny"))
     }
 }

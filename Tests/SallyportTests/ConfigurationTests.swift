@@ -117,7 +117,65 @@ import Testing
         let configuration = try ConfigurationLoader.parse(yaml: yaml, file: "f.yaml")
         #expect(configuration.allowUnauthenticatedRemote)
         let authenticated = try ConfigurationLoader.parse(yaml: "listen:\n  - address: 0.0.0.0:1080\n    methods: [username]\n", file: "f.yaml")
-        #expect(authenticated.unauthenticatedRemoteListeners.isEmpty)
+        #expect(authenticated.validate().errors.isEmpty)
+    }
+
+    @Test func aFileWithoutRulesBehavesTheSameWhateverElseItHolds() throws {
+        for yaml in ["", "log:\n  level: debug\n", "listen: [127.0.0.1:1080]\n", "timeouts:\n  idle: 5m\n"] {
+            let configuration = try ConfigurationLoader.parse(yaml: yaml, file: "f.yaml")
+            #expect(configuration.policy == ServerConfiguration.embeddedDefault.policy, "\(yaml)")
+            #expect(configuration.warnings.isEmpty)
+            #expect(configuration.policySummary.contains("the default rule applies"))
+        }
+        // An explicit empty list allows nothing, and says so.
+        let none = try ConfigurationLoader.parse(yaml: "rules: []\n", file: "f.yaml")
+        #expect(none.policy.rules.isEmpty)
+        #expect(none.warnings.contains { $0.contains("every request will be refused") })
+    }
+
+    @Test func everyProblemOfEverySectionIsReportedWithLineAndKeyPath() {
+        let yaml = """
+            timeouts:
+              dns: 0
+              connect: soon
+            udp:
+              max_pending_bytes: lots
+              colour: red
+            dns:
+              per_client: 0
+            auth:
+              pam:
+                threads: 1000
+            rules:
+              - action: maybe
+                to: [nowhere/8]
+              - to: ["*"]
+            limits: 5
+            """
+        #expect {
+            try ConfigurationLoader.parse(yaml: yaml, file: "s.yaml")
+        } throws: { error in
+            let text = "\(error)"
+            return text.contains("s.yaml:2:8: timeouts.dns: '0' is not a duration")
+                && text.contains("s.yaml:3:12: timeouts.connect: 'soon' is not a duration")
+                && text.contains("s.yaml:5:22: udp.max_pending_bytes: 'lots' is not a size")
+                && text.contains("s.yaml:6:3: udp.colour: unknown key; known keys here: enabled, advertise, port_range, idle, max_destinations, max_pending_destinations, max_pending_bytes, refused_memory")
+                && text.contains("s.yaml:8:15: dns.per_client: '0' is not a whole number from 1 to 10000")
+                && text.contains("s.yaml:11:14: auth.pam.threads: '1000' is not a whole number from 1 to 256")
+                && text.contains("s.yaml:13:13: rules[0].action: 'maybe' is not allow or deny")
+                && text.contains("s.yaml:14:10: rules[0].to[0]: 'nowhere/8' is not a destination")
+                && text.contains("s.yaml:15:5: rules[1]: missing key 'action'")
+                && text.contains("s.yaml:16:9: limits: expected a mapping of keys (early_data, max_sessions, sessions_per_user, sessions_per_client, bandwidth_per_user)")
+        }
+    }
+
+    @Test func newSectionsAreRead() throws {
+        let yaml = "timeouts: {dns: 2s}\ndns: {threads: 4, queue: 100, per_client: 3, cache_ttl: 0, negative_ttl: 1s, cache_size: 10}\nudp: {max_pending_destinations: 4, max_pending_bytes: 64KiB, refused_memory: 16}\n"
+        let configuration = try ConfigurationLoader.parse(yaml: yaml, file: "f.yaml")
+        #expect(configuration.timeouts.dns == .seconds(2))
+        #expect(configuration.dns.threads == 4 && configuration.dns.queue == 100 && configuration.dns.perClient == 3)
+        #expect(configuration.dns.cacheTTL == .zero && configuration.dns.negativeTTL == .seconds(1) && configuration.dns.cacheSize == 10)
+        #expect(configuration.udp.maxPendingDestinations == 4 && configuration.udp.maxPendingBytes == 65_536 && configuration.udp.refusedMemory == 16)
     }
 
     @Test func serverRefusesToStartAnOpenProxy() async {
@@ -187,15 +245,6 @@ import Testing
         #expect(configuration.limits.sessionsPerClient == 50)
         #expect(configuration.limits.bandwidthPerUser == 1 << 20)
         #expect(configuration.warnings.isEmpty)
-    }
-
-    @Test func fileWithoutRulesAllowsNothingAndSaysSo() throws {
-        let configuration = try ConfigurationLoader.parse(yaml: "listen: [127.0.0.1:1080]\n", file: "bare.yaml")
-        #expect(configuration.policy.rules.isEmpty)
-        #expect(configuration.policy.defaultAction == .deny)
-        #expect(configuration.warnings.contains { $0.contains("no rules") })
-        // The embedded default, by contrast, allows public destinations.
-        #expect(ServerConfiguration.embeddedDefault.policy == .allowPublic)
     }
 
     @Test(arguments: [

@@ -1,0 +1,116 @@
+import SOCKSProtocol
+import SallyportPolicy
+import Yams
+
+/// The policy's keys of the file: `rules`, `clients`, `default_action`.
+extension Policy {
+    /// A file without `rules` keeps the rule of the embedded default (every public destination,
+    /// for everyone, the special-address guard on), whatever else it holds; `rules: []` allows
+    /// nothing.
+    mutating func read(_ section: inout ConfigSection) {
+        if let node = section.node("rules") { rules = Self.rules(node, section.keyPath("rules"), section.problems) }
+        if let node = section.node("clients") { clientRules = Self.clientRules(node, section.keyPath("clients"), section.problems) }
+        if let action = section.value("default_action", EgressRule.parseAction) { defaultAction = action }
+    }
+
+    static func rules(_ node: Node, _ path: String, _ problems: ConfigProblems) -> [EgressRule] {
+        guard case .sequence(let sequence) = node else {
+            problems.report(node, path, "expected a list of rules, each a mapping with at least 'action'")
+            return []
+        }
+        var result: [EgressRule] = []
+        var names: Set<String> = []
+        for (index, item) in sequence.enumerated() {
+            var entry = ConfigSection(item, path: "\(path)[\(index)]", problems: problems)
+            guard case .mapping = item else {
+                problems.report(item, entry.path, "expected a rule: a mapping with 'action' and optionally name, who, to, ports, commands")
+                continue
+            }
+            let name = entry.string("name")
+            let action = entry.value("action", EgressRule.parseAction)
+            let who = entry.list("who", EgressRule.parseSelector)
+            let to = entry.list("to", EgressRule.parseDestination)
+            let ports = entry.list("ports", EgressRule.parsePorts)
+            let commands = entry.list("commands", EgressRule.parseCommand)
+            entry.finish()
+            if entry.node("action") == nil { problems.report(item, entry.path, "missing key 'action' (allow or deny)") }
+            guard let action else { continue }
+            if let name, !names.insert(name).inserted {
+                problems.report(item, entry.keyPath("name"), "the name '\(name)' is used by an earlier rule")
+            }
+            result.append(EgressRule(name: name, action: action, who: who, to: to, ports: ports, commands: commands.map(Set.init), line: item.mark?.line))
+        }
+        return result
+    }
+
+    static func clientRules(_ node: Node, _ path: String, _ problems: ConfigProblems) -> [ClientRule] {
+        guard case .sequence(let sequence) = node else {
+            problems.report(node, path, "expected a list of {action, from} entries")
+            return []
+        }
+        var result: [ClientRule] = []
+        for (index, item) in sequence.enumerated() {
+            var entry = ConfigSection(item, path: "\(path)[\(index)]", problems: problems)
+            let action = entry.value("action", EgressRule.parseAction)
+            let blocks = entry.list("from") { text -> Result<CIDR, ConfigValues.Message> in
+                CIDR(text).map { .success($0) } ?? .failure(.init("'\(text)' is not an address block such as 10.0.0.0/8 or 2001:db8::/32"))
+            }
+            entry.finish()
+            guard case .mapping = item, entry.node("action") != nil, entry.node("from") != nil else {
+                problems.report(item, entry.path, "a client rule needs 'action' (allow or deny) and 'from' (a list of address blocks)")
+                continue
+            }
+            if let action, let blocks { result.append(ClientRule(action: action, from: blocks, line: item.mark?.line)) }
+        }
+        return result
+    }
+}
+
+/// The values a rule is written with.
+extension EgressRule {
+    static func parseAction(_ text: String) -> Result<PolicyAction, ConfigValues.Message> {
+        PolicyAction(rawValue: text).map { .success($0) } ?? .failure(.init("'\(text)' is not allow or deny"))
+    }
+
+    static func parseCommand(_ text: String) -> Result<SOCKSCommand, ConfigValues.Message> {
+        switch text {
+        case "connect": return .success(.connect)
+        case "udp": return .success(.udpAssociate)
+        default: return .failure(.init("unknown command '\(text)'; expected connect or udp"))
+        }
+    }
+
+    static func parseSelector(_ text: String) -> Result<Selector, ConfigValues.Message> {
+        switch text {
+        case "*", "any", "anyone": return .success(.anyone)
+        case "authenticated": return .success(.authenticated)
+        case "anonymous": return .success(.anonymous)
+        default:
+            if text.hasPrefix("user:"), text.count > 5 { return .success(.user(String(text.dropFirst(5)))) }
+            if text.hasPrefix("group:"), text.count > 6 { return .success(.group(String(text.dropFirst(6)))) }
+            return .failure(.init("'\(text)' is not a selector; write user:NAME, group:NAME, authenticated, anonymous or *"))
+        }
+    }
+
+    static func parseDestination(_ text: String) -> Result<Destination, ConfigValues.Message> {
+        if text == "*" { return .success(.any) }
+        if let block = CIDR(text) { return .success(.block(block)) }
+        let lowered = text.lowercased()
+        let name = lowered.hasPrefix(".") ? String(lowered.dropFirst()) : lowered
+        let labels = name.split(separator: ".", omittingEmptySubsequences: false)
+        let valid = !name.isEmpty && name.utf8.count <= 253 && !name.contains("/")
+            && labels.allSatisfy { !$0.isEmpty && $0.count <= 63 && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" } }
+        guard valid else {
+            return .failure(.init("'\(text)' is not a destination; write *, an address block (10.0.0.0/8), a host name (api.example.com) or a domain (.example.com)"))
+        }
+        return .success(lowered.hasPrefix(".") ? .domainSuffix(name) : .host(name))
+    }
+
+    static func parsePorts(_ text: String) -> Result<ClosedRange<UInt16>, ConfigValues.Message> {
+        let parts = text.split(separator: "-", omittingEmptySubsequences: false)
+        let bounds = parts.map { UInt16($0.trimmingSpaces) }
+        if parts.count == 1, let port = bounds[0], port > 0 { return .success(port...port) }
+        if parts.count == 2, let low = bounds[0], let high = bounds[1], low > 0, low <= high { return .success(low...high) }
+        return .failure(.init("'\(text)' is not a port (1-65535) or a range such as 8000-8100"))
+    }
+}

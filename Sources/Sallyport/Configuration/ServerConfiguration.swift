@@ -1,0 +1,219 @@
+import NIOCore
+import SOCKSProtocol
+import SallyportAuth
+import SallyportPolicy
+import Yams
+
+/// Everything the server is told by its configuration file (or the embedded default).
+public struct ServerConfiguration: Sendable, Hashable {
+    /// Where to accept clients.
+    public var listeners: [ListenerConfiguration]
+    public var timeouts: Timeouts
+    public var limits: Limits
+    public var log: LogConfiguration
+    public var relay: RelaySettings
+    public var auth: AuthenticationSettings
+    public var udp: UDPSettings
+    public var dns = DNSSettings()
+    /// Let a listener on a non-loopback address offer method `none` (an open proxy for whoever
+    /// reaches it). Off by default: such a configuration is refused.
+    public var allowUnauthenticatedRemote: Bool
+    /// Who may connect, and who may reach what.
+    public var policy: Policy
+    /// Things worth saying about a valid configuration (as: it has no rules, so allows nothing).
+    public var warnings: [String] = []
+
+    public init(
+        listeners: [ListenerConfiguration] = [ListenerConfiguration(host: "127.0.0.1", port: 1080)],
+        timeouts: Timeouts = Timeouts(),
+        limits: Limits = Limits(),
+        log: LogConfiguration = LogConfiguration(),
+        relay: RelaySettings = RelaySettings(),
+        auth: AuthenticationSettings = AuthenticationSettings(),
+        allowUnauthenticatedRemote: Bool = false,
+        policy: Policy = .allowPublic,
+        udp: UDPSettings = UDPSettings()
+    ) {
+        self.udp = udp
+        self.policy = policy
+        self.listeners = listeners
+        self.timeouts = timeouts
+        self.limits = limits
+        self.log = log
+        self.relay = relay
+        self.auth = auth
+        self.allowUnauthenticatedRemote = allowUnauthenticatedRemote
+    }
+
+    /// Whether the rules came from the file (or the code), rather than the default rule.
+    var hasOwnRules: Bool { policy.rules != Policy.allowPublic.rules }
+
+    /// True when some listener offers username/password.
+    public var usesUsernameMethod: Bool {
+        listeners.contains { $0.methods.contains(.usernamePassword) }
+    }
+
+    /// The embedded default: loopback only, method none, every public destination allowed and the
+    /// special-address guard on.
+    public static let embeddedDefault = ServerConfiguration()
+}
+
+/// One listening address and what it offers.
+public struct ListenerConfiguration: Sendable, Hashable {
+    /// An IP address literal (`127.0.0.1`, `::1`, `0.0.0.0`, `::`).
+    public var host: String
+    /// The port; 0 binds a free one.
+    public var port: Int
+    /// The authentication methods offered, most preferred first.
+    public var methods: [AuthenticationMethod]
+    /// Where the file gives it, for errors.
+    var line: Int?
+    var column: Int?
+
+    public init(host: String, port: Int, methods: [AuthenticationMethod] = [.none]) {
+        self.host = host
+        self.port = port
+        self.methods = methods
+    }
+
+    /// Listeners are the same when they listen alike, wherever the file wrote them.
+    public static func == (lhs: Self, rhs: Self) -> Bool {
+        lhs.host == rhs.host && lhs.port == rhs.port && lhs.methods == rhs.methods
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(host)
+        hasher.combine(port)
+        hasher.combine(methods)
+    }
+
+    /// `host:port`, with an IPv6 host in brackets.
+    public var addressDescription: String {
+        host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    /// True for 127.0.0.0/8 and ::1 (also in IPv4-mapped form): reachable from this host only.
+    public var isLoopback: Bool {
+        IPAddress(host)?.isLoopback ?? false
+    }
+}
+
+/// What is wrong with a configuration, or worth saying about it.
+public struct ConfigurationFindings: Sendable {
+    /// Each makes the configuration unusable; the listener it concerns, if any.
+    public var errors: [(message: String, listener: ListenerConfiguration?)] = []
+    public var warnings: [String] = []
+}
+
+extension ServerConfiguration {
+    /// The one check of a whole configuration, for the loader, the server (start and reload) and
+    /// `check-config` alike. `externalAuthenticator`: the caller checks logins itself (tests).
+    public func validate(externalAuthenticator: Bool = false) -> ConfigurationFindings {
+        var findings = ConfigurationFindings()
+        if !allowUnauthenticatedRemote {
+            for listener in listeners where listener.methods.contains(.none) && !listener.isLoopback {
+                findings.errors.append((
+                    "\(listener.addressDescription) is not a loopback address but offers method 'none', which would make an open proxy; offer [username] there, or set allow_unauthenticated_remote: true if that is really meant",
+                    listener))
+            }
+        }
+        if usesUsernameMethod, !externalAuthenticator, auth.pam.service.isEmpty {
+            findings.errors.append(("a listener offers method 'username' but auth.pam.service is empty", nil))
+        }
+        if policy.rules.isEmpty && policy.defaultAction == .deny {
+            findings.warnings.append("no rules, and default_action is deny: every request will be refused; add rules (see conf/sallyport.yaml)")
+        }
+        return findings
+    }
+
+    /// What the rules allow, in a sentence: for `check-config`.
+    public var policySummary: String {
+        guard hasOwnRules else {
+            return "no rules in the file: the default rule applies (every public destination, for everyone; loopback, private and other special addresses stay closed)"
+        }
+        return "\(policy.rules.count) rule(s), default \(policy.defaultAction.rawValue)"
+    }
+
+    /// Reads the whole file: each section by the settings type it belongs to.
+    mutating func read(_ root: inout ConfigSection) {
+        var defaultMethods: [AuthenticationMethod] = [.none]
+        if let node = root.node("methods") {
+            defaultMethods = ListenerConfiguration.methods(node, root.keyPath("methods"), root.problems) ?? defaultMethods
+        }
+        if let node = root.node("listen") {
+            listeners = ListenerConfiguration.listeners(node, root.keyPath("listen"), root.problems, defaultMethods: defaultMethods)
+        } else {
+            listeners = listeners.map { ListenerConfiguration(host: $0.host, port: $0.port, methods: defaultMethods) }
+        }
+        root.bool("allow_unauthenticated_remote", into: &allowUnauthenticatedRemote)
+        root.section("auth") { auth.read(&$0) }
+        policy.read(&root)
+        root.section("timeouts") { timeouts.read(&$0) }
+        root.section("limits") { limits.read(&$0) }
+        root.section("relay") { relay.read(&$0) }
+        root.section("log") { log.read(&$0) }
+        root.section("udp") { udp.read(&$0) }
+        root.section("dns") { dns.read(&$0) }
+    }
+}
+
+extension ListenerConfiguration {
+    static func listeners(_ node: Node, _ path: String, _ problems: ConfigProblems, defaultMethods: [AuthenticationMethod]) -> [ListenerConfiguration] {
+        guard case .sequence(let sequence) = node, !sequence.isEmpty else {
+            problems.report(node, path, "expected a list of addresses, as [127.0.0.1:1080, \"[::1]:1080\"]")
+            return []
+        }
+        var result: [ListenerConfiguration] = []
+        for (index, item) in sequence.enumerated() {
+            let itemPath = "\(path)[\(index)]"
+            var addressNode = item
+            var addressPath = itemPath
+            var methods = defaultMethods
+            if case .mapping = item {
+                var entry = ConfigSection(item, path: itemPath, problems: problems)
+                let address = entry.node("address")
+                if let node = entry.node("methods") { methods = self.methods(node, entry.keyPath("methods"), problems) ?? methods }
+                entry.finish()
+                guard let address else {
+                    problems.report(item, itemPath, "missing key 'address' (HOST:PORT)")
+                    continue
+                }
+                addressNode = address
+                addressPath = itemPath + ".address"
+            }
+            guard let text = ConfigValues.scalar(addressNode, addressPath, problems) else { continue }
+            switch ConfigurationLoader.parseListenAddress(text) {
+            case .success(let address):
+                var listener = ListenerConfiguration(host: address.host, port: address.port, methods: methods)
+                listener.line = item.mark?.line
+                listener.column = item.mark?.column
+                result.append(listener)
+            case .failure(let error):
+                problems.report(addressNode, addressPath, error.description)
+            }
+        }
+        return result
+    }
+
+    static func methods(_ node: Node, _ path: String, _ problems: ConfigProblems) -> [AuthenticationMethod]? {
+        guard case .sequence(let sequence) = node, !sequence.isEmpty else {
+            problems.report(node, path, "expected a non-empty list of methods, as [none] or [username, none]")
+            return nil
+        }
+        var result: [AuthenticationMethod] = []
+        for (index, item) in sequence.enumerated() {
+            guard let name = ConfigValues.scalar(item, "\(path)[\(index)]", problems) else { continue }
+            let method: AuthenticationMethod
+            switch name {
+            case "none": method = .none
+            case "username": method = .usernamePassword
+            default:
+                problems.report(item, "\(path)[\(index)]", "unknown method '\(name)'; known methods: none, username")
+                continue
+            }
+            if result.contains(method) { problems.report(item, "\(path)[\(index)]", "method '\(name)' is listed twice") }
+            result.append(method)
+        }
+        return result
+    }
+}
