@@ -30,7 +30,7 @@ let package = Package(
         .target(
             name: "SallyportAuth",
             dependencies: [
-                "CPAM",
+                "CPAM", "SOCKSProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -8,6 +8,21 @@ import Glibc
 // `SOCKSEndpoint` and the text the logs show. None of these conversions allocates for an IP.
 
 extension IPAddress {
+    /// Parses a textual address (`192.0.2.1`, `2001:db8::1`, `::ffff:10.0.0.1`).
+    public init?(_ text: String) {
+        var v4 = in_addr()
+        if inet_pton(AF_INET, text, &v4) == 1 {
+            self = .v4(SOCKSIPv4Address(UInt32(bigEndian: v4.s_addr)))
+            return
+        }
+        var v6 = in6_addr()
+        if inet_pton(AF_INET6, text, &v6) == 1 {
+            self = .v6(SOCKSIPv6Address(bytes: withUnsafeBytes(of: v6) { Array($0) }))
+            return
+        }
+        return nil
+    }
+
     /// The IP of a socket address; nil for a Unix socket.
     public init?(_ address: SocketAddress) {
         switch address {
@@ -19,6 +34,20 @@ extension IPAddress {
                  UInt64(bigEndian: raw.loadUnaligned(fromByteOffset: 8, as: UInt64.self)))
             }
             self = .v6(SOCKSIPv6Address(high: high, low: low))
+        default:
+            return nil
+        }
+    }
+
+    /// The IP of a `sockaddr` from the C library (as `getaddrinfo` gives); nil for other families.
+    public init?(_ raw: UnsafePointer<sockaddr>) {
+        switch Int32(raw.pointee.sa_family) {
+        case AF_INET:
+            let v4 = raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee }
+            self.init(SocketAddress(v4, host: ""))
+        case AF_INET6:
+            let v6 = raw.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee }
+            self.init(SocketAddress(v6, host: ""))
         default:
             return nil
         }
@@ -68,6 +97,42 @@ extension IPAddress {
         switch unmapped {
         case .v4(let address): return address.value >> 24 == 127
         case .v6(let address): return address.high == 0 && address.low == 1
+        }
+    }
+}
+
+extension IPAddress: CustomStringConvertible {
+    public var description: String {
+        switch self {
+        case .v4(let address): return address.description
+        case .v6(let address): return address.description
+        }
+    }
+}
+
+/// Who a client is, for shares and throttling: its IPv4 address, or the /64 of its IPv6 address
+/// (one host commonly holds a whole /64 and may change addresses in it at will). IPv4-mapped
+/// addresses count as the IPv4 address.
+public struct ClientNetwork: Hashable, Sendable, CustomStringConvertible {
+    private let address: IPAddress?
+
+    public init(_ address: IPAddress?) {
+        switch address?.unmapped {
+        case .v6(let v6): self.address = .v6(SOCKSIPv6Address(high: v6.high, low: 0))
+        case let other: self.address = other
+        }
+    }
+
+    public init(_ address: SocketAddress?) {
+        self.init(address.flatMap(IPAddress.init))
+    }
+
+    /// `192.0.2.1`, `2001:db8::/64`, or `unknown` for a client without an IP.
+    public var description: String {
+        switch address {
+        case .v4(let v4): return v4.description
+        case .v6(let v6): return "\(v6)/64"
+        case nil: return "unknown"
         }
     }
 }

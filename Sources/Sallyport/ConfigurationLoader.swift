@@ -104,7 +104,7 @@ public enum ConfigurationLoader {
         guard let port = Int(portText), (0...65535).contains(port) else {
             return .failure(ListenAddressError(text: text, reason: "the port must be a number from 0 to 65535 (0 picks a free port)"))
         }
-        guard (try? SocketAddress(ipAddress: String(host), port: port)) != nil else {
+        guard IPAddress(String(host)) != nil else {
             return .failure(ListenAddressError(text: text, reason: "'\(host)' is not an IP address; use one such as 127.0.0.1 or [::1]"))
         }
         return .success((String(host), port))

@@ -39,10 +39,8 @@ public final class SallyportServer: Service, Sendable {
         var pam: PAMAuthenticator?
         /// The cache of successful logins in front of it.
         var cache: CachingAuthenticator?
-        /// What each listener negotiates, by listener index.
+        /// What each listener negotiates, by listener index (a reload keeps the bound listeners).
         var negotiations: [ServerNegotiation.Configuration]
-        /// The commands and limits of this configuration, without a listener's methods.
-        var defaultNegotiation: ServerNegotiation.Configuration
 
         init(configuration: ServerConfiguration, services: SessionServices, pam: PAMAuthenticator?, cache: CachingAuthenticator?) {
             self.configuration = configuration
@@ -50,11 +48,9 @@ public final class SallyportServer: Service, Sendable {
             self.pam = pam
             self.cache = cache
             let commands: Set<SOCKSCommand> = services.udp.enabled ? [.connect, .udpAssociate] : [.connect]
-            defaultNegotiation = ServerNegotiation.Configuration(methods: [], commands: commands, maximumEarlyData: configuration.limits.earlyDataBytes)
-            negotiations = configuration.listeners.map { [defaultNegotiation] listener in
-                var negotiation = defaultNegotiation
-                negotiation.methods = listener.methods
-                return negotiation
+            negotiations = configuration.listeners.map { listener in
+                ServerNegotiation.Configuration(
+                    methods: listener.methods, commands: commands, maximumEarlyData: configuration.limits.earlyDataBytes)
             }
         }
     }
@@ -213,14 +209,7 @@ public final class SallyportServer: Service, Sendable {
             // TCP_NODELAY: accepted sockets inherit it from the listener, where ServerBootstrap sets it.
             .childChannelInitializer { [self] channel in
                 // Each session takes the configuration current when it is accepted.
-                let (services, negotiation) = generation.withLockedValue { generation in
-                    let negotiations = generation.negotiations
-                    if listenerIndex < negotiations.count { return (generation.services, negotiations[listenerIndex]) }
-                    // A listener the running configuration no longer names keeps its own methods.
-                    var negotiation = generation.defaultNegotiation
-                    negotiation.methods = listener.methods
-                    return (generation.services, negotiation)
-                }
+                let (services, negotiation) = generation.withLockedValue { ($0.services, $0.negotiations[listenerIndex]) }
                 let listenerName = label.withLockedValue { label in
                     if let label { return label }
                     // The address it is bound to, with the port a configured port 0 became.
@@ -243,11 +232,15 @@ public final class SallyportServer: Service, Sendable {
 
     /// Stops accepting, lets running sessions go on for up to `grace`, then closes them.
     public func shutdown(grace: TimeAmount? = nil) async {
-        let channels: [any Channel] = state.withLockedValue { state in
+        let (channels, alreadyStopped): ([any Channel], Bool) = state.withLockedValue { state in
             defer { state = .stopped }
-            if case .running(let channels) = state { return channels }
-            return []
+            switch state {
+            case .running(let channels): return (channels, false)
+            case .idle: return ([], false)
+            case .stopped: return ([], true)
+            }
         }
+        guard !alreadyStopped else { return }
         for channel in channels { try? await channel.close() }
         trimmer.withLockedValue { $0?.stop() }
         let grace = grace ?? configuration.timeouts.shutdownGrace

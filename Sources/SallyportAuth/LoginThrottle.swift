@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import SOCKSProtocol
 import Logging
 
 /// Failed-login throttling per client, as a value: after `maxFailures` failures within `window`,
@@ -105,20 +106,7 @@ public struct LoginThrottle: Sendable {
     /// The throttling key of an address: the IP for IPv4, the /64 network for IPv6 (one host holds
     /// a whole /64 and can change addresses in it at will).
     public static func key(for address: SocketAddress?) -> String {
-        guard let address else { return "unknown" }
-        switch address {
-        case .v4:
-            return address.ipAddress ?? "unknown"
-        case .v6(let v6):
-            let bytes = withUnsafeBytes(of: v6.address.sin6_addr) { Array($0) }
-            if bytes[0..<10].allSatisfy({ $0 == 0 }), bytes[10] == 0xFF, bytes[11] == 0xFF {
-                return bytes[12...].map(String.init).joined(separator: ".")
-            }
-            let groups = stride(from: 0, to: 8, by: 2).map { String(UInt16(bytes[$0]) << 8 | UInt16(bytes[$0 + 1]), radix: 16) }
-            return groups.joined(separator: ":") + "::/64"
-        default:
-            return "unknown"
-        }
+        ClientNetwork(address).description
     }
 }
 

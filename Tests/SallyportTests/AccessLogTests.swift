@@ -5,7 +5,7 @@ import Testing
 
 @testable import Sallyport
 
-@Suite struct AccessLogTests {
+@Suite(.stopsItsServers) struct AccessLogTests {
     @Test func sessionLineCarriesEveryField() async throws {
         let echo = try await TargetServer.echo()
         let proxy = try await TestProxy.start(

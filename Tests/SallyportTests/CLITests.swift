@@ -13,7 +13,7 @@ let loopbackRules = """
 
     """
 
-@Suite struct CLITests {
+@Suite(.stopsItsServers) struct CLITests {
     @Test func checkConfigAcceptsTheShippedExample() async throws {
         let result = try await runProcess(sallyportExecutable(), ["check-config", packageRoot() + "/conf/sallyport.yaml"])
         #expect(result.status == 0, "\(result.stderr)")
@@ -120,7 +120,7 @@ let loopbackRules = """
     }
 }
 
-@Suite struct ReloadTests {
+@Suite(.stopsItsServers) struct ReloadTests {
     /// Starts the binary with `yaml` at a path the test can rewrite; returns the process, the path
     /// and the proxy's port.
     func startServer(_ yaml: String) async throws -> (BackgroundProcess, String, Int) {

@@ -5,7 +5,7 @@ import Testing
 
 @testable import Sallyport
 
-@Suite struct ConfigurationTests {
+@Suite(.stopsItsServers) struct ConfigurationTests {
     @Test func emptyFileGivesTheEmbeddedDefault() throws {
         let configuration = try ConfigurationLoader.parse(yaml: "", file: "empty.yaml")
         #expect(configuration == .embeddedDefault)

@@ -4,7 +4,7 @@ import Testing
 
 /// Real clients against a real server on loopback. `make test` installs every client; a missing one
 /// fails the test rather than skipping it.
-@Suite struct InteropTests {
+@Suite(.stopsItsServers) struct InteropTests {
     static let body = "hello from the target, through sallyport\n"
 
     func tool(_ name: String) throws -> String {

@@ -47,8 +47,8 @@ final class GatedLookup: Sendable {
 
 @Suite struct NameResolverTests {
     let loop = MultiThreadedEventLoopGroup.singleton.next()
-    let alice = ClientKey(IPAddress("127.0.0.1"))
-    let bob = ClientKey(IPAddress("127.0.0.2"))
+    let alice = ClientNetwork(IPAddress("127.0.0.1"))
+    let bob = ClientNetwork(IPAddress("127.0.0.2"))
 
     func settings(threads: Int = 4, queue: Int = 16, perClient: Int = 8, timeout: TimeAmount = .seconds(5)) -> NameResolver.Settings {
         NameResolver.Settings(threads: threads, queue: queue, perClient: perClient, timeout: timeout)
@@ -77,8 +77,8 @@ final class GatedLookup: Sendable {
         gated.release("b1")
         #expect(try await other.get() == .resolved([IPAddress("192.0.2.1")!]))
         // An IPv6 client's share covers its whole /64.
-        #expect(ClientKey(IPAddress("2001:db8::1")) == ClientKey(IPAddress("2001:db8::ffff:2")))
-        #expect(ClientKey(IPAddress("2001:db8:0:1::1")) != ClientKey(IPAddress("2001:db8::1")))
+        #expect(ClientNetwork(IPAddress("2001:db8::1")) == ClientNetwork(IPAddress("2001:db8::ffff:2")))
+        #expect(ClientNetwork(IPAddress("2001:db8:0:1::1")) != ClientNetwork(IPAddress("2001:db8::1")))
         gated.release("a1")
         gated.release("a2")
         for future in held { _ = try await future.get() }

@@ -27,7 +27,7 @@ func socksLogin(
     return (0, try socket.readReply().code, false)
 }
 
-@Suite(.enabled(if: underPAMWrapper, "needs pam_wrapper: run through `make test`"))
+@Suite(.stopsItsServers, .enabled(if: underPAMWrapper, "needs pam_wrapper: run through `make test`"))
 struct PAMTests {
     func pamProxy(
         service: String = "sallyport-test", threads: Int = 4, maxPending: Int = 64, throttle: LoginThrottle.Configuration = .init(maxFailures: 0),

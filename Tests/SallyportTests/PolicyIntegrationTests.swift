@@ -26,7 +26,7 @@ func connectAs(_ user: String?, proxyPort: Int, to destination: SOCKSEndpoint) t
     return (socket, try socket.readReply().code)
 }
 
-@Suite struct PolicyIntegrationTests {
+@Suite(.stopsItsServers) struct PolicyIntegrationTests {
     @Test func loopbackIsRefusedWithoutAnExplicitAllow() async throws {
         let echo = try await TargetServer.echo()
         // The embedded default policy: public destinations only.

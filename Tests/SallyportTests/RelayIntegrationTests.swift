@@ -21,7 +21,7 @@ func echoThroughProxy(proxyPort: Int, destination: SOCKSEndpoint, payload: [UInt
     }
 }
 
-@Suite struct RelayIntegrationTests {
+@Suite(.stopsItsServers) struct RelayIntegrationTests {
     static let mebibyte = patternBytes(count: 1 << 20, seed: 42)
 
     @Test func connectByIPv4EchoesOneMiBIntact() async throws {

@@ -15,7 +15,7 @@ import Testing
 final class FakeResolver: NameResolving, @unchecked Sendable {
     var asked: [(name: String, ticket: LookupTicket?, promise: EventLoopPromise<ResolveOutcome>)] = []
 
-    func resolve(_ name: String, client: ClientKey, ticket: LookupTicket?, on eventLoop: any EventLoop) -> EventLoopFuture<ResolveOutcome> {
+    func resolve(_ name: String, client: ClientNetwork, ticket: LookupTicket?, on eventLoop: any EventLoop) -> EventLoopFuture<ResolveOutcome> {
         let promise = eventLoop.makePromise(of: ResolveOutcome.self)
         asked.append((name, ticket, promise))
         return promise.futureResult

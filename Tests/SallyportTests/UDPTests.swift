@@ -9,7 +9,7 @@ import Testing
 /// 127.0.0.1:port.
 func loopback4(_ port: Int) -> SOCKSEndpoint { SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(port)) }
 
-@Suite struct UDPTests {
+@Suite(.stopsItsServers) struct UDPTests {
     @Test func associationRelaysToIPv4IPv6AndNameDestinations() async throws {
         let echo4 = try await UDPEchoServer.start()
         let echo6 = try await UDPEchoServer.start(host: "::1")

@@ -42,7 +42,7 @@ struct Egress: Sendable {
 
     /// Looks up a name that `decideAtOnce` passed, then checks its addresses.
     func resolve(
-        _ name: String, port: UInt16, command: SOCKSCommand, subject: PolicySubject, client: ClientKey, ticket: LookupTicket?,
+        _ name: String, port: UInt16, command: SOCKSCommand, subject: PolicySubject, client: ClientNetwork, ticket: LookupTicket?,
         on eventLoop: any EventLoop
     ) -> EventLoopFuture<EgressDecision> {
         resolver.resolve(name, client: client, ticket: ticket, on: eventLoop).map { outcome in
@@ -60,7 +60,7 @@ struct Egress: Sendable {
 
     /// Both steps, for callers that take a future either way (UDP destinations).
     func route(
-        _ destination: SOCKSEndpoint, command: SOCKSCommand, subject: PolicySubject, client: ClientKey, ticket: LookupTicket?,
+        _ destination: SOCKSEndpoint, command: SOCKSCommand, subject: PolicySubject, client: ClientNetwork, ticket: LookupTicket?,
         on eventLoop: any EventLoop
     ) -> EventLoopFuture<EgressDecision> {
         if let decided = decideAtOnce(destination, command: command, subject: subject) { return eventLoop.makeSucceededFuture(decided) }

@@ -20,27 +20,9 @@ enum ResolveOutcome: Sendable, Equatable {
     case cancelled
 }
 
-/// Who a lookup is charged to: an IPv4 address, or the /64 of an IPv6 address (one host commonly
-/// holds a whole /64).
-struct ClientKey: Hashable, Sendable {
-    let high: UInt64
-    let low: UInt64
-
-    init(_ address: IPAddress?) {
-        switch address?.unmapped {
-        case .v4(let v4):
-            (high, low) = (0, 0xFFFF_0000_0000 | UInt64(v4.value))
-        case .v6(let v6):
-            (high, low) = (v6.high, 0)
-        case nil:
-            (high, low) = (.max, .max)
-        }
-    }
-}
-
 /// Something that can turn a name into addresses for a client: the real resolver, or a test's fake.
 protocol NameResolving: Sendable {
-    func resolve(_ name: String, client: ClientKey, ticket: LookupTicket?, on eventLoop: any EventLoop) -> EventLoopFuture<ResolveOutcome>
+    func resolve(_ name: String, client: ClientNetwork, ticket: LookupTicket?, on eventLoop: any EventLoop) -> EventLoopFuture<ResolveOutcome>
     /// A ticket for one session's lookups.
     func makeTicket() -> LookupTicket
 }
@@ -136,7 +118,7 @@ final class NameResolver: NameResolving, Sendable {
     }
 
     private struct Pending {
-        var owner: ClientKey
+        var owner: ClientNetwork
         var waiters: [Waiter] = []
         var running = false
     }
@@ -154,7 +136,7 @@ final class NameResolver: NameResolving, Sendable {
         var queueHead = 0
         var queued = 0
         var running = 0
-        var owned: [ClientKey: Int] = [:]
+        var owned: [ClientNetwork: Int] = [:]
         var cache: LRUTable<String, CacheEntry>
         var nextWaiter: UInt64 = 0
     }
@@ -185,15 +167,20 @@ final class NameResolver: NameResolving, Sendable {
 
     func makeTicket() -> LookupTicket { LookupTicket(resolver: self) }
 
-    /// Stops the threads once the lookups running now return (the server stopped).
+    /// Stops the threads once the lookups running now return (the server stopped). Does not wait:
+    /// a lookup stuck in the system resolver must not hold up a shutdown.
     func shutdown() {
+        pool.shutdownGracefully { _ in }
+    }
+
+    deinit {
         pool.shutdownGracefully { _ in }
     }
 
     /// Lookups queued or running now, and the threads busy: for tests and status.
     var load: (queued: Int, running: Int) { state.withLockedValue { ($0.queued, $0.running) } }
 
-    func resolve(_ name: String, client: ClientKey, ticket: LookupTicket?, on eventLoop: any EventLoop) -> EventLoopFuture<ResolveOutcome> {
+    func resolve(_ name: String, client: ClientNetwork, ticket: LookupTicket?, on eventLoop: any EventLoop) -> EventLoopFuture<ResolveOutcome> {
         let key = Self.normalize(name)
         let now = NIODeadline.now()
         var start: [String] = []
@@ -255,7 +242,7 @@ final class NameResolver: NameResolving, Sendable {
         release(pending.owner, in: &state)
     }
 
-    private func release(_ owner: ClientKey, in state: inout State) {
+    private func release(_ owner: ClientNetwork, in state: inout State) {
         let count = state.owned[owner, default: 1] - 1
         state.owned[owner] = count > 0 ? count : nil
     }

@@ -22,18 +22,7 @@ enum SystemResolver {
         var current: UnsafeMutablePointer<addrinfo>? = first
         while let entry = current {
             current = entry.pointee.ai_next
-            guard let raw = entry.pointee.ai_addr else { continue }
-            let address: IPAddress
-            switch entry.pointee.ai_family {
-            case AF_INET:
-                let v4 = raw.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { $0.pointee }
-                address = .v4(SOCKSIPv4Address(UInt32(bigEndian: v4.sin_addr.s_addr)))
-            case AF_INET6:
-                let v6 = raw.withMemoryRebound(to: sockaddr_in6.self, capacity: 1) { $0.pointee }
-                address = .v6(withUnsafeBytes(of: v6.sin6_addr) { SOCKSIPv6Address(bytes: $0) })
-            default:
-                continue
-            }
+            guard let raw = entry.pointee.ai_addr, let address = IPAddress(UnsafePointer(raw)) else { continue }
             if !result.contains(address) { result.append(address) }
         }
         guard !result.isEmpty else { return .failure(.init(reason: "no IPv4 or IPv6 address")) }

@@ -58,7 +58,7 @@ extension Session {
 
     /// Where one destination's datagrams may go.
     private func gate(_ endpoint: SOCKSEndpoint, on eventLoop: any EventLoop) -> EventLoopFuture<UDPGateAnswer> {
-        services.egress.route(endpoint, command: .udpAssociate, subject: subject, client: clientKey, ticket: ticket, on: eventLoop)
+        services.egress.route(endpoint, command: .udpAssociate, subject: subject, client: clientNetwork, ticket: ticket, on: eventLoop)
             .assumeIsolated()
             .map { [self] decision -> UDPGateAnswer in
                 switch decision {

@@ -6,7 +6,7 @@ import SallyportRelay
 /// The request: limits, then CONNECT or UDP ASSOCIATE through the egress path, then the relay.
 extension Session {
     var subject: PolicySubject { PolicySubject(user: identity.user, groups: identity.groups) }
-    var clientKey: ClientKey { ClientKey(record.client.flatMap(IPAddress.init)) }
+    var clientNetwork: ClientNetwork { ClientNetwork(record.client) }
 
     func execute(_ request: SOCKSRequest) {
         guard let channel else { return }
@@ -55,7 +55,7 @@ extension Session {
         let ticket = services.egress.resolver.makeTicket()
         self.ticket = ticket
         services.egress.resolve(
-            name, port: destination.port, command: .connect, subject: subject, client: clientKey, ticket: ticket, on: eventLoop
+            name, port: destination.port, command: .connect, subject: subject, client: clientNetwork, ticket: ticket, on: eventLoop
         )
         .assumeIsolated()
         .whenSuccess { [self] decision in

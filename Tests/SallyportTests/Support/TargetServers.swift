@@ -93,6 +93,7 @@ struct TargetServer {
                 }
             }
             .bind(host: host, port: 0).get()
+        ServerScope.register { try? await channel.close() }
         return TargetServer(channel: channel)
     }
 
@@ -192,6 +193,7 @@ struct TestProxy {
         let server = SallyportServer(
             configuration: configuration, authenticator: authenticator, logger: logs.logger(label: "sallyport"),
             accessLogger: logs.logger(label: "sallyport.access"))
+        ServerScope.register { await server.shutdown(grace: .zero) }
         let addresses = try await server.start()
         return TestProxy(server: server, addresses: addresses, logs: logs)
     }

@@ -30,6 +30,7 @@ struct UDPEchoServer {
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(UDPEchoHandler()) }
             }
             .bind(host: host, port: 0).get()
+        ServerScope.register { try? await channel.close() }
         return UDPEchoServer(channel: channel)
     }
 
