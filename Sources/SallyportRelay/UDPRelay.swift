@@ -260,7 +260,7 @@ public final class UDPAssociation {
     }
 
     private func write(_ data: ByteBuffer, on channel: any Channel) {
-        guard channel.isWritable else {
+        guard Self.hasRoom(channel) else {
             counters.droppedNoRoom += 1
             return
         }
@@ -268,6 +268,15 @@ public final class UDPAssociation {
         counters.bytesUp += UInt64(data.readableBytes)
         channel.write(data, promise: nil)
         if !unflushed.contains(where: { $0 === channel }) { unflushed.append(channel) }
+    }
+
+    /// Whether a socket can take another datagram: past its write-buffer mark (64 KiB) the writes
+    /// of this burst are pushed to the kernel first, and only a socket whose kernel buffer is full
+    /// too has no room. What waits in NIO per socket stays under the mark.
+    private static func hasRoom(_ channel: any Channel) -> Bool {
+        if channel.isWritable { return true }
+        channel.flush()
+        return channel.isWritable
     }
 
     /// The end of a read burst from the client: one flush per destination written to.
@@ -322,7 +331,7 @@ public final class UDPAssociation {
             counters.droppedOverLimit += 1
             return
         }
-        guard clientChannel.isWritable else {
+        guard Self.hasRoom(clientChannel) else {
             counters.droppedNoRoom += 1
             return
         }
