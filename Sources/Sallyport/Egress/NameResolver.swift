@@ -144,8 +144,11 @@ final class NameResolver: NameResolving, Sendable {
     private let state: NIOLockedValueBox<State>
     private let pool: NIOThreadPool
     private let lookup: Lookup
+    /// The clock cache entries expire by (tests inject their own).
+    private let now: @Sendable () -> NIODeadline
 
-    init(settings: Settings = Settings(), lookup: @escaping Lookup = SystemResolver.lookup) {
+    init(settings: Settings = Settings(), lookup: @escaping Lookup = SystemResolver.lookup, now: @escaping @Sendable () -> NIODeadline = { .now() }) {
+        self.now = now
         self.state = NIOLockedValueBox(State(settings: settings, cache: LRUTable(capacity: settings.cacheSize)))
         self.lookup = lookup
         self.pool = NIOThreadPool(numberOfThreads: max(settings.threads, 1))
@@ -182,7 +185,7 @@ final class NameResolver: NameResolving, Sendable {
 
     func resolve(_ name: String, client: ClientNetwork, ticket: LookupTicket?, on eventLoop: any EventLoop) -> EventLoopFuture<ResolveOutcome> {
         let key = Self.normalize(name)
-        let now = NIODeadline.now()
+        let now = self.now()
         var start: [String] = []
         let answer: EventLoopFuture<ResolveOutcome> = state.withLockedValue { state in
             if let cached = state.cache.use(key) {
@@ -295,7 +298,7 @@ final class NameResolver: NameResolving, Sendable {
             let pending = state.pending.removeValue(forKey: name)
             if let owner = pending?.owner { release(owner, in: &state) }
             let ttl = result.isSuccess ? state.settings.cacheTTL : state.settings.negativeTTL
-            if ttl > .zero { state.cache.set(name, CacheEntry(outcome: outcome, expires: .now() + ttl)) }
+            if ttl > .zero { state.cache.set(name, CacheEntry(outcome: outcome, expires: now() + ttl)) }
             start = takeStartable(&state)
             return pending?.waiters ?? []
         }
