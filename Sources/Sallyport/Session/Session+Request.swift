@@ -31,13 +31,11 @@ extension Session {
         case .success(let grant):
             self.grant = grant
         }
-        // The lookup and the connect (or the UDP socket) together get `timeouts.connect`.
-        let deadline = channel.eventLoop.now + services.timeouts.connect
-        timer = channel.eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in requestTimedOut() }
         if request.command == .udpAssociate {
             associate(request)
         } else {
-            connect(request, deadline: deadline)
+            // The lookup and the connect together get `timeouts.connect`.
+            connect(request, deadline: channel.eventLoop.now + services.timeouts.connect)
         }
     }
 
@@ -52,6 +50,8 @@ extension Session {
         }
         guard case .domain(let name) = destination.host else { return }
         phase = .resolving
+        // An address needs no timer of its own: the connect's timeout is the deadline.
+        timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in requestTimedOut() }
         let ticket = services.egress.resolver.makeTicket()
         self.ticket = ticket
         services.egress.resolve(
@@ -113,9 +113,9 @@ extension Session {
         case .resolving:
             ticket?.cancel()
             fail(.requestFailed(.hostUnreachable), reply: .hostUnreachable)
-        case .connecting, .binding:
+        case .connecting:
             fail(.requestFailed(.ttlExpired), reply: .ttlExpired)
-        case .negotiating, .relaying, .associated, .closing:
+        case .negotiating, .binding, .relaying, .associated, .closing:
             break
         }
     }
