@@ -118,11 +118,11 @@ import Testing
         let destination = SOCKSEndpoint(host: .ipv4(SOCKSIPv4Address(10, 0, 0, 1)), port: 53)
         for index in 0..<1000 {
             notice.refused(
-                destination, reason: "guard:10.0.0.0/8", command: .udpAssociate, session: "1", user: nil, client: "c",
+                "udp destinations refused", destination, reason: "guard:10.0.0.0/8", command: .udpAssociate, session: "1", user: nil, client: "c",
                 now: start + .milliseconds(Int64(index)))
         }
         #expect(logs.lines.count == 1)
-        notice.refused(destination, reason: "r", command: .udpAssociate, session: "1", user: nil, client: "c", now: start + .seconds(11))
+        notice.refused("udp destinations refused", destination, reason: "r", command: .udpAssociate, session: "1", user: nil, client: "c", now: start + .seconds(11))
         #expect(logs.lines.count == 2)
         #expect(logfmtFields(logs.lines[1])["refused"] == "1000")
     }

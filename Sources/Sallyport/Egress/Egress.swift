@@ -95,10 +95,10 @@ struct RefusalNotice {
         self.interval = interval
     }
 
-    /// Counts a refusal; writes a line if none was written in the last `interval`.
+    /// Counts a refusal; writes a line (`message`) if none was written in the last `interval`.
     mutating func refused(
-        _ destination: SOCKSEndpoint, reason: String, command: SOCKSCommand, session: String, user: String?, client: String,
-        now: NIODeadline = .now()
+        _ message: Logger.Message, _ destination: SOCKSEndpoint, reason: String, command: SOCKSCommand, session: String, user: String?,
+        client: String, now: NIODeadline = .now()
     ) {
         unlogged += 1
         if let lastLine, now - lastLine < interval { return }
@@ -108,7 +108,7 @@ struct RefusalNotice {
             "rule": "\(reason)",
         ]
         if unlogged > 1 { metadata["refused"] = "\(unlogged)" }
-        logger.notice(command == .udpAssociate ? "udp destinations refused" : "request denied", metadata: metadata)
+        logger.notice(message, metadata: metadata)
         unlogged = 0
     }
 }

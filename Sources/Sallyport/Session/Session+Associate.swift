@@ -79,7 +79,7 @@ extension Session {
 
     private func noteRefused(_ endpoint: SOCKSEndpoint, reason: String) {
         refusals.refused(
-            endpoint, reason: reason, command: .udpAssociate, session: record.idText, user: identity.user, client: record.clientText)
+            "udp destinations refused", endpoint, reason: reason, command: .udpAssociate, session: record.idText, user: identity.user, client: record.clientText)
     }
 
     private func associationEnded(_ counters: UDPCounters, _ end: UDPRelayEnd) {

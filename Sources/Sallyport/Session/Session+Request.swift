@@ -123,7 +123,7 @@ extension Session {
     /// Refuses a request the policy denies: reply 0x02, a notice naming the rule.
     func deny(_ destination: SOCKSEndpoint, reason: Policy.Reason) {
         refusals.refused(
-            destination, reason: reason.description, command: record.command ?? .connect, session: record.idText, user: identity.user,
+            "request denied", destination, reason: reason.description, command: record.command ?? .connect, session: record.idText, user: identity.user,
             client: record.clientText)
         fail(.denied(reason), reply: .notAllowed)
     }

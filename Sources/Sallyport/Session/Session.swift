@@ -256,5 +256,10 @@ final class Session {
         }
         let final = decided ?? end
         services.accessLogger.info("session", metadata: record.metadata(end: final))
+        // Let go of what the session held as soon as it is over.
+        buffer = ByteBuffer()
+        outbound = nil
+        relay = nil
+        association = nil
     }
 }
