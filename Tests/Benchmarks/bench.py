@@ -227,6 +227,8 @@ def main():
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--json", default=os.path.join(ROOT, "bench-results", "latest.json"))
     parser.add_argument("--only", default="")
+    parser.add_argument("--compare", default="",
+                        help="a directory holding another build's sallyport, measured in the same run as 'sallyport-compare'")
     args = parser.parse_args()
     bench = os.path.join(args.bin, "sallyport-bench")
     sallyport = os.path.join(args.bin, "sallyport")
@@ -259,6 +261,11 @@ def main():
         # floor-proxy), to show what NIO itself costs per connection.
         Proxy("nio-floor", lambda port: [bench, "floor-proxy", "--listen", f"{PROXY_HOST}:{port}"], udp=False, memory=False),
     ]
+    if args.compare:
+        # Another build (an earlier commit, say) side by side with this one, in the same rounds.
+        compare = os.path.join(args.compare, "sallyport")
+        proxies.append(Proxy("sallyport-compare", lambda port: sallyport_argv(compare, os.path.join(work, "compare.yaml"), port),
+                             log=os.path.join(work, "compare.log")))
     if args.only:
         proxies = [p for p in proxies if p.name in args.only.split(",")]
     results = {proxy.name: {"runs": []} for proxy in proxies}
