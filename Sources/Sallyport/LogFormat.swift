@@ -128,19 +128,19 @@ public struct LineLogHandler: LogHandler {
         line += needsQuotes ? jsonString(value) : value
     }
 
+    /// A JSON value: numbers for values logged as numbers (`.stringConvertible` of an integer or
+    /// a floating-point value), strings for everything else, whatever its text looks like (a user
+    /// named `12345` stays a string).
     static func jsonValue(_ value: Logger.MetadataValue) -> String {
         switch value {
         case .string(let string):
-            // Counters are logged as strings by swift-log's API; write plain numbers as numbers.
-            if !string.isEmpty, string.utf8.allSatisfy({ (0x30...0x39).contains($0) || $0 == UInt8(ascii: ".") }),
-                string.first != ".", string.last != ".", string.filter({ $0 == "." }).count <= 1,
-                !(string.count > 1 && string.first == "0" && !string.hasPrefix("0."))
-            {
-                return string
-            }
             return jsonString(string)
         case .stringConvertible(let convertible):
-            return jsonValue(.string(convertible.description))
+            switch convertible {
+            case is any BinaryInteger: return convertible.description
+            case let number as Double where number.isFinite: return convertible.description
+            default: return jsonString(convertible.description)
+            }
         case .array(let values):
             return "[" + values.map(jsonValue).joined(separator: ",") + "]"
         case .dictionary(let dictionary):

@@ -69,13 +69,19 @@ import Testing
     @Test func jsonFormatIsOneObjectPerLine() throws {
         let line = LineLogHandler.formatLine(
             format: .json, timestamp: "2026-01-01T00:00:00.000Z", level: .info, message: "session",
-            metadata: ["user": "bob \"the\" builder", "up": "12", "dst": "example.com:443", "duration": "0.5"])
+            metadata: [
+                "user": "bob \"the\" builder", "up": .stringConvertible(12), "dst": "example.com:443", "duration": .stringConvertible(0.5),
+                "session": "10", "client": "12345",
+            ])
         let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
         #expect(object?["msg"] as? String == "session")
         #expect(object?["user"] as? String == "bob \"the\" builder")
         #expect(object?["up"] as? Int == 12)
         #expect(object?["duration"] as? Double == 0.5)
         #expect(object?["dst"] as? String == "example.com:443")
+        // Text that looks like a number (a session id, a user named 12345) stays a string.
+        #expect(object?["session"] as? String == "10")
+        #expect(object?["client"] as? String == "12345")
         #expect(!line.contains("\n"))
     }
 

@@ -107,7 +107,7 @@ struct RefusalNotice {
             "session": "\(session)", "user": "\(user ?? "-")", "client": "\(client)", "cmd": "\(command)", "dst": "\(destination)",
             "rule": "\(reason)",
         ]
-        if unlogged > 1 { metadata["refused"] = "\(unlogged)" }
+        if unlogged > 1 { metadata["refused"] = .stringConvertible(unlogged) }
         logger.notice(message, metadata: metadata)
         unlogged = 0
     }

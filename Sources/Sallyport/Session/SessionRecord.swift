@@ -40,17 +40,18 @@ struct SessionRecord {
         metadata["dst"] = .string(destination?.description ?? "-")
         metadata["remote"] = .string(remote?.endpointText ?? "-")
         metadata["rule"] = .string(end.rule?.description ?? rule ?? "-")
-        metadata["reply"] = .string(reply.map { String($0.rawValue) } ?? "-")
-        metadata["up"] = .string(String(counters.clientToTarget))
-        metadata["down"] = .string(String(counters.targetToClient))
-        metadata["duration"] = .string(String((seconds * 1000).rounded() / 1000))
+        // Numbers as numbers: the JSON format writes them unquoted, and only them.
+        metadata["reply"] = reply.map { .stringConvertible(Int($0.rawValue)) } ?? .string("-")
+        metadata["up"] = .stringConvertible(counters.clientToTarget)
+        metadata["down"] = .stringConvertible(counters.targetToClient)
+        metadata["duration"] = .stringConvertible((seconds * 1000).rounded() / 1000)
         metadata["end"] = .string(end.logName)
         if let udp {
-            metadata["dgrams_up"] = .string(String(udp.datagramsUp))
-            metadata["dgrams_down"] = .string(String(udp.datagramsDown))
-            metadata["destinations"] = .string(String(udp.destinations))
-            metadata["denied"] = .string(String(udp.droppedDenied))
-            metadata["dropped"] = .string(String(udp.dropped))
+            metadata["dgrams_up"] = .stringConvertible(udp.datagramsUp)
+            metadata["dgrams_down"] = .stringConvertible(udp.datagramsDown)
+            metadata["destinations"] = .stringConvertible(udp.destinations)
+            metadata["denied"] = .stringConvertible(udp.droppedDenied)
+            metadata["dropped"] = .stringConvertible(udp.dropped)
         }
         return metadata
     }
