@@ -59,34 +59,48 @@ import Testing
         limits.sessionsPerUser = 1
         limits.sessionsPerClient = 2
         let limiter = SessionLimiter()
-        let client = IPAddress("192.0.2.1")
+        let client = ClientNetwork(IPAddress("192.0.2.1"))
         guard case .success(let alice) = limiter.acquire(user: "alice", client: client, limits: limits) else {
             Issue.record("first session refused")
             return
         }
-        #expect(limiter.acquire(user: "alice", client: IPAddress("192.0.2.9"), limits: limits).refusal == .user(1))
+        #expect(limiter.acquire(user: "alice", client: ClientNetwork(IPAddress("192.0.2.9")), limits: limits).refusal == .user(1))
         guard case .success(let anonymous) = limiter.acquire(user: nil, client: client, limits: limits) else {
             Issue.record("second session refused")
             return
         }
         #expect(limiter.acquire(user: nil, client: client, limits: limits).refusal == .client(2))
-        guard case .success(let other) = limiter.acquire(user: nil, client: IPAddress("192.0.2.2"), limits: limits) else {
+        guard case .success(let other) = limiter.acquire(user: nil, client: ClientNetwork(IPAddress("192.0.2.2")), limits: limits) else {
             Issue.record("third session refused")
             return
         }
-        #expect(limiter.acquire(user: nil, client: IPAddress("192.0.2.3"), limits: limits).refusal == .server(3))
+        #expect(limiter.acquire(user: nil, client: ClientNetwork(IPAddress("192.0.2.3")), limits: limits).refusal == .server(3))
         limiter.release(alice)
         limiter.release(anonymous)
         limiter.release(other)
         #expect(limiter.acquire(user: "alice", client: client, limits: limits).refusal == nil)
     }
 
+    @Test func sessionsPerClientCountsAnIPv6SlashSixtyFourAsOneClient() {
+        var limits = Limits()
+        limits.sessionsPerClient = 1
+        let limiter = SessionLimiter()
+        let first = limiter.acquire(user: nil, client: ClientNetwork(IPAddress("2001:db8:1:2::1")), limits: limits)
+        #expect(first.refusal == nil)
+        // Another address of the same /64 is the same client.
+        #expect(limiter.acquire(user: nil, client: ClientNetwork(IPAddress("2001:db8:1:2:ffff::9")), limits: limits).refusal == .client(1))
+        #expect(limiter.acquire(user: nil, client: ClientNetwork(IPAddress("2001:db8:1:3::1")), limits: limits).refusal == nil)
+        // IPv4 and its mapped form are one client too.
+        #expect(limiter.acquire(user: nil, client: ClientNetwork(IPAddress("192.0.2.1")), limits: limits).refusal == nil)
+        #expect(limiter.acquire(user: nil, client: ClientNetwork(IPAddress("::ffff:192.0.2.1")), limits: limits).refusal == .client(1))
+    }
+
     @Test func sessionLimiterSharesOneBucketPerUser() {
         var limits = Limits()
         limits.bandwidthPerUser = 1 << 20
         let limiter = SessionLimiter()
-        guard case .success(let first) = limiter.acquire(user: "bob", client: nil, limits: limits),
-            case .success(let second) = limiter.acquire(user: "bob", client: nil, limits: limits)
+        guard case .success(let first) = limiter.acquire(user: "bob", client: ClientNetwork(nil as IPAddress?), limits: limits),
+            case .success(let second) = limiter.acquire(user: "bob", client: ClientNetwork(nil as IPAddress?), limits: limits)
         else {
             Issue.record("refused")
             return

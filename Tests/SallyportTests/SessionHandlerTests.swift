@@ -189,14 +189,14 @@ struct SessionHarness {
         limits.maxSessions = 1
         let first = try SessionHarness(limits: limits)
         // The limiter is per server: a second session on the same one.
-        _ = first.limiter.acquire(user: nil, client: nil, limits: limits)
+        _ = first.limiter.acquire(user: nil, client: ClientNetwork(nil as IPAddress?), limits: limits)
         try first.send(SessionHarness.connect(Self.publicIP))
         #expect(try first.written() == [5, 0, 5, 1, 0, 1, 0, 0, 0, 0, 0, 0])
         #expect(first.accessLog?["end"] == "limit_server")
         limits.maxSessions = 0
         limits.sessionsPerClient = 1
         let second = try SessionHarness(limits: limits)
-        _ = second.limiter.acquire(user: nil, client: IPAddress("198.51.100.7"), limits: limits)
+        _ = second.limiter.acquire(user: nil, client: ClientNetwork(IPAddress("198.51.100.7")), limits: limits)
         try second.send(SessionHarness.connect(Self.publicIP))
         #expect(try second.written() == [5, 0, 5, 2, 0, 1, 0, 0, 0, 0, 0, 0])
         #expect(second.accessLog?["end"] == "limit_client")

@@ -15,7 +15,7 @@ extension Session {
         record.destination = request.destination
 
         // Limits first: a refused session costs no lookup.
-        switch services.limiter.acquire(user: identity.user, client: record.client.flatMap(IPAddress.init), limits: services.limits) {
+        switch services.limiter.acquire(user: identity.user, client: clientNetwork, limits: services.limits) {
         case .failure(let refusal):
             services.logger.notice(
                 "session limit reached",

@@ -32,7 +32,7 @@ final class SessionLimiter: Sendable {
     /// What a session holds until it ends.
     struct Grant: Sendable {
         let user: String?
-        let client: IPAddress?
+        let client: ClientNetwork
         let upload: RateLimiter?
         let download: RateLimiter?
     }
@@ -40,14 +40,16 @@ final class SessionLimiter: Sendable {
     private struct State {
         var total = 0
         var perUser: [String: Int] = [:]
-        var perClient: [IPAddress?: Int] = [:]
+        var perClient: [ClientNetwork: Int] = [:]
         var buckets: [String: (upload: RateLimiter, download: RateLimiter)] = [:]
     }
 
     private let state = NIOLockedValueBox(State())
 
-    /// `client` is the client's IP, nil when it has none (all such count as one client).
-    func acquire(user: String?, client: IPAddress?, limits: Limits) -> Result<Grant, Refusal> {
+    /// `client` is the client's network: its IPv4 address or IPv6 /64, as the login throttle and the
+    /// resolver count clients (a host holds a whole /64 and could otherwise open a limit's worth of
+    /// sessions per address).
+    func acquire(user: String?, client: ClientNetwork, limits: Limits) -> Result<Grant, Refusal> {
         state.withLockedValue { state in
             if limits.maxSessions > 0, state.total >= limits.maxSessions { return .failure(.server(limits.maxSessions)) }
             if let user, limits.sessionsPerUser > 0, state.perUser[user, default: 0] >= limits.sessionsPerUser {
