@@ -206,6 +206,12 @@ public final class SallyportServer: Service, Sendable {
             .serverChannelOption(.backlog, value: 1024)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_REUSEPORT)), value: 1)
+            // At the descriptor limit, pause accepting instead of retrying on every wake-up.
+            .serverChannelInitializer { [logger] channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(AcceptBackoff(listener: name, logger: logger))
+                }
+            }
             // TCP_NODELAY: accepted sockets inherit it from the listener, where ServerBootstrap sets it.
             .childChannelInitializer { [self] channel in
                 // Each session takes the configuration current when it is accepted.

@@ -35,6 +35,17 @@ func residentKiB(_ pid: Int32) -> Int? {
     return line.flatMap { Int($0.split(separator: " ", omittingEmptySubsequences: true)[1]) }
 }
 
+/// CPU seconds (user + system) a process has used so far.
+func cpuSeconds(_ pid: Int32) -> Double? {
+    guard let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+        let close = stat.lastIndex(of: ")")
+    else { return nil }
+    let fields = stat[stat.index(after: close)...].split(separator: " ")
+    // After the command: state is field 3, utime 14 and stime 15 (1-based over the whole line).
+    guard fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) else { return nil }
+    return (user + system) / Double(sysconf(Int32(_SC_CLK_TCK)))
+}
+
 /// One client doing its worst must not hurt another: each test here runs the real server binary.
 @Suite(.serialized, .stopsItsServers) struct AbuseTests {
     @Test(arguments: ["udp", "connect"])
@@ -66,6 +77,46 @@ func residentKiB(_ pid: Int32) -> Int? {
             #expect(result["flood_unanswered"] as? Int == 0)
             #expect((result["flood_slowest"] as? Double ?? 99) <= dnsTimeout + 1, "\(result)")
         }
+    }
+
+    @Test func atTheDescriptorLimitTheServerPausesAcceptsAndRecovers() async throws {
+        let echo = try await TargetServer.echo()
+        let config = try temporaryFile(loopbackRules)
+        // 160 descriptors, soft and hard, so that the server cannot raise its own limit.
+        let server = try BackgroundProcess(
+            "/bin/sh", ["-c", "ulimit -n 160 && exec \"$0\" --config \"$1\" --listen 127.0.0.1:0", sallyportExecutable(), config])
+        defer { server.signal(SIGKILL) }
+        #expect(await server.waitForStderr(containing: "msg=listening"))
+        let listening = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
+        let port = Int(logfmtFields(listening)["addresses"]?.split(separator: ":").last ?? "") ?? 0
+        let pid = server.process.processIdentifier
+        // 300 clients that connect and say nothing: more than the server has descriptors for.
+        var clients = try await onThread { try (0..<300).map { _ in try TestSocket(host: "127.0.0.1", port: port) } }
+        #expect(await server.waitForStderr(containing: "cannot accept: out of file descriptors"))
+        // While it is full, it idles: well under 0.3 CPU-seconds per second.
+        let start = cpuSeconds(pid) ?? 0
+        let began = NIODeadline.now()
+        try await Task.sleep(for: .seconds(2))
+        let used = (cpuSeconds(pid) ?? 99) - start
+        let elapsed = Double((NIODeadline.now() - began).nanoseconds) / 1e9
+        #expect(used / elapsed < 0.3, "\(used) CPU-s in \(elapsed) s")
+        // Said once per listening socket, not once per failed accept.
+        let notices = server.stderr.split(separator: "\n").filter { $0.contains("cannot accept") }.count
+        #expect(notices >= 1 && notices <= System.coreCount, "\(notices) notices")
+        // The clients leave; the server accepts again and serves.
+        clients.removeAll()  // closes them
+        let code = try await onThread { () throws -> SOCKSReplyCode in
+            for _ in 0..<50 {
+                if let socket = try? TestSocket(host: "127.0.0.1", port: port, timeout: 3),
+                    let reply = try? socket.socksConnect(to: loopback4(echo.port)) {
+                    return reply.code
+                }
+                usleep(100_000)
+            }
+            return .generalFailure
+        }
+        #expect(code == .succeeded)
+        #expect(await server.waitForStderr(containing: "accepting again"))
     }
 
     @Test func refusedDestinationFloodFromOneAssociationStaysBounded() async throws {
