@@ -179,9 +179,12 @@ public final class SallyportServer: Service, Sendable {
                 let made = previous?.pam.flatMap { $0.configuration == configuration.auth.pam ? $0 : nil }
                     ?? PAMAuthenticator(configuration: configuration.auth.pam)
                 pam = made
-                let cached = CachingAuthenticator(base: made, lifetime: configuration.auth.cacheTTL)
+                // The cache comes first: a remembered or merged login is no guess, and the throttle
+                // counts the checks that reach PAM.
+                let throttled = ThrottledAuthenticator(base: made, configuration: configuration.auth.throttle, logger: logger)
+                let cached = CachingAuthenticator(base: throttled, lifetime: configuration.auth.cacheTTL)
                 cache = cached
-                authenticator = ThrottledAuthenticator(base: cached, configuration: configuration.auth.throttle, logger: logger)
+                authenticator = cached
             }
         }
         let services = SessionServices(

@@ -2,23 +2,45 @@ import NIOConcurrencyHelpers
 import NIOCore
 
 /// Remembers successful logins for a short time, so that a browser opening fifty connections costs
-/// one PAM check, not fifty.
+/// one PAM check, not fifty; and merges identical checks in flight, so that fifty connections
+/// opened at once cost one check too (whatever the lifetime, 0 included).
 ///
-/// The cache keeps the user name and a keyed hash of the password (SipHash-2-4 under a random key
-/// made at start, twice with two keys: 128 bits), never the password. Only successes are cached; a
-/// different password goes to the checker as usual. A password changed in PAM still works from the
-/// cache until its entry expires, so keep the lifetime short.
+/// An entry is the user name and the client's address (address-based PAM rules, `PAM_RHOST`, are
+/// never skipped for another address) with a keyed hash of the password (SipHash-2-4 under a random
+/// key made at start, twice with two keys: 128 bits), never the password. Only successes are
+/// cached; a different password goes to the checker as usual. A password changed in PAM still
+/// works from the cache until its entry expires, so keep the lifetime short.
 public final class CachingAuthenticator: Authenticator {
     public let base: any Authenticator
     public let lifetime: TimeAmount
     private let keys: (SipHash24.Key, SipHash24.Key)
-    private let entries = NIOLockedValueBox<[String: Entry]>([:])
+    private let state = NIOLockedValueBox(State())
     private let capacity: Int
 
+    struct Key: Hashable {
+        var user: String
+        var client: String
+    }
+
     struct Entry {
-        var digest: (UInt64, UInt64)
+        var digest: Digest
         var identity: Identity
         var expires: NIODeadline
+    }
+
+    struct Digest: Hashable {
+        var high: UInt64
+        var low: UInt64
+    }
+
+    struct InFlightKey: Hashable {
+        var key: Key
+        var digest: Digest
+    }
+
+    struct State {
+        var entries: [Key: Entry] = [:]
+        var inFlight: [InFlightKey: EventLoopFuture<AuthenticationResult>] = [:]
     }
 
     public init(base: any Authenticator, lifetime: TimeAmount, capacity: Int = 10_000) {
@@ -34,44 +56,61 @@ public final class CachingAuthenticator: Authenticator {
 
     /// Forgets every entry (configuration reload).
     public func clear() {
-        entries.withLockedValue { $0.removeAll() }
+        state.withLockedValue { $0.entries.removeAll() }
     }
 
-    public var count: Int { entries.withLockedValue { $0.count } }
+    public var count: Int { state.withLockedValue { $0.entries.count } }
 
-    func digest(_ request: AuthenticationRequest) -> (UInt64, UInt64) {
+    func digest(_ request: AuthenticationRequest) -> Digest {
         // The user name is part of the hashed input, so equal passwords of two users differ.
         var input = Array(request.username.utf8)
         input.append(0)
         input.append(contentsOf: request.password)
         defer { for index in input.indices { input[index] = 0 } }
-        return (SipHash24.hash(input, key: keys.0), SipHash24.hash(input, key: keys.1))
+        return Digest(high: SipHash24.hash(input, key: keys.0), low: SipHash24.hash(input, key: keys.1))
     }
 
     public func authenticate(_ request: AuthenticationRequest, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> {
-        guard lifetime > .zero else { return base.authenticate(request, on: eventLoop) }
-        let digest = digest(request)
+        let key = Key(user: request.username, client: request.client?.ipAddress ?? "-")
+        let flight = InFlightKey(key: key, digest: digest(request))
         let now = NIODeadline.now()
-        let cached: Identity? = entries.withLockedValue { entries in
-            guard let entry = entries[request.username], entry.expires > now, entry.digest == digest else { return nil }
-            return entry.identity
-        }
-        if let cached { return eventLoop.makeSucceededFuture(.success(cached)) }
-        let entries = self.entries
         let lifetime = self.lifetime
-        let capacity = self.capacity
-        return base.authenticate(request, on: eventLoop).map { result in
-            if case .success(let identity) = result {
-                entries.withLockedValue { entries in
-                    let now = NIODeadline.now()
-                    if entries.count >= capacity {
-                        entries = entries.filter { $0.value.expires > now }
-                        if entries.count >= capacity { entries.removeAll() }
-                    }
-                    entries[request.username] = Entry(digest: digest, identity: identity, expires: now + lifetime)
-                }
+        enum Found {
+            case cached(Identity)
+            case waiting(EventLoopFuture<AuthenticationResult>)
+            case start(EventLoopPromise<AuthenticationResult>)
+        }
+        let found: Found = state.withLockedValue { state in
+            if lifetime > .zero, let entry = state.entries[key], entry.expires > now, entry.digest == flight.digest {
+                return .cached(entry.identity)
             }
-            return result
+            if let future = state.inFlight[flight] { return .waiting(future) }
+            let promise = eventLoop.makePromise(of: AuthenticationResult.self)
+            state.inFlight[flight] = promise.futureResult
+            return .start(promise)
+        }
+        switch found {
+        case .cached(let identity):
+            return eventLoop.makeSucceededFuture(.success(identity))
+        case .waiting(let future):
+            return future.hop(to: eventLoop)
+        case .start(let promise):
+            let state = self.state
+            let capacity = self.capacity
+            base.authenticate(request, on: eventLoop).whenComplete { result in
+                state.withLockedValue { state in
+                    state.inFlight[flight] = nil
+                    guard lifetime > .zero, case .success(.success(let identity)) = result else { return }
+                    let now = NIODeadline.now()
+                    if state.entries.count >= capacity {
+                        state.entries = state.entries.filter { $0.value.expires > now }
+                        if state.entries.count >= capacity { state.entries.removeAll() }
+                    }
+                    state.entries[key] = Entry(digest: flight.digest, identity: identity, expires: now + lifetime)
+                }
+                promise.completeWith(result)
+            }
+            return promise.futureResult
         }
     }
 }

@@ -3,9 +3,16 @@ import NIOCore
 import SOCKSProtocol
 import Logging
 
-/// Failed-login throttling per client, as a value: after `maxFailures` failures within `window`,
-/// the client is refused without a check for `backoff`; each further block doubles it, up to
-/// `maxBackoff`. A success clears the client's record.
+/// Failed-login throttling per client (an IPv4 address or IPv6 /64), as a value.
+///
+/// Each client's record keeps the failures of each user name within `window`, the checks it has in
+/// flight, and its blocks. A client whose failures for all names together, plus its checks in
+/// flight, reach `maxFailures` is refused without a check: a flood of guesses cannot outrun the
+/// count by sending them all at once. Reaching the limit with failures starts a block of `backoff`,
+/// doubling with each further block up to `maxBackoff`. A success clears only the failures of the
+/// name that succeeded: one good account does not wipe out the guesses at another, nor the
+/// escalation. (There is no lockout of a name from every address: that would let anyone lock a
+/// colleague out.)
 public struct LoginThrottle: Sendable {
     public struct Configuration: Sendable, Hashable {
         /// Failures within `window` that start a block; 0 turns throttling off.
@@ -23,18 +30,33 @@ public struct LoginThrottle: Sendable {
         }
     }
 
-    /// What `check` says of a client.
+    /// What `begin` says of a client.
     public enum Decision: Equatable, Sendable {
+        /// Go ahead; call `finish` with the outcome.
         case allowed
+        /// Blocked after repeated failures.
         case blocked(until: NIODeadline)
+        /// Its failures and checks in flight already reach the limit.
+        case busy
+    }
+
+    /// How a check that `begin` allowed came out.
+    public enum Outcome: Sendable {
+        case success
+        case failure
+        /// No answer on the password (the checker refused or broke).
+        case none
     }
 
     struct Record {
-        var failures = 0
+        var failures: [String: Int] = [:]
         var windowStart: NIODeadline
         var blockedUntil: NIODeadline?
         /// Blocks so far; each doubles the next.
         var strikes = 0
+        var inFlight = 0
+
+        var totalFailures: Int { failures.values.reduce(0, +) }
     }
 
     public let configuration: Configuration
@@ -50,42 +72,66 @@ public struct LoginThrottle: Sendable {
     /// Clients with a record now.
     public var trackedClients: Int { records.count }
 
-    public func check(_ client: String, now: NIODeadline) -> Decision {
-        guard configuration.maxFailures > 0, let until = records[client]?.blockedUntil, until > now else { return .allowed }
-        return .blocked(until: until)
-    }
-
-    /// Records a failed login. Returns the block it starts, if it starts one.
-    public mutating func recordFailure(_ client: String, now: NIODeadline) -> TimeAmount? {
-        guard configuration.maxFailures > 0 else { return nil }
+    /// Asks to check a login from `client`; when allowed, the check counts as in flight until
+    /// `finish`.
+    public mutating func begin(_ client: String, now: NIODeadline) -> Decision {
+        guard configuration.maxFailures > 0 else { return .allowed }
         var record = records[client] ?? Record(windowStart: now)
-        if let until = record.blockedUntil, now >= until {
+        if let until = record.blockedUntil {
+            if until > now { return .blocked(until: until) }
             record.blockedUntil = nil
             // A long good spell forgives earlier blocks.
             if now - until > configuration.maxBackoff { record.strikes = 0 }
         }
         if now - record.windowStart > configuration.window {
-            record.failures = 0
+            record.failures = [:]
             record.windowStart = now
         }
-        record.failures += 1
+        guard record.totalFailures + record.inFlight < configuration.maxFailures else {
+            store(record, for: client, now: now)
+            return .busy
+        }
+        record.inFlight += 1
+        store(record, for: client, now: now)
+        return .allowed
+    }
+
+    /// Records how a check that `begin` allowed came out. Returns the block a failure starts, if any.
+    @discardableResult
+    public mutating func finish(_ client: String, user: String, outcome: Outcome, now: NIODeadline) -> TimeAmount? {
+        guard configuration.maxFailures > 0, var record = records[client] else { return nil }
+        record.inFlight = max(record.inFlight - 1, 0)
         var started: TimeAmount?
-        if record.failures >= configuration.maxFailures {
-            let factor = Int64(1) << Int64(min(record.strikes, 20))
-            let block = TimeAmount.nanoseconds(min(configuration.backoff.nanoseconds &* factor, configuration.maxBackoff.nanoseconds))
-            record.blockedUntil = now + block
-            record.strikes += 1
-            record.failures = 0
-            record.windowStart = now
-            started = block
+        switch outcome {
+        case .success:
+            record.failures[user] = nil
+        case .none:
+            break
+        case .failure:
+            if now - record.windowStart > configuration.window {
+                record.failures = [:]
+                record.windowStart = now
+            }
+            record.failures[user, default: 0] += 1
+            if record.totalFailures >= configuration.maxFailures, record.blockedUntil == nil {
+                let factor = Int64(1) << Int64(min(record.strikes, 20))
+                let (product, overflow) = configuration.backoff.nanoseconds.multipliedReportingOverflow(by: factor)
+                let block = TimeAmount.nanoseconds(overflow ? configuration.maxBackoff.nanoseconds : min(product, configuration.maxBackoff.nanoseconds))
+                record.blockedUntil = now + block
+                record.strikes += 1
+                record.failures = [:]
+                record.windowStart = now
+                started = block
+            }
         }
-        if records[client] == nil, records.count >= capacity { prune(now: now) }
-        records[client] = record
+        let idle = record.failures.isEmpty && record.inFlight == 0 && record.blockedUntil == nil && record.strikes == 0
+        records[client] = idle ? nil : record
         return started
     }
 
-    public mutating func recordSuccess(_ client: String) {
-        records[client] = nil
+    private mutating func store(_ record: Record, for client: String, now: NIODeadline) {
+        if records[client] == nil, records.count >= capacity { prune(now: now) }
+        records[client] = record
     }
 
     /// Drops what has expired and, if the table is still full (clients failing from more addresses
@@ -93,6 +139,7 @@ public struct LoginThrottle: Sendable {
     /// every failure of a flood.
     private mutating func prune(now: NIODeadline) {
         records = records.filter { _, record in
+            if record.inFlight > 0 { return true }
             if let until = record.blockedUntil { return until > now }
             return now - record.windowStart <= configuration.window
         }
@@ -124,26 +171,28 @@ public final class ThrottledAuthenticator: Authenticator {
 
     public func authenticate(_ request: AuthenticationRequest, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> {
         let key = LoginThrottle.key(for: request.client)
-        if case .blocked(let until) = throttle.withLockedValue({ $0.check(key, now: .now()) }) {
+        switch throttle.withLockedValue({ $0.begin(key, now: .now()) }) {
+        case .blocked(let until):
             let seconds = max((until - .now()).nanoseconds / 1_000_000_000, 1)
             return eventLoop.makeSucceededFuture(.refused(reason: "throttled after repeated failures, \(seconds)s left"))
+        case .busy:
+            return eventLoop.makeSucceededFuture(.refused(reason: "throttled: recent failures and checks in flight reach the limit"))
+        case .allowed:
+            break
         }
         let throttle = self.throttle
         let logger = self.logger
-        return base.authenticate(request, on: eventLoop).map { result in
+        let user = request.username
+        return base.authenticate(request, on: eventLoop).always { result in
+            let outcome: LoginThrottle.Outcome
             switch result {
-            case .success:
-                throttle.withLockedValue { $0.recordSuccess(key) }
-            case .failure:
-                if let block = throttle.withLockedValue({ $0.recordFailure(key, now: .now()) }) {
-                    logger.warning(
-                        "login throttled",
-                        metadata: ["client": "\(key)", "user": "\(request.username)", "seconds": "\(block.nanoseconds / 1_000_000_000)"])
-                }
-            case .refused:
-                break
+            case .success(.success): outcome = .success
+            case .success(.failure): outcome = .failure
+            case .success(.refused), .failure: outcome = .none
             }
-            return result
+            if let block = throttle.withLockedValue({ $0.finish(key, user: user, outcome: outcome, now: .now()) }) {
+                logger.warning("login throttled", metadata: ["client": "\(key)", "user": "\(user)", "seconds": "\(block.nanoseconds / 1_000_000_000)"])
+            }
         }
     }
 }

@@ -16,11 +16,23 @@ final class CountingAuthenticator: Authenticator {
     }
 }
 
+/// Answers with a closure.
+struct ClosureAuthenticator: Authenticator {
+    let body: @Sendable (AuthenticationRequest) -> EventLoopFuture<AuthenticationResult>
+
+    init(_ body: @escaping @Sendable (AuthenticationRequest) -> EventLoopFuture<AuthenticationResult>) { self.body = body }
+
+    func authenticate(_ request: AuthenticationRequest, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> { body(request) }
+}
+
 @Suite struct CredentialCacheTests {
     let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
 
-    func login(_ cache: CachingAuthenticator, _ user: String, _ password: String) async throws -> AuthenticationResult {
-        try await cache.authenticate(AuthenticationRequest(username: user, password: Array(password.utf8), client: nil), on: eventLoop).get()
+    func login(_ cache: CachingAuthenticator, _ user: String, _ password: String, from client: String = "192.0.2.1") async throws
+        -> AuthenticationResult
+    {
+        let address = try SocketAddress(ipAddress: client, port: 40_000)
+        return try await cache.authenticate(AuthenticationRequest(username: user, password: Array(password.utf8), client: address), on: eventLoop).get()
     }
 
     @Test func sipHashMatchesTheReferenceVector() {
@@ -59,6 +71,40 @@ final class CountingAuthenticator: Authenticator {
         cache.clear()
         _ = try await login(cache, "alice", "right")
         #expect(base.calls.withLockedValue { $0 } == 3)
+    }
+
+    @Test func anEntryIsForTheAddressItWasMadeFrom() async throws {
+        let base = CountingAuthenticator()
+        let cache = CachingAuthenticator(base: base, lifetime: .seconds(60))
+        _ = try await login(cache, "alice", "right", from: "192.0.2.1")
+        _ = try await login(cache, "alice", "right", from: "192.0.2.1")
+        #expect(base.calls.withLockedValue { $0 } == 1)
+        // From another address, PAM (and its address rules) is asked again.
+        _ = try await login(cache, "alice", "right", from: "198.51.100.2")
+        #expect(base.calls.withLockedValue { $0 } == 2)
+    }
+
+    @Test func identicalChecksInFlightAreMerged() async throws {
+        let gate = NIOLockedValueBox<EventLoopPromise<AuthenticationResult>?>(nil)
+        let calls = NIOLockedValueBox(0)
+        let eventLoop = self.eventLoop
+        let slow = ClosureAuthenticator { _ in
+            calls.withLockedValue { $0 += 1 }
+            let promise = eventLoop.makePromise(of: AuthenticationResult.self)
+            gate.withLockedValue { $0 = promise }
+            return promise.futureResult
+        }
+        // Even with the cache off: a burst of one credential costs one check.
+        let cache = CachingAuthenticator(base: slow, lifetime: .zero)
+        let request = AuthenticationRequest(username: "alice", password: Array("right".utf8), client: try SocketAddress(ipAddress: "192.0.2.1", port: 1))
+        let answers = (0..<20).map { _ in cache.authenticate(request, on: eventLoop) }
+        #expect(calls.withLockedValue { $0 } == 1)
+        gate.withLockedValue { $0 }?.succeed(.success(Identity(user: "alice")))
+        for answer in answers { #expect(try await answer.get() == .success(Identity(user: "alice"))) }
+        // Once answered, a new login is a new check.
+        _ = cache.authenticate(request, on: eventLoop)
+        #expect(calls.withLockedValue { $0 } == 2)
+        gate.withLockedValue { $0 }?.succeed(.failure(reason: "done"))
     }
 
     @Test func zeroLifetimeTurnsTheCacheOff() async throws {

@@ -7,25 +7,30 @@ import Testing
     let start = NIODeadline.uptimeNanoseconds(1_000_000_000_000)
     let configuration = LoginThrottle.Configuration(maxFailures: 3, window: .seconds(60), backoff: .seconds(10), maxBackoff: .seconds(35))
 
+    /// One check from `client` for `user` that fails; returns the block it started.
+    func fail(_ throttle: inout LoginThrottle, _ client: String, _ user: String = "bob", at now: NIODeadline) -> TimeAmount? {
+        guard throttle.begin(client, now: now) == .allowed else { return nil }
+        return throttle.finish(client, user: user, outcome: .failure, now: now)
+    }
+
     @Test func blocksAfterMaxFailuresWithinTheWindow() {
         var throttle = LoginThrottle(configuration: configuration)
-        #expect(throttle.recordFailure("1.2.3.4", now: start) == nil)
-        #expect(throttle.recordFailure("1.2.3.4", now: start + .seconds(1)) == nil)
-        #expect(throttle.check("1.2.3.4", now: start + .seconds(2)) == .allowed)
-        #expect(throttle.recordFailure("1.2.3.4", now: start + .seconds(2)) == .seconds(10))
-        #expect(throttle.check("1.2.3.4", now: start + .seconds(3)) == .blocked(until: start + .seconds(12)))
+        #expect(fail(&throttle, "1.2.3.4", at: start) == nil)
+        #expect(fail(&throttle, "1.2.3.4", at: start + .seconds(1)) == nil)
+        #expect(fail(&throttle, "1.2.3.4", at: start + .seconds(2)) == .seconds(10))
+        #expect(throttle.begin("1.2.3.4", now: start + .seconds(3)) == .blocked(until: start + .seconds(12)))
         // Other clients are not affected.
-        #expect(throttle.check("1.2.3.5", now: start + .seconds(3)) == .allowed)
+        #expect(throttle.begin("1.2.3.5", now: start + .seconds(3)) == .allowed)
         // The block ends.
-        #expect(throttle.check("1.2.3.4", now: start + .seconds(12)) == .allowed)
+        #expect(throttle.begin("1.2.3.4", now: start + .seconds(12)) == .allowed)
     }
 
     @Test func failuresOutsideTheWindowDoNotAddUp() {
         var throttle = LoginThrottle(configuration: configuration)
-        _ = throttle.recordFailure("a", now: start)
-        _ = throttle.recordFailure("a", now: start + .seconds(30))
-        #expect(throttle.recordFailure("a", now: start + .seconds(91)) == nil)
-        #expect(throttle.check("a", now: start + .seconds(92)) == .allowed)
+        _ = fail(&throttle, "a", at: start)
+        _ = fail(&throttle, "a", at: start + .seconds(30))
+        #expect(fail(&throttle, "a", at: start + .seconds(91)) == nil)
+        #expect(throttle.begin("a", now: start + .seconds(92)) == .allowed)
     }
 
     @Test func eachBlockDoublesUpToTheMaximum() {
@@ -33,31 +38,74 @@ import Testing
         var now = start
         var blocks: [TimeAmount] = []
         for _ in 0..<4 {
-            for _ in 0..<2 { _ = throttle.recordFailure("a", now: now) }
-            if let block = throttle.recordFailure("a", now: now) { blocks.append(block) }
+            for _ in 0..<2 { _ = fail(&throttle, "a", at: now) }
+            if let block = fail(&throttle, "a", at: now) { blocks.append(block) }
             now = now + blocks.last! + .seconds(1)
         }
         #expect(blocks == [.seconds(10), .seconds(20), .seconds(35), .seconds(35)])
     }
 
-    @Test func successClearsTheRecord() {
+    @Test func aSuccessClearsOnlyTheFailuresOfItsOwnName() {
         var throttle = LoginThrottle(configuration: configuration)
-        _ = throttle.recordFailure("a", now: start)
-        _ = throttle.recordFailure("a", now: start)
-        throttle.recordSuccess("a")
-        #expect(throttle.recordFailure("a", now: start) == nil)
-        #expect(throttle.trackedClients == 1)
+        // Two wrong passwords for bob, then a good login as alice from the same address.
+        _ = fail(&throttle, "a", "bob", at: start)
+        _ = fail(&throttle, "a", "bob", at: start)
+        #expect(throttle.begin("a", now: start) == .allowed)
+        throttle.finish("a", user: "alice", outcome: .success, now: start)
+        // bob's failures still count: the next one blocks the address.
+        #expect(fail(&throttle, "a", "bob", at: start) == .seconds(10))
+        // A success for bob himself clears his failures.
+        var other = LoginThrottle(configuration: configuration)
+        _ = fail(&other, "b", "bob", at: start)
+        _ = fail(&other, "b", "bob", at: start)
+        _ = other.begin("b", now: start)
+        other.finish("b", user: "bob", outcome: .success, now: start)
+        #expect(fail(&other, "b", "bob", at: start) == nil)
+    }
+
+    @Test func aSuccessDoesNotResetTheEscalation() {
+        var throttle = LoginThrottle(configuration: configuration)
+        for _ in 0..<3 { _ = fail(&throttle, "a", at: start) }  // first block: 10 s
+        let later = start + .seconds(11)
+        _ = throttle.begin("a", now: later)
+        throttle.finish("a", user: "alice", outcome: .success, now: later)
+        for _ in 0..<2 { _ = fail(&throttle, "a", at: later) }
+        #expect(fail(&throttle, "a", at: later) == .seconds(20))
+    }
+
+    @Test func checksInFlightCountAgainstTheLimit() {
+        var throttle = LoginThrottle(configuration: configuration)
+        _ = fail(&throttle, "a", at: start)
+        // One failure plus two checks in flight reach the limit of three: a fourth is refused at once.
+        #expect(throttle.begin("a", now: start) == .allowed)
+        #expect(throttle.begin("a", now: start) == .allowed)
+        #expect(throttle.begin("a", now: start) == .busy)
+        // Once they are answered (one without a verdict), there is room again.
+        throttle.finish("a", user: "bob", outcome: .none, now: start)
+        #expect(throttle.begin("a", now: start) == .allowed)
+    }
+
+    @Test func aHugeBackoffDoesNotOverflow() {
+        let huge = LoginThrottle.Configuration(maxFailures: 1, window: .seconds(60), backoff: .hours(1_000_000), maxBackoff: .hours(2_000_000))
+        var throttle = LoginThrottle(configuration: huge)
+        var now = start
+        for _ in 0..<30 {
+            let block = fail(&throttle, "a", at: now)
+            #expect(block != nil)
+            #expect((block ?? .zero) <= .hours(2_000_000))
+            now = now + (block ?? .zero) + .seconds(1)
+        }
     }
 
     @Test func zeroMaxFailuresTurnsItOff() {
         var throttle = LoginThrottle(configuration: .init(maxFailures: 0))
-        for _ in 0..<100 { #expect(throttle.recordFailure("a", now: start) == nil) }
-        #expect(throttle.check("a", now: start) == .allowed)
+        for _ in 0..<100 { #expect(fail(&throttle, "a", at: start) == nil) }
+        #expect(throttle.begin("a", now: start) == .allowed)
     }
 
     @Test func recordsStayBounded() {
         var throttle = LoginThrottle(configuration: configuration, capacity: 100)
-        for index in 0..<1000 { _ = throttle.recordFailure("10.0.\(index / 256).\(index % 256)", now: start) }
+        for index in 0..<1000 { _ = fail(&throttle, "10.0.\(index / 256).\(index % 256)", at: start) }
         #expect(throttle.trackedClients <= 100)
     }
 
@@ -65,15 +113,15 @@ import Testing
         var throttle = LoginThrottle(configuration: configuration, capacity: 100)
         // 1,000 clients, one failure each, a millisecond apart: all within the window.
         for index in 0..<1000 {
-            _ = throttle.recordFailure("10.0.\(index / 256).\(index % 256)", now: start + .milliseconds(Int64(index)))
+            _ = fail(&throttle, "10.0.\(index / 256).\(index % 256)", at: start + .milliseconds(Int64(index)))
         }
         #expect(throttle.trackedClients <= 100)
         #expect(throttle.trackedClients >= 80)
         // The latest client's failures were kept: two more block it.
         let latest = "10.0.3.231"
         let now = start + .seconds(1)
-        #expect(throttle.recordFailure(latest, now: now) == nil)
-        #expect(throttle.recordFailure(latest, now: now) == .seconds(10))
+        #expect(fail(&throttle, latest, at: now) == nil)
+        #expect(fail(&throttle, latest, at: now) == .seconds(10))
     }
 
     @Test func ipv6ClientsAreKeyedByTheirSlash64() throws {

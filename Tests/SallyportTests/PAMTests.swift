@@ -316,6 +316,26 @@ struct PAMTests {
         await echo.stop()
     }
 
+    @Test func anotherAccountsGoodLoginDoesNotResetTheThrottle() async throws {
+        let echo = try await TargetServer.echo()
+        let throttle = LoginThrottle.Configuration(maxFailures: 5, window: .seconds(60), backoff: .seconds(30), maxBackoff: .seconds(60))
+        let (proxy, pam) = try await pamProxy(throttle: throttle)
+        let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
+        func login(_ user: String, _ password: String) async throws -> UInt8 {
+            try await onThread { try socksLogin(proxyPort: proxy.port, user: Array(user.utf8), password: Array(password.utf8), destination: destination) }.status
+        }
+        // Four wrong passwords for bob, then alice logs in from the same address, then one more
+        // wrong one for bob: five failures in all, and the address is blocked.
+        for _ in 0..<4 { #expect(try await login("bob", "guess") != 0) }
+        #expect(try await login("alice", "wonderland") == 0)
+        #expect(try await login("bob", "guess") != 0)
+        let checked = pam.transactionsStarted
+        #expect(try await login("bob", "builder") != 0)
+        #expect(pam.transactionsStarted == checked)  // refused without asking PAM
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("user=bob") && $0.contains("end=auth_refused") } })
+        await pam.shutdown()
+    }
+
     @Test func checkAuthReportsRightAndWrongPasswords() async throws {
         let right = try await runProcess(sallyportExecutable(), ["check-auth", "alice", "--service", "sallyport-test"], input: Data("wonderland\n".utf8))
         #expect(right.status == 0, "\(right.stderr)")
