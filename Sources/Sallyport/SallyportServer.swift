@@ -4,6 +4,7 @@ import NIOCore
 import NIOPosix
 import SOCKSProtocol
 import SallyportAuth
+import SallyportPolicy
 import SallyportRelay
 import ServiceLifecycle
 
@@ -187,10 +188,12 @@ public final class SallyportServer: Service, Sendable {
                 authenticator = cached
             }
         }
+        var policy = configuration.policy
+        policy.hostAddresses = Self.hostAddresses()
         let services = SessionServices(
             timeouts: configuration.timeouts,
             limits: configuration.limits,
-            egress: Egress(policy: configuration.policy, resolver: resolver),
+            egress: Egress(policy: policy, resolver: resolver),
             authenticator: authenticator,
             connector: OutboundConnector(receiveBufferBytes: configuration.relay.receiveBufferBytes),
             logger: logger,
@@ -272,6 +275,13 @@ public final class SallyportServer: Service, Sendable {
         await generation.withLockedValue { $0.pam }?.shutdown()
         resolver.shutdown()
         logger.info("stopped")
+    }
+
+    /// This host's own addresses but loopback (which the guard holds anyway), read at start and on
+    /// every reload: a CONNECT to them would reach services bound to the wildcard.
+    static func hostAddresses() -> Set<IPAddress> {
+        let devices = (try? System.enumerateDevices()) ?? []
+        return Set(devices.compactMap { $0.address.flatMap(IPAddress.init)?.unmapped }.filter { !$0.isLoopback })
     }
 
     /// The thread `malloc_trim` runs on, off the event loops.

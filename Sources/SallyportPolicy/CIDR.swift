@@ -1,5 +1,13 @@
 import SOCKSProtocol
 
+extension IPAddress {
+    /// 32 or 128.
+    public var bitWidth: Int {
+        if case .v4 = self { return 32 }
+        return 128
+    }
+}
+
 /// An address block: `10.0.0.0/8`, `2001:db8::/32`; a bare address is a /32 or /128.
 public struct CIDR: Hashable, Sendable {
     public let network: IPAddress
@@ -48,6 +56,24 @@ public struct CIDR: Hashable, Sendable {
         }
     }
 
+    /// True when `other` lies wholly inside this block (an IPv4-mapped IPv6 block counts as IPv4).
+    public func holds(_ other: CIDR) -> Bool {
+        let inner = other.unmapped
+        let outer = self.unmapped
+        switch (outer.network, inner.network) {
+        case (.v4, .v4), (.v6, .v6): return outer.prefixLength <= inner.prefixLength && outer.contains(inner.network)
+        default: return false
+        }
+    }
+
+    /// The IPv4 form of an IPv4-mapped block (`::ffff:10.0.0.0/104` is `10.0.0.0/8`); others unchanged.
+    var unmapped: CIDR {
+        if case .v6 = network, prefixLength >= 96, case .v4(let v4) = network.unmapped {
+            return CIDR(network: .v4(v4), prefixLength: prefixLength - 96)
+        }
+        return self
+    }
+
     static func mask32(_ length: Int) -> UInt32 {
         length == 0 ? 0 : UInt32.max << UInt32(32 - length)
     }
@@ -73,8 +99,21 @@ public enum SpecialAddressGuard {
     ].map { CIDR($0)! }
 
     static let ipv6Blocks: [CIDR] = [
-        "::/128", "::1/128", "fe80::/10", "fec0::/10", "fc00::/7", "ff00::/8", "100::/64",
+        "::/128", "::1/128", "fe80::/10", "fec0::/10", "fc00::/7", "ff00::/8", "100::/64", "64:ff9b:1::/48",
     ].map { CIDR($0)! }
+
+    /// Every special block.
+    public static let blocks = ipv4Blocks + ipv6Blocks
+
+    /// The address rules and the guard judge: the IPv4 address inside an IPv4-mapped or a NAT64
+    /// (`64:ff9b::/96`) address, else the address itself.
+    public static func judged(_ address: IPAddress) -> IPAddress {
+        let unmapped = address.unmapped
+        if case .v6(let v6) = unmapped, v6.high == 0x0064_ff9b_0000_0000, v6.low >> 32 == 0 {
+            return .v4(SOCKSIPv4Address(UInt32(truncatingIfNeeded: v6.low)))
+        }
+        return unmapped
+    }
 
     /// The block that makes `address` special, or nil for an ordinary public address.
     public static func block(containing address: IPAddress) -> CIDR? {

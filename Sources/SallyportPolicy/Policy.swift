@@ -111,18 +111,25 @@ public struct ClientRule: Hashable, Sendable {
 /// domain suffix, `*`): a deny there refuses the request before any lookup. Then every address the
 /// name resolves to, against all rules (address blocks included) and the special-address guard;
 /// only the addresses that pass may be connected to. A special address (loopback, private,
-/// link-local, …) passes only through an allow rule that names a block holding it: neither `*`, a
-/// name rule nor the default action is enough. That is what stops a name that resolves to 127.0.0.1
-/// (DNS rebinding) or to a cloud metadata address.
+/// link-local, …, and the proxy host's own addresses) passes only through an allow rule whose
+/// block holds it and lies inside the special block: `127.0.0.0/8` or `10.1.2.0/24` open theirs;
+/// `0.0.0.0/0`, `::/0`, `*`, a name rule or the default action do not. That is what stops a name
+/// that resolves to 127.0.0.1 (DNS rebinding) or to a cloud metadata address, and a rule written to
+/// mean "all of IPv4" from opening them. IPv4 carried in IPv6 (mapped, NAT64) is judged as the IPv4
+/// address, by the guard and by IPv4 rules alike.
 public struct Policy: Hashable, Sendable {
     public var rules: [EgressRule]
     public var defaultAction: PolicyAction
     public var clientRules: [ClientRule]
+    /// The proxy host's own addresses (not loopback, which the guard holds anyway): special, each
+    /// opened only by a rule that names it.
+    public var hostAddresses: Set<IPAddress>
 
-    public init(rules: [EgressRule], defaultAction: PolicyAction = .deny, clientRules: [ClientRule] = []) {
+    public init(rules: [EgressRule], defaultAction: PolicyAction = .deny, clientRules: [ClientRule] = [], hostAddresses: Set<IPAddress> = []) {
         self.rules = rules
         self.defaultAction = defaultAction
         self.clientRules = clientRules
+        self.hostAddresses = hostAddresses
     }
 
     /// The embedded default: every public destination for everyone, the guard on.
@@ -168,6 +175,25 @@ public struct Policy: Hashable, Sendable {
             return (rule.action == .allow, .clientRule(rule.line))
         }
         return (false, .clientRule(nil))
+    }
+
+    /// Allow rules whose blocks hold special ranges that no allow rule opens: those ranges stay
+    /// closed, which a rule like `0.0.0.0/0` may not mean to say. For `check-config`.
+    public func specialRangesLeftClosed() -> [(rule: String, block: CIDR, closed: [CIDR])] {
+        let opening = rules.filter { $0.action == .allow }.flatMap { $0.to ?? [] }.compactMap { destination -> CIDR? in
+            if case .block(let block) = destination { return block }
+            return nil
+        }
+        var result: [(rule: String, block: CIDR, closed: [CIDR])] = []
+        for (index, rule) in rules.enumerated() where rule.action == .allow {
+            for case .block(let block) in rule.to ?? [] {
+                let closed = SpecialAddressGuard.blocks.filter { special in
+                    block.holds(special) && block != special && !opening.contains { special.holds($0) }
+                }
+                if !closed.isEmpty { result.append((rule.label(index: index), block, closed)) }
+            }
+        }
+        return result
     }
 
     /// What refuses every destination of `command` to `subject`, or nil when some destination could
@@ -222,15 +248,25 @@ public struct Policy: Hashable, Sendable {
         var reason: Reason
     }
 
+    /// The special block `address` lies in, if any: the host's own address first, then the guard's.
+    public func specialBlock(containing address: IPAddress) -> CIDR? {
+        let judged = SpecialAddressGuard.judged(address)
+        if hostAddresses.contains(judged) { return CIDR(network: judged, prefixLength: judged.bitWidth) }
+        return SpecialAddressGuard.block(containing: address)
+    }
+
     func checkAddress(_ address: IPAddress, name: String?, port: UInt16, command: SOCKSCommand, subject: PolicySubject)
         -> Result<Reason, Refusal>
     {
-        let special = SpecialAddressGuard.block(containing: address)
+        let judged = SpecialAddressGuard.judged(address)
+        let special = specialBlock(containing: address)
         for (index, rule) in rules.enumerated() where rule.appliesTo(subject, port: port, command: command) {
             let destinations = rule.to ?? [.any]
-            let byBlock = destinations.contains { destination in
-                if case .block(let block) = destination { return block.contains(address) }
-                return false
+            var byBlock = false
+            var opensSpecial = false
+            for case .block(let block) in destinations where block.contains(address) || block.contains(judged) {
+                byBlock = true
+                if let special, special.holds(block) { opensSpecial = true }
             }
             let byOther = destinations.contains { destination in
                 switch destination {
@@ -242,8 +278,8 @@ public struct Policy: Hashable, Sendable {
             guard byBlock || byOther else { continue }
             let label = Reason.rule(rule.label(index: index))
             if rule.action == .deny { return .failure(Refusal(reason: label)) }
-            // A special address needs an allow that names its block.
-            if special != nil && !byBlock { continue }
+            // A special address needs an allow whose block lies inside the special block.
+            if special != nil && !opensSpecial { continue }
             return .success(label)
         }
         if let special { return .failure(Refusal(reason: .specialAddress(special))) }

@@ -169,6 +169,14 @@ import Testing
         }
     }
 
+    @Test func checkConfigWarnsWhenAWideBlockLeavesSpecialRangesClosed() throws {
+        let configuration = try ConfigurationLoader.parse(yaml: "rules:\n  - {name: everything, action: allow, to: [0.0.0.0/0, \"::/0\"]}\n", file: "w.yaml")
+        #expect(configuration.warnings.contains {
+            $0.contains("rule everything: 0.0.0.0/0 holds special ranges that stay closed (0.0.0.0/8, 10.0.0.0/8, 100.64.0.0/10, 127.0.0.0/8 and 7 more)")
+        })
+        #expect(configuration.warnings.contains { $0.contains("rule everything: ::/0 holds special ranges") })
+    }
+
     @Test func newSectionsAreRead() throws {
         let yaml = "timeouts: {dns: 2s}\ndns: {threads: 4, queue: 100, per_client: 3, cache_ttl: 0, negative_ttl: 1s, cache_size: 10}\nudp: {max_pending_destinations: 4, max_pending_bytes: 64KiB, refused_memory: 16}\n"
         let configuration = try ConfigurationLoader.parse(yaml: yaml, file: "f.yaml")

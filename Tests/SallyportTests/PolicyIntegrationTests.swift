@@ -53,6 +53,21 @@ func connectAs(_ user: String?, proxyPort: Int, to destination: SOCKSEndpoint) t
         await echo.stop()
     }
 
+    @Test func allOfIPv4AndIPv6DoesNotOpenLoopback() async throws {
+        let echo = try await TargetServer.echo()
+        // Rules written to mean "all of IPv4, all of IPv6".
+        let proxy = try await TestProxy.start {
+            $0.policy = Policy(rules: [EgressRule(name: "all", action: .allow, to: [.block(CIDR("0.0.0.0/0")!), .block(CIDR("::/0")!)])])
+        }
+        for host in [SOCKSHost.ipv4(.init(127, 0, 0, 1)), .ipv6(.init(high: 0, low: 0xFFFF_7F00_0001)), .domain("localhost")] {
+            let (_, reply) = try await onThread { try connectAs(nil, proxyPort: proxy.port, to: SOCKSEndpoint(host: host, port: UInt16(echo.port))) }
+            #expect(reply == .notAllowed, "\(host)")
+        }
+        #expect(await proxy.logs.wait { $0.filter { $0.contains("msg=\"request denied\"") && $0.contains("rule=guard:127.0.0.0/8") }.count == 3 })
+        await proxy.stop()
+        await echo.stop()
+    }
+
     @Test func ruleForOneUserLetsThatUserThroughAndNotAnother() async throws {
         let echo = try await TargetServer.echo()
         let proxy = try await TestProxy.start(

@@ -120,6 +120,12 @@ extension ServerConfiguration {
         if usesUsernameMethod, !externalAuthenticator, auth.pam.service.isEmpty {
             findings.errors.append(("a listener offers method 'username' but auth.pam.service is empty", nil))
         }
+        for (rule, block, closed) in policy.specialRangesLeftClosed() {
+            let names = closed.map(\.description)
+            let shown = names.count > 4 ? names.prefix(4).joined(separator: ", ") + " and \(names.count - 4) more" : names.joined(separator: ", ")
+            findings.warnings.append(
+                "rule \(rule): \(block) holds special ranges that stay closed (\(shown)): a block opens a special range only when it lies inside it; name a range (as to: [\(closed[0])]) to open it")
+        }
         if policy.rules.isEmpty && policy.defaultAction == .deny {
             findings.warnings.append("no rules, and default_action is deny: every request will be refused; add rules (see conf/sallyport.yaml)")
         }
