@@ -20,6 +20,8 @@ let package = Package(
             name: "SOCKSProtocol",
             dependencies: [.product(name: "NIOCore", package: "swift-nio")]
         ),
+        // The few C calls Swift cannot make itself (variadic ones: prctl).
+        .target(name: "CSystemShims"),
         // Linux-PAM, from Debian's libpam0g-dev.
         .systemLibrary(
             name: "CPAM",
@@ -68,7 +70,7 @@ let package = Package(
         .executableTarget(
             name: "sallyport",
             dependencies: [
-                "Sallyport", "SallyportAuth", "SallyportPolicy",
+                "Sallyport", "SallyportAuth", "SallyportPolicy", "CSystemShims",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]

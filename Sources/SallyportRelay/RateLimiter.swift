@@ -39,18 +39,45 @@ public final class RateLimiter: Sendable {
         }
     }
 
-    /// Takes `bytes` from the bucket (it may go into debt) and returns how long the reader should
-    /// wait before reading again: zero while there are tokens left.
+    /// The most a bucket may owe, in seconds of its rate: bytes already read must be paid for, but
+    /// a debt past this is forgotten, so no burst can stall the user for longer.
+    static let maximumDebtSeconds = 10.0
+
+    /// Takes `bytes` from the bucket (it may go into debt, up to `maximumDebtSeconds`) and returns
+    /// how long the reader should wait before reading again: zero while there are tokens left. For
+    /// bytes already read (TCP).
     public func consume(_ bytes: Int, now: NIODeadline = .now()) -> TimeAmount {
         state.withLockedValue { state in
-            let elapsed = Double((now - state.last).nanoseconds) / 1e9
-            if elapsed > 0 {
-                state.tokens = min(state.capacity, state.tokens + elapsed * state.rate)
-                state.last = now
-            }
-            state.tokens -= Double(bytes)
+            Self.refill(&state, now: now)
+            state.tokens = max(state.tokens - Double(bytes), -state.rate * Self.maximumDebtSeconds)
             guard state.tokens < 0 else { return .zero }
-            return .nanoseconds(Int64(-state.tokens / state.rate * 1e9))
+            return Self.wait(for: -state.tokens, rate: state.rate)
         }
+    }
+
+    /// Takes `bytes` if the bucket holds them, else takes nothing: for datagrams, which are dropped
+    /// when over the rate and so must not make the user's other sessions wait.
+    public func take(_ bytes: Int, now: NIODeadline = .now()) -> Bool {
+        state.withLockedValue { state in
+            Self.refill(&state, now: now)
+            guard state.tokens >= Double(bytes) else { return false }
+            state.tokens -= Double(bytes)
+            return true
+        }
+    }
+
+    private static func refill(_ state: inout State, now: NIODeadline) {
+        let elapsed = Double((now - state.last).nanoseconds) / 1e9
+        if elapsed > 0 {
+            state.tokens = min(state.capacity, state.tokens + elapsed * state.rate)
+            state.last = now
+        }
+    }
+
+    /// The time `debt` bytes take at `rate`, without trapping on any value.
+    static func wait(for debt: Double, rate: Double) -> TimeAmount {
+        let nanoseconds = debt / rate * 1e9
+        guard nanoseconds.isFinite, nanoseconds < 1e17 else { return .seconds(Int64(maximumDebtSeconds)) }
+        return .nanoseconds(Int64(max(nanoseconds, 0)))
     }
 }

@@ -208,6 +208,10 @@ public final class UDPAssociation {
 
     private func send(_ data: inout ByteBuffer, to endpoint: SOCKSEndpoint) {
         if let channel = ready.use(endpoint) {
+            guard Self.hasRoom(channel) else {
+                counters.droppedNoRoom += 1
+                return
+            }
             guard charge(data.readableBytes) else { return }
             write(copy(&data), on: channel)
             return
@@ -242,9 +246,9 @@ public final class UDPAssociation {
     /// Datagrams kept per destination while its address is being checked.
     static let datagramsPerPendingDestination = 32
 
-    /// Takes the datagram's bytes from the upload bucket; false (dropped) when over the limit.
+    /// Takes the datagram's bytes from the upload bucket; false (dropped, nothing taken) when over the limit.
     private func charge(_ bytes: Int) -> Bool {
-        if let limiter = configuration.clientToTargetLimit, limiter.consume(bytes) > .zero {
+        if let limiter = configuration.clientToTargetLimit, !limiter.take(bytes) {
             counters.droppedOverLimit += 1
             return false
         }
@@ -327,12 +331,12 @@ public final class UDPAssociation {
     func fromTarget(_ envelope: AddressedEnvelope<ByteBuffer>) {
         guard !ended, let clientChannel, let client = clientAddress else { return }
         var data = envelope.data
-        if let limiter = configuration.targetToClientLimit, limiter.consume(data.readableBytes) > .zero {
-            counters.droppedOverLimit += 1
-            return
-        }
         guard Self.hasRoom(clientChannel) else {
             counters.droppedNoRoom += 1
+            return
+        }
+        if let limiter = configuration.targetToClientLimit, !limiter.take(data.readableBytes) {
+            counters.droppedOverLimit += 1
             return
         }
         counters.datagramsDown += 1

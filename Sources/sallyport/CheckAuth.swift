@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSystemShims
 import Sallyport
 import SallyportAuth
 
@@ -30,6 +31,8 @@ struct CheckAuth: ParsableCommand {
     var client: String?
 
     func run() throws {
+        // It is about to hold a password: no core dump of it.
+        _ = sallyport_set_nondumpable()
         let configuration = try loadConfiguration(config)
         let serviceName = service ?? configuration.auth.pam.service
         guard let password = readPassword(prompt: "Password for \(user): ") else {

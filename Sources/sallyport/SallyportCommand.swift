@@ -1,4 +1,5 @@
 import ArgumentParser
+import CSystemShims
 import Logging
 import Sallyport
 import ServiceLifecycle
@@ -57,6 +58,11 @@ struct Run: AsyncParsableCommand {
 
     func run() async throws {
         var configuration = try loadConfiguration(config)
+        // From here on the process holds what it read (and will hold passwords in flight): no core
+        // dumps, no ptrace by other users, /proc files readable by root only.
+        if sallyport_set_nondumpable() != 0 {
+            printError("sallyport: warning: cannot make the process non-dumpable: \(String(cString: strerror(errno)))")
+        }
         if !listen.isEmpty {
             let methods = configuration.listeners.first?.methods ?? [.none]
             configuration.listeners = listen.compactMap { text in

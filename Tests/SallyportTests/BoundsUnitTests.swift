@@ -53,6 +53,20 @@ import Testing
         #expect(shared.bytesPerSecond == 2_000_000)
     }
 
+    @Test func droppedDatagramsTakeNoTokensAndDebtHasAFloor() {
+        let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
+        let bucket = RateLimiter(bytesPerSecond: 100_000, now: start)
+        // A datagram flood: what does not fit is refused and costs nothing.
+        #expect(bucket.take(16_384, now: start))
+        for _ in 0..<10_000 { #expect(!bucket.take(1_000, now: start)) }
+        // So the user's TCP reads wait only for their own bytes.
+        #expect(bucket.consume(1_000, now: start) == .milliseconds(10))
+        // A huge read owes at most ten seconds, and the wait is computed without trapping.
+        #expect(bucket.consume(Int.max / 2, now: start) == .seconds(10))
+        #expect(RateLimiter.wait(for: .infinity, rate: 1) == .seconds(10))
+        #expect(RateLimiter.wait(for: 1e300, rate: 1e-300) == .seconds(10))
+    }
+
     @Test func sessionLimiterCountsAndReleases() {
         var limits = Limits()
         limits.maxSessions = 3

@@ -28,6 +28,28 @@ let loopbackRules = """
         #expect(result.stderr.contains("\(path):4:3: log.colour: unknown key"))
     }
 
+    @Test func theServerMakesItselfNonDumpableOnceItHasReadItsConfiguration() async throws {
+        // Seen from outside only for a process that is not root: a non-dumpable process's /proc
+        // files belong to root. So: a copy of the binary that user nobody can run, run as nobody.
+        let directory = NSTemporaryDirectory() + "sallyport-dumpable-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true, attributes: [.posixPermissions: 0o755])
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let binary = directory + "/sallyport"
+        try FileManager.default.copyItem(atPath: sallyportExecutable(), toPath: binary)
+        try FileManager.default.setAttributes([.posixPermissions: 0o755], ofItemAtPath: binary)
+        let server = try BackgroundProcess(
+            which("setpriv") ?? "/usr/bin/setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", "--", binary, "--listen", "127.0.0.1:0"])
+        defer { server.signal(SIGKILL) }
+        #expect(await server.waitForStderr(containing: "msg=listening"), "\(server.stderr)")
+        let pid = server.process.processIdentifier
+        let status = try String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8)
+        #expect(status.contains("Uid:\t65534"))
+        let owner = try FileManager.default.attributesOfItem(atPath: "/proc/\(pid)/status")[.ownerAccountID] as? Int
+        #expect(owner == 0, "a dumpable process owns its /proc files")
+        server.signal(SIGTERM)
+        #expect(await server.waitForExit(timeout: 10) == 0)
+    }
+
     @Test func versionAndHelp() async throws {
         let version = try await runProcess(sallyportExecutable(), ["--version"])
         #expect(version.status == 0)

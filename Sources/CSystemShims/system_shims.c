@@ -1,0 +1,10 @@
+#include "system_shims.h"
+#include <sys/prctl.h>
+
+int sallyport_set_nondumpable(void) {
+    return prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+}
+
+int sallyport_is_dumpable(void) {
+    return prctl(PR_GET_DUMPABLE, 0, 0, 0, 0);
+}
