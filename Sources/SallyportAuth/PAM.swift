@@ -14,13 +14,18 @@ public struct PAMOutcome: Sendable, Equatable {
     public var message: String
     /// What the modules said through the conversation (errors and notices), never a prompt answer.
     public var moduleMessages: [String]
+    /// The delay after a failure that the modules asked for (pam_unix's ~2 s, pam_faildelay), in
+    /// microseconds: not slept on the PAM thread, but left to the caller to apply before it answers.
+    public var failDelayMicroseconds: UInt32 = 0
 }
 
 /// One blocking PAM check, exactly as the server runs it: `pam_start` with the service,
 /// `PAM_RHOST`, `pam_authenticate(PAM_DISALLOW_NULL_AUTHTOK)`, `pam_acct_mgmt`, `pam_end`.
 ///
-/// It blocks (pam_unix sleeps about 2 s after a failure): call it on a thread pool, never on an
-/// event loop.
+/// It blocks while the modules work: call it on a thread pool, never on an event loop. It does not
+/// sleep the delay modules ask for after a failure (`PAM_FAIL_DELAY` is set to a function that
+/// records it): the outcome carries the delay, and the caller applies it as a timer, so a flood of
+/// wrong passwords cannot hold the PAM threads asleep.
 public func runPAMTransaction(service: String, username: String, password: [UInt8], remoteHost: String?) -> PAMOutcome {
     let conversationData = PAMConversationData(password: password)
     defer { conversationData.wipe() }
@@ -36,6 +41,7 @@ public func runPAMTransaction(service: String, username: String, password: [UInt
             moduleMessages: conversationData.messages)
     }
     if let remoteHost { pam_set_item(handle, PAM_RHOST, remoteHost) }
+    pam_set_item(handle, PAM_FAIL_DELAY, unsafeBitCast(pamFailDelay, to: UnsafeRawPointer.self))
     let flags = Int32(bitPattern: PAM_DISALLOW_NULL_AUTHTOK)
     var status = pam_authenticate(handle, flags)
     var step = "authenticate"
@@ -45,7 +51,17 @@ public func runPAMTransaction(service: String, username: String, password: [UInt
     }
     let message = String(cString: pam_strerror(handle, status))
     pam_end(handle, status)
-    return PAMOutcome(success: status == PAM_SUCCESS, step: step, message: message, moduleMessages: conversationData.messages)
+    return PAMOutcome(
+        success: status == PAM_SUCCESS, step: step, message: message, moduleMessages: conversationData.messages,
+        failDelayMicroseconds: status == PAM_SUCCESS ? 0 : conversationData.failDelay)
+}
+
+/// Called by Linux-PAM instead of sleeping after a failure (`PAM_FAIL_DELAY`), with the
+/// conversation's `appdata_ptr`: records the delay.
+private let pamFailDelay: @convention(c) (Int32, UInt32, UnsafeMutableRawPointer?) -> Void = { _, microseconds, appdata in
+    guard let appdata else { return }
+    let data = Unmanaged<PAMConversationData>.fromOpaque(appdata).takeUnretainedValue()
+    data.failDelay = max(data.failDelay, microseconds)
 }
 
 /// What the conversation function needs: the password (as a C string it can copy), and a place for
@@ -54,6 +70,8 @@ final class PAMConversationData {
     private var password: UnsafeMutablePointer<CChar>
     private let passwordLength: Int
     var messages: [String] = []
+    /// The delay the modules asked for after a failure, in microseconds.
+    var failDelay: UInt32 = 0
 
     init(password: [UInt8]) {
         passwordLength = password.count

@@ -3,7 +3,8 @@ import NIOCore
 import NIOPosix
 
 /// RFC 1929 credentials checked through PAM, on a thread pool of its own so that PAM's blocking
-/// (pam_unix sleeps about 2 s after each failure) never touches an event loop.
+/// never touches an event loop. The delay modules ask for after a failure (pam_unix's ~2 s) is
+/// applied as an event-loop timer, not slept on a PAM thread.
 ///
 /// The checks queued and running together are bounded: past the bound a login is refused at once
 /// rather than queued without limit (NIOThreadPool's own queue has none).
@@ -57,14 +58,22 @@ public final class PAMAuthenticator: Authenticator {
         let service = configuration.service
         let started = self.started
         let pending = self.pending
-        let result = pool.runIfActive(eventLoop: eventLoop) { () -> AuthenticationResult in
+        let checked = pool.runIfActive(eventLoop: eventLoop) { () -> (AuthenticationResult, TimeAmount) in
             started.withLockedValue { $0 += 1 }
             let outcome = runPAMTransaction(
                 service: service, username: request.username, password: request.password,
                 remoteHost: request.client?.ipAddress)
-            guard outcome.success else { return .failure(reason: "pam \(outcome.step): \(outcome.message)") }
-            return .success(Identity(user: request.username, groups: groupNames(ofUser: request.username)))
+            guard outcome.success else {
+                return (.failure(reason: "pam \(outcome.step): \(outcome.message)"), .microseconds(Int64(outcome.failDelayMicroseconds)))
+            }
+            return (.success(Identity(user: request.username, groups: groupNames(ofUser: request.username))), .zero)
         }
+        // The delay after a failure is a timer on the event loop: the PAM thread is already free.
+        let result = checked.flatMap { answer, delay -> EventLoopFuture<AuthenticationResult> in
+            guard delay > .zero else { return eventLoop.makeSucceededFuture(answer) }
+            return eventLoop.scheduleTask(in: delay) { answer }.futureResult
+        }
+        // A check counts against max_pending until it is answered, delay included.
         result.whenComplete { _ in pending.withLockedValue { $0 -= 1 } }
         return result.flatMapErrorThrowing { error in .refused(reason: "pam unavailable: \(error)") }
     }

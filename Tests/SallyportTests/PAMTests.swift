@@ -316,6 +316,32 @@ struct PAMTests {
         await echo.stop()
     }
 
+    @Test func theDelayAfterAFailureIsATimerNotASleepingPAMThread() async throws {
+        // One PAM thread; a stack that asks for 1 s after each failure (pam_faildelay).
+        let pam = PAMAuthenticator(configuration: .init(service: "sallyport-slow", threads: 1, maxPending: 16))
+        let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
+        let request = AuthenticationRequest(username: "slowpoke", password: Array("hare".utf8), client: try SocketAddress(ipAddress: "127.0.0.1", port: 1))
+        let start = NIODeadline.now()
+        let answers = (0..<6).map { _ in
+            pam.authenticate(request, on: eventLoop).map { result in (result, NIODeadline.now() - start) }
+        }
+        var times: [Double] = []
+        for answer in answers {
+            let (result, elapsed) = try await answer.get()
+            guard case .failure = result else {
+                Issue.record("expected a failure, got \(result)")
+                continue
+            }
+            times.append(Double(elapsed.nanoseconds) / 1e9)
+        }
+        // Each failure is still answered after its delay...
+        #expect(times.allSatisfy { $0 >= 0.9 }, "\(times)")
+        // ...but one thread ran all six at once: slept on the thread they would take 6 s.
+        #expect(times.allSatisfy { $0 < 4 }, "\(times)")
+        #expect(pam.transactionsStarted == 6)
+        await pam.shutdown()
+    }
+
     @Test func anotherAccountsGoodLoginDoesNotResetTheThrottle() async throws {
         let echo = try await TargetServer.echo()
         let throttle = LoginThrottle.Configuration(maxFailures: 5, window: .seconds(60), backoff: .seconds(30), maxBackoff: .seconds(60))
