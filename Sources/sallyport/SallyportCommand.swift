@@ -57,6 +57,9 @@ struct Run: AsyncParsableCommand {
     }
 
     func run() async throws {
+        // Before any thread looks a name up: names are looked up as given, never through
+        // resolv.conf's search domains, so that what the rules saw is what is resolved.
+        SystemResolver.lookUpNamesAsGiven()
         var configuration = try loadConfiguration(config)
         // From here on the process holds what it read (and will hold passwords in flight): no core
         // dumps, no ptrace by other users, /proc files readable by root only.

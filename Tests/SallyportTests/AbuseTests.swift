@@ -169,3 +169,45 @@ func cpuSeconds(_ pid: Int32) -> Double? {
         await echo.stop()
     }
 }
+
+/// How names are looked up, in a network namespace with a resolver of the test's own.
+@Suite(.serialized) struct NameLookupTests {
+    @Test func namesAreLookedUpAsGivenNotThroughSearchDomains() async throws {
+        let ip = which("ip") ?? "/usr/sbin/ip"
+        let python = which("python3") ?? "/usr/bin/python3"
+        let scripts = packageRoot() + "/Tests/Integration"
+        let config = try temporaryFile("""
+            listen: [127.0.0.1:0]
+            rules:
+              - {name: no-corp, action: deny, to: [.corp.test]}
+              - {name: namespace-loopback, action: allow, to: [127.0.0.0/8]}
+            """)
+        let replies = try await withNetworkNamespace(
+            resolvConf: "nameserver 127.0.0.1\nsearch corp.test\noptions timeout:1 attempts:1\n", hosts: "127.0.0.1 localhost\n"
+        ) { namespace -> [String] in
+            // A DNS server that knows db.corp.test; resolv.conf would turn "db" into that name.
+            let dns = try BackgroundProcess(ip, ["netns", "exec", namespace, python, scripts + "/tiny_dns.py", "127.0.0.1", "53", "db.corp.test=127.0.0.1"])
+            defer { dns.signal(SIGKILL) }
+            #expect(await dns.waitForStderr(containing: "ready"))
+            let server = try BackgroundProcess(ip, ["netns", "exec", namespace, sallyportExecutable(), "--config", config])
+            defer { server.signal(SIGKILL) }
+            #expect(await server.waitForStderr(containing: "msg=listening"))
+            let listening = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
+            let port = logfmtFields(listening)["addresses"]?.split(separator: ":").last.map(String.init) ?? "0"
+            var replies: [String] = []
+            for name in ["db", "db.corp.test", "localhost"] {
+                let result = try await runProcess(ip, ["netns", "exec", namespace, python, scripts + "/socks_connect.py", port, name, "9"], timeout: 30)
+                replies.append(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+            #expect(!dns.stderr.contains("asked db.corp.test") || replies[1] == "2", "\(dns.stderr)")
+            return replies
+        }
+        // "db" is not "db.corp.test" in disguise: the rule that refuses .corp.test never saw that
+        // name, so it must not be looked up; "db" itself does not exist (reply 4).
+        #expect(replies[0] == "4", "\(replies)")
+        // Asked by its full name, the rule refuses it before any lookup (reply 2).
+        #expect(replies[1] == "2", "\(replies)")
+        // The hosts file still answers (nothing listens on port 9: refused, 5).
+        #expect(replies[2] == "5", "\(replies)")
+    }
+}

@@ -334,8 +334,8 @@ struct PAMTests {
             }
             times.append(Double(elapsed.nanoseconds) / 1e9)
         }
-        // Each failure is still answered after its delay...
-        #expect(times.allSatisfy { $0 >= 0.9 }, "\(times)")
+        // Each failure is still answered after its delay (Linux-PAM varies 1 s by up to a quarter)...
+        #expect(times.allSatisfy { $0 >= 0.7 }, "\(times)")
         // ...but one thread ran all six at once: slept on the thread they would take 6 s.
         #expect(times.allSatisfy { $0 < 4 }, "\(times)")
         #expect(pam.transactionsStarted == 6)

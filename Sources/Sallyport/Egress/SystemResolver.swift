@@ -6,7 +6,15 @@ import Glibc
 
 /// The system resolver: `getaddrinfo` for both families, as /etc/nsswitch.conf, /etc/hosts and
 /// resolv.conf say. Blocks; call it from the resolver's threads only.
-enum SystemResolver {
+public enum SystemResolver {
+    /// Makes the process look names up as given: resolv.conf's `search` and `domain` lists are not
+    /// applied (an empty `LOCALDOMAIN` overrides them), so `db` never becomes `db.corp.example` behind
+    /// the back of a rule that refuses `.corp.example`. Call it at start, before any lookup and before
+    /// other threads run: it sets an environment variable.
+    public static func lookUpNamesAsGiven() {
+        setenv("LOCALDOMAIN", "", 1)
+    }
+
     static let lookup: NameResolver.Lookup = { name in
         var hints = addrinfo()
         hints.ai_family = AF_UNSPEC
