@@ -1,4 +1,5 @@
 import CPAM
+import NIOConcurrencyHelpers
 
 #if canImport(Glibc)
 import Glibc
@@ -17,6 +18,8 @@ public struct PAMOutcome: Sendable, Equatable {
     /// The delay after a failure that the modules asked for (pam_unix's ~2 s, pam_faildelay), in
     /// microseconds: not slept on the PAM thread, but left to the caller to apply before it answers.
     public var failDelayMicroseconds: UInt32 = 0
+    /// After a success, `PAM_USER`: the account PAM authenticated.
+    public var user: String?
 }
 
 /// One blocking PAM check, exactly as the server runs it: `pam_start` with the service,
@@ -50,10 +53,18 @@ public func runPAMTransaction(service: String, username: String, password: [UInt
         status = pam_acct_mgmt(handle, flags)
     }
     let message = String(cString: pam_strerror(handle, status))
+    // The account PAM settled on, which a module may have changed from what the client typed.
+    var authenticatedUser: String?
+    if status == PAM_SUCCESS {
+        var item: UnsafeRawPointer?
+        if pam_get_item(handle, PAM_USER, &item) == PAM_SUCCESS, let item {
+            authenticatedUser = String(cString: item.assumingMemoryBound(to: CChar.self))
+        }
+    }
     pam_end(handle, status)
     return PAMOutcome(
         success: status == PAM_SUCCESS, step: step, message: message, moduleMessages: conversationData.messages,
-        failDelayMicroseconds: status == PAM_SUCCESS ? 0 : conversationData.failDelay)
+        failDelayMicroseconds: status == PAM_SUCCESS ? 0 : conversationData.failDelay, user: authenticatedUser)
 }
 
 /// Called by Linux-PAM instead of sleeping after a failure (`PAM_FAIL_DELAY`), with the
@@ -135,28 +146,77 @@ private let pamConversation: @convention(c) (
     return PAM_SUCCESS
 }
 
+/// Runs a `get*_r` call with a buffer that grows while the call answers ERANGE (large groups
+/// need more than any fixed size), up to 16 MiB. Returns the call's result and whether it found
+/// an entry.
+func withGrowingBuffer(_ call: (UnsafeMutablePointer<CChar>, Int) -> (status: Int32, found: Bool)) -> Bool {
+    var size = 16 * 1024
+    while size <= 16 << 20 {
+        let buffer = UnsafeMutablePointer<CChar>.allocate(capacity: size)
+        defer { buffer.deallocate() }
+        let (status, found) = call(buffer, size)
+        // POSIX returns the error; some NSS layers (nss_wrapper) return -1 and set errno.
+        if status == ERANGE || (status == -1 && errno == ERANGE) {
+            size *= 4
+            continue
+        }
+        return status == 0 && found
+    }
+    return false
+}
+
+/// The name NSS knows `user` by (`getpwnam_r`'s `pw_name`): with a case-insensitive backend (sssd,
+/// LDAP), `ALICE` logs in as `alice`, and rules, limits and logs must see `alice`. The name as given
+/// when NSS does not know it.
+public func canonicalUserName(_ user: String) -> String {
+    var passwd = Glibc.passwd()
+    var result: UnsafeMutablePointer<Glibc.passwd>?
+    var name = user
+    _ = withGrowingBuffer { buffer, size in
+        let status = getpwnam_r(user, &passwd, buffer, size, &result)
+        if status == 0, result != nil, let pwName = passwd.pw_name { name = String(cString: pwName) }
+        return (status, result != nil)
+    }
+    return name
+}
+
+/// Group lookups one at a time: `getgrouplist` walks the group database, and not every NSS module
+/// keeps that walk per thread (nss_wrapper does not; two walks at once miss groups).
+private let groupLookups = NIOLock()
+
 /// The names of the groups `user` belongs to, from NSS (`getpwnam_r` + `getgrouplist`); empty when
 /// the user is not known to NSS.
 public func groupNames(ofUser user: String) -> [String] {
+    groupLookups.withLock { lookUpGroupNames(ofUser: user) }
+}
+
+private func lookUpGroupNames(ofUser user: String) -> [String] {
     var passwd = Glibc.passwd()
     var result: UnsafeMutablePointer<Glibc.passwd>?
-    var buffer = [CChar](repeating: 0, count: 16384)
-    guard getpwnam_r(user, &passwd, &buffer, buffer.count, &result) == 0, result != nil else { return [] }
+    var primary: gid_t = 0
+    let known = withGrowingBuffer { buffer, size in
+        let status = getpwnam_r(user, &passwd, buffer, size, &result)
+        if status == 0, result != nil { primary = passwd.pw_gid }
+        return (status, result != nil)
+    }
+    guard known else { return [] }
     var count: Int32 = 64
     var gids = [gid_t](repeating: 0, count: Int(count))
-    if getgrouplist(user, passwd.pw_gid, &gids, &count) < 0 {
+    if getgrouplist(user, primary, &gids, &count) < 0 {
         gids = [gid_t](repeating: 0, count: Int(count))
-        guard getgrouplist(user, passwd.pw_gid, &gids, &count) >= 0 else { return [] }
+        guard getgrouplist(user, primary, &gids, &count) >= 0 else { return [] }
     }
     var names: [String] = []
-    var groupBuffer = [CChar](repeating: 0, count: 65536)
     for gid in gids.prefix(Int(count)) {
         var group = Glibc.group()
         var found: UnsafeMutablePointer<Glibc.group>?
-        if getgrgid_r(gid, &group, &groupBuffer, groupBuffer.count, &found) == 0, found != nil, let name = group.gr_name {
-            let text = String(cString: name)
-            if !names.contains(text) { names.append(text) }
+        var name: String?
+        _ = withGrowingBuffer { buffer, size in
+            let status = getgrgid_r(gid, &group, buffer, size, &found)
+            if status == 0, found != nil, let groupName = group.gr_name { name = String(cString: groupName) }
+            return (status, found != nil)
         }
+        if let name, !names.contains(name) { names.append(name) }
     }
     return names
 }

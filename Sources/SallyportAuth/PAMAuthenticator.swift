@@ -28,6 +28,7 @@ public final class PAMAuthenticator: Authenticator {
     private let pool: NIOThreadPool
     private let pending = NIOLockedValueBox(0)
     private let started = NIOLockedValueBox(0)
+    private let finished = NIOLockedValueBox(0)
 
     public init(configuration: Configuration) {
         self.configuration = configuration
@@ -37,6 +38,9 @@ public final class PAMAuthenticator: Authenticator {
 
     /// PAM transactions started since this authenticator was made.
     public var transactionsStarted: Int { started.withLockedValue { $0 } }
+
+    /// PAM transactions finished (their thread free again), delays after failures not included.
+    public var transactionsFinished: Int { finished.withLockedValue { $0 } }
 
     /// Checks waiting or running now.
     public var pendingChecks: Int { pending.withLockedValue { $0 } }
@@ -57,16 +61,20 @@ public final class PAMAuthenticator: Authenticator {
         }
         let service = configuration.service
         let started = self.started
+        let finished = self.finished
         let pending = self.pending
         let checked = pool.runIfActive(eventLoop: eventLoop) { () -> (AuthenticationResult, TimeAmount) in
             started.withLockedValue { $0 += 1 }
             let outcome = runPAMTransaction(
                 service: service, username: request.username, password: request.password,
                 remoteHost: request.client?.ipAddress)
+            finished.withLockedValue { $0 += 1 }
             guard outcome.success else {
                 return (.failure(reason: "pam \(outcome.step): \(outcome.message)"), .microseconds(Int64(outcome.failDelayMicroseconds)))
             }
-            return (.success(Identity(user: request.username, groups: groupNames(ofUser: request.username))), .zero)
+            // Rules, limits and logs see the account PAM authenticated, as NSS names it.
+            let user = canonicalUserName(outcome.user ?? request.username)
+            return (.success(Identity(user: user, groups: groupNames(ofUser: user))), .zero)
         }
         // The delay after a failure is a timer on the event loop: the PAM thread is already free.
         let result = checked.flatMap { answer, delay -> EventLoopFuture<AuthenticationResult> in

@@ -56,5 +56,9 @@ SERVICE
   echo "carol:x:5003:"
   echo "engineers:x:6001:alice,bob"
   echo "contractors:x:6002:carol"
+  # A group too large for a 64 KiB lookup buffer (getgrgid_r answers ERANGE; retry larger).
+  printf 'crowd:x:6003:carol'
+  for i in $(seq 1 8000); do printf ',member%05d' "$i"; done
+  echo
 } | sort -u >"$dir/group"
 echo "PAM fixtures in $dir"
