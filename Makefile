@@ -5,6 +5,8 @@
 #   make bench  Sallyport against microsocks and Dante on loopback (table + bench-results/latest.json)
 #   make bench-pam  PAM logins per second through pam_matrix
 #   make profile    where each proxy's CPU goes per connection and per UDP round trip (perf)
+#   make fuzz       every libFuzzer target for FUZZ_SECONDS each (default 60), from Tests/Fuzz/Corpus
+#   make sanitize   the whole test suite under AddressSanitizer, then under ThreadSanitizer
 
 SWIFT ?= swift
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
@@ -32,7 +34,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build run test deps-run deps-test deb clean bench bench-pam profile
+.PHONY: all build run test deps-run deps-test deb clean bench bench-pam profile fuzz sanitize
 
 all: build
 
@@ -71,6 +73,34 @@ profile: deps-test
 # PAM logins per second through pam_matrix (a benchmark, not a test).
 bench-pam: deps-test
 	Tests/Benchmarks/pam-logins.sh
+
+# libFuzzer (swiftc -sanitize=fuzzer, with AddressSanitizer): each target from its committed seed
+# corpus; new inputs go to .build-fuzz/corpus, crashes to .build-fuzz/crashes (add each as
+# Tests/Fuzz/Crashes/TARGET-NAME: the tests replay them).
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := negotiation udp-header config policy
+fuzz: deps-test
+	$(SWIFT) build --product sallyport-fuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
+	@mkdir -p .build-fuzz/crashes
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p .build-fuzz/corpus/$$t; \
+	  echo "== fuzzing $$t for $(FUZZ_SECONDS) s"; \
+	  SALLYPORT_FUZZ_TARGET=$$t .build-fuzz/debug/sallyport-fuzz -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 \
+	    -artifact_prefix=.build-fuzz/crashes/$$t- .build-fuzz/corpus/$$t Tests/Fuzz/Corpus/$$t >.build-fuzz/$$t.log 2>&1; \
+	  status=$$?; \
+	  grep -E '^#[0-9]+.*(DONE|pulse)' .build-fuzz/$$t.log | tail -n 1; \
+	  grep -E 'stat::number_of_executed_units|stat::peak_rss_mb' .build-fuzz/$$t.log; \
+	  if [ $$status -ne 0 ]; then tail -n 40 .build-fuzz/$$t.log; echo "fuzz target $$t failed: see .build-fuzz/crashes"; exit 1; fi; \
+	done
+
+# The whole test suite under AddressSanitizer, then under ThreadSanitizer (two builds of their own).
+sanitize: deps-test
+	$(call apt_install,libclang-rt-14-dev)
+	Tests/Fixtures/make-pam-fixtures.sh $(PAM_FIXTURES)
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	env $(PAM_TEST_ENV) $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
+	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
+	env $(PAM_TEST_ENV) $(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
 
 deb: deps-run
 	$(SWIFT) build -c release --static-swift-stdlib

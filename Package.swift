@@ -75,6 +75,13 @@ let package = Package(
                 .product(name: "UnixSignals", package: "swift-service-lifecycle"),
             ]
         ),
+        // What the fuzzer drives (`make fuzz`), also replayed by the tests.
+        .target(
+            name: "SallyportFuzz",
+            dependencies: ["SOCKSProtocol", "SallyportPolicy", "Sallyport", .product(name: "NIOCore", package: "swift-nio")]
+        ),
+        // libFuzzer's entry with -D FUZZING (`make fuzz`); else replays files through a target.
+        .executableTarget(name: "sallyport-fuzz", dependencies: ["SallyportFuzz"]),
         // The load generator behind `make bench`.
         .executableTarget(
             name: "sallyport-bench",
@@ -104,7 +111,7 @@ let package = Package(
         .testTarget(
             name: "SallyportTests",
             dependencies: [
-                "Sallyport", "SOCKSProtocol", "SallyportAuth", "SallyportRelay", "SallyportPolicy",
+                "Sallyport", "SOCKSProtocol", "SallyportAuth", "SallyportRelay", "SallyportPolicy", "SallyportFuzz",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

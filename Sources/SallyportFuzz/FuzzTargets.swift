@@ -1,0 +1,140 @@
+import NIOCore
+import SOCKSProtocol
+import Sallyport
+import SallyportPolicy
+
+/// The code the fuzzer drives, one function per target: each takes arbitrary bytes, must neither
+/// crash nor hang, and checks a property of its own (a broken property is a crash, which libFuzzer
+/// reports with the input). `make fuzz` runs them under libFuzzer; `make test` replays the seed
+/// corpus and every crash found so far (`Tests/Fuzz/`).
+public enum FuzzTargets {
+    /// Every target by the name `make fuzz` and the corpus folders use.
+    public static let all: [String: @Sendable ([UInt8]) -> Void] = [
+        "negotiation": negotiation,
+        "udp-header": udpHeader,
+        "config": configuration,
+        "policy": policy,
+    ]
+
+    /// The negotiation machine fed the input in pieces whose sizes the input's first bytes choose:
+    /// it must take the same actions as when fed the input whole (framing never changes meaning).
+    public static func negotiation(_ input: [UInt8]) {
+        guard input.count >= 2 else { return }
+        let options = input[0]
+        let methods: [AuthenticationMethod] = options & 1 == 0 ? [.none] : [.usernamePassword, .none]
+        let configuration = ServerNegotiation.Configuration(
+            methods: methods, commands: options & 2 == 0 ? [.connect] : [.connect, .udpAssociate], maximumEarlyData: Int(options >> 2) * 16)
+        let data = Array(input.dropFirst(2))
+        let whole = drive(configuration, pieces: [data], options: options)
+        var pieces: [[UInt8]] = []
+        var rest = data[...]
+        var seed = UInt32(input[1]) &+ 1
+        while !rest.isEmpty {
+            seed = seed &* 1_103_515_245 &+ 12_345
+            let size = min(Int(seed >> 16) % 7 + 1, rest.count)
+            pieces.append(Array(rest.prefix(size)))
+            rest = rest.dropFirst(size)
+        }
+        let split = drive(configuration, pieces: pieces, options: options)
+        precondition(whole == split, "fed in pieces the machine did otherwise: \(whole) vs \(split)")
+    }
+
+    /// Runs the machine over the pieces; answers authentication and requests from `options`.
+    static func drive(_ configuration: ServerNegotiation.Configuration, pieces: [[UInt8]], options: UInt8) -> [String] {
+        var machine = ServerNegotiation(configuration: configuration)
+        var buffer = ByteBuffer()
+        var log: [String] = []
+        var done = false
+        func perform(_ action: ServerNegotiation.Action) -> Bool {
+            switch action {
+            case .needMoreData, .wait:
+                return false
+            case .send(let bytes):
+                log.append("send \(Array(bytes.readableBytesView))")
+                return true
+            case .sendAndClose(let bytes, let failure, let reply):
+                if let reply { precondition(bytes.getInteger(at: 1, as: UInt8.self) == reply.rawValue, "reply code differs from its bytes") }
+                log.append("close \(failure) \(Array(bytes.readableBytesView))")
+                done = true
+                return false
+            case .close(let failure):
+                log.append("close \(failure)")
+                done = true
+                return false
+            case .authenticate(let credentials):
+                log.append("auth \(credentials.username)")
+                return perform(machine.authenticationCompleted(success: options & 0x40 == 0))
+            case .execute(let request):
+                log.append("execute \(request)")
+                if options & 0x80 == 0 {
+                    return perform(machine.requestSucceeded(bound: .unspecified))
+                }
+                return perform(machine.requestFailed(.hostUnreachable))
+            case .established:
+                log.append("established")
+                done = true
+                return false
+            }
+        }
+        for piece in pieces {
+            buffer.writeBytes(piece)
+            while !done, perform(machine.process(&buffer)) {}
+        }
+        // What is left once the machine is done is payload or junk, whichever way it came.
+        if done { log.append("left \(buffer.readableBytes)") }
+        return log
+    }
+
+    /// The UDP request header: what parses serialises back to the bytes it came from.
+    public static func udpHeader(_ input: [UInt8]) {
+        var buffer = ByteBuffer(bytes: input)
+        guard let header = try? buffer.readUDPDatagramHeader() else { return }
+        let consumed = input.count - buffer.readableBytes
+        var written = ByteBuffer()
+        written.writeUDPDatagramHeader(header)
+        var reread = written
+        precondition((try? reread.readUDPDatagramHeader()) == header, "a header did not read back")
+        if case .domain = header.endpoint.host {} else {
+            // RSV (the first two bytes) is ignored on the way in and written as zero.
+            precondition(Array(written.readableBytesView.dropFirst(2)) == Array(input[2..<consumed]), "an address header did not serialise back")
+        }
+    }
+
+    /// The configuration loader on arbitrary text: a configuration or a list of problems, never a crash.
+    public static func configuration(_ input: [UInt8]) {
+        let text = String(decoding: input, as: UTF8.self)
+        do {
+            let configuration = try ConfigurationLoader.parse(yaml: text, file: "fuzz.yaml")
+            _ = configuration.validate()
+            _ = configuration.policySummary
+        } catch {
+            precondition(!error.problems.isEmpty, "an error with no problem in it")
+            _ = error.description
+        }
+    }
+
+    /// Address blocks, names and addresses against a policy: no crash, and blocks read back.
+    public static func policy(_ input: [UInt8]) {
+        let text = String(decoding: input.prefix(64), as: UTF8.self)
+        if let block = CIDR(text) {
+            precondition(CIDR(block.description) == block, "\(block) did not read back")
+            precondition(block.contains(block.network), "\(block) does not hold its own network")
+        }
+        let policy = Policy(rules: [
+            EgressRule(name: "deny-corp", action: .deny, to: [.domainSuffix("corp.example")]),
+            EgressRule(name: "lan", action: .allow, to: [.block(CIDR("10.1.0.0/16")!)], ports: [22...22]),
+            EgressRule(name: "public", action: .allow, to: [.any]),
+        ])
+        let subject = PolicySubject(user: input.first.map { "user\($0)" }, groups: [])
+        _ = policy.checkName(text, port: UInt16(input.count % 65_536), command: .connect, subject: subject)
+        if input.count >= 16 {
+            let addresses = [IPAddress.v6(SOCKSIPv6Address(bytes: input.prefix(16))), .v4(SOCKSIPv4Address(input[0], input[1], input[2], input[3]))]
+            switch policy.checkAddresses(addresses, name: text, port: 22, command: .connect, subject: subject) {
+            case .allow(let allowed, _):
+                for address in allowed { precondition(SpecialAddressGuard.block(containing: address) == nil || CIDR("10.1.0.0/16")!.contains(address), "\(address) passed the guard") }
+            case .deny:
+                break
+            }
+        }
+    }
+}
