@@ -81,7 +81,7 @@ let package = Package(
             dependencies: ["SOCKSProtocol", "SallyportPolicy", "Sallyport", .product(name: "NIOCore", package: "swift-nio")]
         ),
         // libFuzzer's entry with -D FUZZING (`make fuzz`); else replays files through a target.
-        .executableTarget(name: "sallyport-fuzz", dependencies: ["SallyportFuzz"]),
+        .executableTarget(name: "sallyport-fuzz", dependencies: ["SallyportFuzz", "CSystemShims"]),
         // The load generator behind `make bench`.
         .executableTarget(
             name: "sallyport-bench",

@@ -161,8 +161,10 @@ extension ByteBuffer {
             guard let length = copy.readInteger(as: UInt8.self) else { return nil }
             guard length > 0 else { throw .invalidDomainName }
             guard let bytes = copy.readBytes(length: Int(length)) else { return nil }
-            guard !bytes.contains(0) else { throw .invalidDomainName }
-            host = .domain(String(decoding: bytes, as: UTF8.self))
+            // A name is taken byte for byte or not at all: bytes that are not UTF-8 would become
+            // another name (U+FFFD in place of each), one no rule was written for.
+            guard !bytes.contains(0), let name = String(validating: bytes, as: UTF8.self) else { throw .invalidDomainName }
+            host = .domain(name)
         default:
             throw .unsupportedAddressType(addressType)
         }

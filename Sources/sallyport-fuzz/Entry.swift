@@ -5,9 +5,23 @@ import Glibc
 #endif
 
 #if FUZZING
-/// libFuzzer's entry: the target named by SALLYPORT_FUZZ_TARGET (see `make fuzz`).
+import CSystemShims
+
+/// Runs libFuzzer over the target named by SALLYPORT_FUZZ_TARGET (see `make fuzz`). SwiftPM gives
+/// every executable a main of its own, so libFuzzer's driver is called from it.
+@main
+struct Fuzz {
+    static func main() {
+        var argc = CommandLine.argc
+        var argv: UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>? = CommandLine.unsafeArgv
+        exit(LLVMFuzzerRunDriver(&argc, &argv) { data, size in fuzzOne(data, size) })
+    }
+}
+
+/// libFuzzer's entry (its own main, linked in too, refers to it).
 @_cdecl("LLVMFuzzerTestOneInput")
-public func fuzzOne(_ data: UnsafePointer<UInt8>, _ size: Int) -> CInt {
+public func fuzzOne(_ data: UnsafePointer<UInt8>?, _ size: Int) -> CInt {
+    guard let data else { return 0 }
     target(Array(UnsafeBufferPointer(start: data, count: size)))
     return 0
 }

@@ -96,6 +96,16 @@ func parseBothWays<T: Equatable>(
         }
     }
 
+    @Test func aUTF8NameIsKeptByteForByte() throws {
+        let name = Array("bücher.example".utf8)
+        let request = try parseBothWays([5, 1, 0, 3, UInt8(name.count)] + name + [0, 80]) { (b: inout ByteBuffer) throws(SOCKSProtocolError) in try b.readSOCKSRequest() }
+        guard case .domain(let parsed)? = request?.destination.host else {
+            Issue.record("no name parsed")
+            return
+        }
+        #expect(Array(parsed.utf8) == name)
+    }
+
     @Test func unknownCommandParsesSoTheServerCanReply() throws {
         let request = try parseBothWays([5, 9, 0, 1, 1, 2, 3, 4, 0, 1]) { (b: inout ByteBuffer) throws(SOCKSProtocolError) in try b.readSOCKSRequest() }
         #expect(request?.command == SOCKSCommand(rawValue: 9))
@@ -104,6 +114,9 @@ func parseBothWays<T: Equatable>(
     @Test(arguments: [
         ([5, 1, 0, 3, 0, 0, 80] as [UInt8], SOCKSProtocolError.invalidDomainName),
         ([5, 1, 0, 3, 3, 0x61, 0, 0x62, 0, 80] as [UInt8], .invalidDomainName),
+        // Not UTF-8: decoded leniently it would become another name (found by the fuzzer).
+        ([5, 1, 0, 3, 3, 0x65, 0xFA, 0xFA, 0, 80] as [UInt8], .invalidDomainName),
+        ([5, 1, 0, 3, 2, 0xC3, 0x28, 0, 80] as [UInt8], .invalidDomainName),
         ([5, 1, 0, 2, 1, 2, 3, 4, 0, 80] as [UInt8], .unsupportedAddressType(2)),
         ([5, 1, 0, 0xFF] as [UInt8], .unsupportedAddressType(0xFF)),
         ([4, 1, 0, 1, 1, 2, 3, 4, 0, 80] as [UInt8], .invalidVersion(4)),

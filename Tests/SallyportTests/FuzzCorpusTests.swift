@@ -15,7 +15,9 @@ import Testing
                 !relative.hasPrefix(".") && !relative.contains("/.")
             else { return nil }
             // Corpus/TARGET/name, or Crashes/TARGET-name.
-            let target = folder == "Corpus" ? String(relative.split(separator: "/")[0]) : String(relative.split(separator: "-")[0])
+            let target = folder == "Corpus"
+                ? String(relative.split(separator: "/")[0])
+                : FuzzTargets.all.keys.sorted { $0.count > $1.count }.first { relative.hasPrefix($0 + "-") } ?? relative
             return (target, path)
         }
     }

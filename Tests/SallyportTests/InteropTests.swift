@@ -142,7 +142,7 @@ import Testing
         let withCredentials = try await runProcess(python, [path, "\(authenticated.port)", "\(echo.port)", "erin", "pw-erin"])
         #expect(withCredentials.stdout == "524288 True\n", "\(withCredentials.stderr)")
         let wrong = try await runProcess(python, [path, "\(authenticated.port)", "\(echo.port)", "erin", "nope"])
-        #expect(wrong.status == 3)
+        #expect(wrong.status == 3, "\(wrong.stdout) \(wrong.stderr)")
         #expect(wrong.stdout.contains("proxy-error"))
         await open.stop()
         await authenticated.stop()

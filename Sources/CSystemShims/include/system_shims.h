@@ -9,4 +9,12 @@ int sallyport_set_nondumpable(void);
 /// 1 when the process is dumpable, 0 when not, -1 on error.
 int sallyport_is_dumpable(void);
 
+
+
+#include <stddef.h>
+#include <stdint.h>
+
+/// libFuzzer's driver, for a fuzz executable that has a main of its own (SwiftPM's executables
+/// do). Defined only when linked with -sanitize=fuzzer.
+int LLVMFuzzerRunDriver(int *argc, char ***argv, int (*callback)(const uint8_t *data, size_t size));
 #endif
