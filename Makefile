@@ -94,13 +94,17 @@ fuzz: deps-test
 	done
 
 # The whole test suite under AddressSanitizer, then under ThreadSanitizer (two builds of their own).
+# pam_wrapper and nss_wrapper dlopen libc with RTLD_DEEPBIND, which the sanitizers cannot run with:
+# their own switches turn it off.
+SANITIZE_ENV := $(PAM_TEST_ENV) PAM_WRAPPER_DISABLE_DEEPBIND=1 NSS_WRAPPER_DISABLE_DEEPBIND=1 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Fixtures/lsan.supp
 sanitize: deps-test
 	$(call apt_install,libclang-rt-14-dev)
 	Tests/Fixtures/make-pam-fixtures.sh $(PAM_FIXTURES)
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
-	env $(PAM_TEST_ENV) $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
+	env $(SANITIZE_ENV) $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
-	env $(PAM_TEST_ENV) $(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
+	env $(SANITIZE_ENV) $(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
 
 deb: deps-run
 	$(SWIFT) build -c release --static-swift-stdlib

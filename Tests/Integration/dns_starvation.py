@@ -15,6 +15,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 
 SALLYPORT, PHASE, DNS_TIMEOUT = sys.argv[1], sys.argv[2], float(sys.argv[3])
 FLOOD_DATAGRAMS = 1000
@@ -164,23 +165,10 @@ def main():
     process, proxy_port = start_sallyport()
     result = {"phase": PHASE}
     try:
-        if PHASE == "udp":
-            control, udp = flood_udp(proxy_port)
-            time.sleep(0.3)  # the flood's lookups are queued or running by now
-            code, elapsed, echoed = timed_connect(proxy_port, "target.test", echo_port, "127.0.0.2")
-            result.update(code=code, seconds=elapsed, echoed=echoed)
-            control.close()
-        else:
-            socks = flood_connects(proxy_port)
-            time.sleep(0.3)
-            code, elapsed, echoed = timed_connect(proxy_port, "target.test", echo_port, "127.0.0.2")
-            result.update(code=code, seconds=elapsed, echoed=echoed)
-            flood = collect(socks, DNS_TIMEOUT + 5)
-            result["flood_codes"] = sorted({str(c) for c, _ in flood})
-            result["flood_slowest"] = max((s for _, s in flood if s is not None), default=None)
-            result["flood_unanswered"] = sum(1 for c, _ in flood if c is None)
-        result["dns_queries"] = dns["queries"]
-        result["server_alive"] = process.poll() is None
+        run_phase(result, dns, echo_port, process, proxy_port)
+    except Exception:
+        # Said in the result, so that the test shows what went wrong.
+        result["error"] = traceback.format_exc()
     finally:
         process.terminate()
         try:
@@ -190,6 +178,26 @@ def main():
             process.kill()
             process.wait()
     print(json.dumps(result))
+
+
+def run_phase(result, dns, echo_port, process, proxy_port):
+    if PHASE == "udp":
+        control, udp = flood_udp(proxy_port)
+        time.sleep(0.3)  # the flood's lookups are queued or running by now
+        code, elapsed, echoed = timed_connect(proxy_port, "target.test", echo_port, "127.0.0.2")
+        result.update(code=code, seconds=elapsed, echoed=echoed)
+        control.close()
+    else:
+        socks = flood_connects(proxy_port)
+        time.sleep(0.3)
+        code, elapsed, echoed = timed_connect(proxy_port, "target.test", echo_port, "127.0.0.2")
+        result.update(code=code, seconds=elapsed, echoed=echoed)
+        flood = collect(socks, DNS_TIMEOUT + 5)
+        result["flood_codes"] = sorted({str(c) for c, _ in flood})
+        result["flood_slowest"] = max((s for _, s in flood if s is not None), default=None)
+        result["flood_unanswered"] = sum(1 for c, _ in flood if c is None)
+    result["dns_queries"] = dns["queries"]
+    result["server_alive"] = process.poll() is None
 
 
 if __name__ == "__main__":

@@ -61,9 +61,10 @@ func cpuSeconds(_ pid: Int32) -> Double? {
                 which("ip") ?? "/usr/sbin/ip", ["netns", "exec", namespace, python, script, sallyportExecutable(), phase, "\(dnsTimeout)"],
                 timeout: 60)
         }
+        #expect(output.status == 0, "\(output.stdout) \(output.stderr)")
         let line = output.stdout.split(separator: "\n").last.map(String.init) ?? ""
-        let result = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any] ?? [:]
-        #expect(output.status == 0, "\(output.stderr)")
+        let result = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any] ?? [:]
+        #expect(result["error"] == nil, "\(result["error"] ?? "")")
         // Another client's CONNECT to a hosts-file name answers at once, and relays.
         #expect(result["code"] as? Int == 0, "\(result)")
         #expect((result["seconds"] as? Double ?? 99) < 1.0, "\(result)")
