@@ -95,8 +95,8 @@ fuzz: deps-test
 
 # The whole test suite under AddressSanitizer, then under ThreadSanitizer (two builds of their own).
 # pam_wrapper and nss_wrapper dlopen libc with RTLD_DEEPBIND, which the sanitizers cannot run with:
-# their own switches turn it off.
-SANITIZE_ENV := $(PAM_TEST_ENV) PAM_WRAPPER_DISABLE_DEEPBIND=1 NSS_WRAPPER_DISABLE_DEEPBIND=1 \
+# their own switches turn it off (pam_wrapper 1.1 reads the one named UID_WRAPPER_DISABLE_DEEPBIND).
+SANITIZE_ENV := $(PAM_TEST_ENV) UID_WRAPPER_DISABLE_DEEPBIND=1 NSS_WRAPPER_DISABLE_DEEPBIND=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Fixtures/lsan.supp
 sanitize: deps-test
 	$(call apt_install,libclang-rt-14-dev)

@@ -190,6 +190,10 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     /// Reading is held back until the rate limiter's wait is over.
     private var throttled = false
     private var closed = false
+    /// This side sent EOF before it closed.
+    private var sawEOF = false
+    /// The relay closed this side itself (the other side ended, idle timeout, shutdown).
+    private var closing = false
 
     init(side: Side, session: RelaySession, limiter: RateLimiter?) {
         self.side = side
@@ -236,12 +240,15 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func channelInactive(context: ChannelHandlerContext) {
+        // Gone without an EOF and without the relay closing it: reset, or a write that failed.
+        if !closing && !sawEOF { session.noteEnd(side == .client ? .clientError : .targetError) }
         sideClosed()
         context.fireChannelInactive()
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
         if let event = event as? ChannelEvent, case .inputClosed = event {
+            sawEOF = true
             session.noteEnd(side == .client ? .clientClosed : .targetClosed)
             // Pass the EOF on; the reverse direction keeps flowing.
             partner?.context?.close(mode: .output, promise: nil)
@@ -274,6 +281,7 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     fileprivate func closeChannel() {
+        closing = true
         context?.close(promise: nil)
     }
 

@@ -272,7 +272,9 @@ struct PAMTests {
 
         // While it is: the running session keeps moving bytes, and a new CONNECT with method none
         // on the other listener goes through at once.
-        let (roundTrips, connectSeconds) = try await onThread {
+        let (busy, roundTrips, connectSeconds) = try await onThread {
+            // The flood is still being answered as the measurement starts.
+            let busy = pam.pendingChecks > 0
             let start = Date()
             for index in 0..<50 {
                 try relaying.send([UInt8(index)])
@@ -284,9 +286,9 @@ struct PAMTests {
             let reply = try socket.socksConnect(to: destination, payload: [42])
             try expectBytesHelper(try socket.receive(exactly: 1), [42])
             guard reply.code == .succeeded else { throw TestSocketError("connect failed", errno: 0) }
-            return (roundTrips, Date().timeIntervalSince(connectStart))
+            return (busy, roundTrips, Date().timeIntervalSince(connectStart))
         }
-        #expect(pam.pendingChecks > 0, "PAM was still busy while the other clients were served")
+        #expect(busy, "PAM was still busy when the other clients were served")
         #expect(roundTrips < 0.5, "50 round trips took \(roundTrips) s while PAM was saturated")
         #expect(connectSeconds < 0.5, "a CONNECT took \(connectSeconds) s while PAM was saturated")
 

@@ -80,6 +80,18 @@ struct SessionHarness {
         channel.embeddedEventLoop.run()
     }
 
+    /// Ends the test's session: answers what the fakes still hold and closes the channel, so that
+    /// nothing is left waiting (and leaking) when the test returns.
+    func close() {
+        for asked in resolver.asked { asked.promise.succeed(.cancelled) }
+        for asked in connector.asked { asked.promise.fail(ChannelError.ioOnClosedChannel) }
+        for promise in authenticator.asked { promise.succeed(.failure(reason: "test over")) }
+        resolver.asked.removeAll()
+        connector.asked.removeAll()
+        authenticator.asked.removeAll()
+        _ = try? channel.finish()
+    }
+
     /// Everything the server wrote so far.
     func written() throws -> [UInt8] {
         var bytes: [UInt8] = []
@@ -105,6 +117,7 @@ struct SessionHarness {
     @Test(arguments: [false, true])
     func connectByAddressRepliesWithTheOutboundSocketsAddress(oneByOne: Bool) throws {
         let harness = try SessionHarness()
+        defer { harness.close() }
         try harness.send(SessionHarness.connect(Self.publicIP), oneByOne: oneByOne)
         #expect(harness.connector.asked.count == 1)
         #expect(harness.connector.asked.first?.addresses == [try SocketAddress(ipAddress: "203.0.113.9", port: 80)])
@@ -124,6 +137,7 @@ struct SessionHarness {
     ])
     func connectFailuresGetTheirReplyCode(errno code: Int32, reply: SOCKSReplyCode) throws {
         let harness = try SessionHarness()
+        defer { harness.close() }
         try harness.send(SessionHarness.connect(Self.publicIP))
         harness.connector.asked.first?.promise.fail(IOError(errnoCode: code, reason: "connect"))
         harness.channel.embeddedEventLoop.run()
@@ -156,6 +170,7 @@ struct SessionHarness {
     @Test(arguments: [ResolveOutcome.failed("NXDOMAIN"), .timedOut, .overShare, .overloaded])
     func aNameThatCannotBeResolvedGetsReply4(outcome: ResolveOutcome) throws {
         let harness = try SessionHarness()
+        defer { harness.close() }
         try harness.send(SessionHarness.connect(.domain("example.com")))
         #expect(harness.resolver.asked.map(\.name) == ["example.com"])
         harness.resolver.asked[0].promise.succeed(outcome)
@@ -166,6 +181,7 @@ struct SessionHarness {
 
     @Test func aResolvedNameIsCheckedAddressByAddress() throws {
         let harness = try SessionHarness()
+        defer { harness.close() }
         try harness.send(SessionHarness.connect(.domain("mixed.example")))
         // One address is public, one is behind the guard: only the public one is connected to.
         harness.resolver.asked[0].promise.succeed(.resolved([IPAddress("10.0.0.1")!, IPAddress("203.0.113.5")!]))
@@ -175,10 +191,12 @@ struct SessionHarness {
 
     @Test func unsupportedCommandAndAddressTypeGetReplies7And8() throws {
         let bind = try SessionHarness()
+        defer { bind.close() }
         try bind.send([5, 1, 0, 5, 2, 0, 1, 1, 2, 3, 4, 0, 80])
         #expect(try bind.written() == [5, 0, 5, 7, 0, 1, 0, 0, 0, 0, 0, 0])
         #expect(bind.accessLog?["cmd"] == "bind")
         let badType = try SessionHarness()
+        defer { badType.close() }
         try badType.send([5, 1, 0, 5, 1, 0, 9, 1, 2, 3, 4, 0, 80])
         #expect(try badType.written() == [5, 0, 5, 8, 0, 1, 0, 0, 0, 0, 0, 0])
         #expect(badType.accessLog?["reply"] == "8")
@@ -188,6 +206,7 @@ struct SessionHarness {
         var limits = Limits()
         limits.maxSessions = 1
         let first = try SessionHarness(limits: limits)
+        defer { first.close() }
         // The limiter is per server: a second session on the same one.
         _ = first.limiter.acquire(user: nil, client: ClientNetwork(nil as IPAddress?), limits: limits)
         try first.send(SessionHarness.connect(Self.publicIP))
@@ -196,6 +215,7 @@ struct SessionHarness {
         limits.maxSessions = 0
         limits.sessionsPerClient = 1
         let second = try SessionHarness(limits: limits)
+        defer { second.close() }
         _ = second.limiter.acquire(user: nil, client: ClientNetwork(IPAddress("198.51.100.7")), limits: limits)
         try second.send(SessionHarness.connect(Self.publicIP))
         #expect(try second.written() == [5, 0, 5, 2, 0, 1, 0, 0, 0, 0, 0, 0])
@@ -204,6 +224,7 @@ struct SessionHarness {
 
     @Test func wrongPasswordGetsTheRFC1929FailureAndClose() throws {
         let harness = try SessionHarness(methods: [.usernamePassword])
+        defer { harness.close() }
         try harness.send([5, 1, 2, 1, 5] + Array("alice".utf8) + [2] + Array("no".utf8))
         harness.authenticator.asked[0].succeed(.failure(reason: "bad password"))
         harness.channel.embeddedEventLoop.run()
@@ -216,6 +237,7 @@ struct SessionHarness {
 
     @Test func clientGoneMidAuthenticationIsNotAnswered() throws {
         let harness = try SessionHarness(methods: [.usernamePassword])
+        defer { harness.close() }
         try harness.send([5, 1, 2, 1, 1, 0x61, 1, 0x62])
         _ = try harness.written()
         _ = try? harness.channel.close().wait()
@@ -227,6 +249,7 @@ struct SessionHarness {
 
     @Test func clientGoneMidLookupDropsTheLookup() throws {
         let harness = try SessionHarness()
+        defer { harness.close() }
         try harness.send(SessionHarness.connect(.domain("slow.example")))
         let ticket = try #require(harness.resolver.asked.first?.ticket)
         #expect(!ticket.isCancelled)
@@ -240,6 +263,7 @@ struct SessionHarness {
 
     @Test func clientGoneMidConnectClosesTheTarget() throws {
         let harness = try SessionHarness()
+        defer { harness.close() }
         try harness.send(SessionHarness.connect(Self.publicIP))
         _ = try? harness.channel.close().wait()
         let target = EmbeddedChannel(loop: harness.channel.embeddedEventLoop)
@@ -254,12 +278,15 @@ struct SessionHarness {
         var timeouts = Timeouts()
         timeouts.connect = .seconds(3)
         let slowLookup = try SessionHarness(timeouts: timeouts)
+        defer { slowLookup.close() }
         try slowLookup.send(SessionHarness.connect(.domain("slow.example")))
         slowLookup.channel.embeddedEventLoop.advanceTime(by: .seconds(3))
         #expect(try slowLookup.written() == [5, 0, 5, 4, 0, 1, 0, 0, 0, 0, 0, 0])
         #expect(slowLookup.resolver.asked[0].ticket?.isCancelled == true)
 
         let slowConnect = try SessionHarness(timeouts: timeouts)
+
+        defer { slowConnect.close() }
         try slowConnect.send(SessionHarness.connect(.domain("slow.example")))
         slowConnect.channel.embeddedEventLoop.advanceTime(by: .seconds(1))
         slowConnect.resolver.asked[0].promise.succeed(.resolved([IPAddress("203.0.113.5")!]))
@@ -272,6 +299,7 @@ struct SessionHarness {
 
     @Test func silentClientIsClosedAtTheNegotiationTimeout() throws {
         let harness = try SessionHarness()
+        defer { harness.close() }
         try harness.send([5, 1])
         harness.channel.embeddedEventLoop.advanceTime(by: .seconds(10))
         #expect(!harness.channel.isActive)
@@ -281,6 +309,7 @@ struct SessionHarness {
     @Test func udpAssociateForASubjectNoRuleAllowsIsRefusedUpFront() throws {
         let policy = Policy(rules: [EgressRule(action: .allow, commands: [.connect])])
         let harness = try SessionHarness(policy: policy)
+        defer { harness.close() }
         try harness.send([5, 1, 0, 5, 3, 0, 1, 0, 0, 0, 0, 0, 0])
         #expect(try harness.written() == [5, 0, 5, 2, 0, 1, 0, 0, 0, 0, 0, 0])
         #expect(harness.accessLog?["end"] == "denied")

@@ -256,10 +256,13 @@ final class Session {
         }
         let final = decided ?? end
         services.accessLogger.info("session", metadata: record.metadata(end: final))
-        // Let go of what the session held as soon as it is over.
+        // Let go of what the session held as soon as it is over; the detach closure holds the
+        // handler's context, which holds the handler, which holds this session: a cycle until now.
         buffer = ByteBuffer()
         outbound = nil
         relay = nil
         association = nil
+        detach = nil
+        channel = nil
     }
 }
