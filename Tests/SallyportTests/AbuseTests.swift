@@ -28,6 +28,9 @@ func withNetworkNamespace<T>(resolvConf: String, hosts: String, _ body: (String)
     return try await body(name)
 }
 
+/// Set by `make sanitize`: memory and time bounds are the plain build's, not a sanitizer's.
+let underSanitizer = ProcessInfo.processInfo.environment["SALLYPORT_SANITIZER"] != nil
+
 /// The resident memory of a process, in KiB.
 func residentKiB(_ pid: Int32) -> Int? {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }
@@ -100,7 +103,7 @@ func cpuSeconds(_ pid: Int32) -> Double? {
         try await Task.sleep(for: .seconds(2))
         let used = (cpuSeconds(pid) ?? 99) - start
         let elapsed = Double((NIODeadline.now() - began).nanoseconds) / 1e9
-        #expect(used / elapsed < 0.3, "\(used) CPU-s in \(elapsed) s")
+        #expect(used / elapsed < (underSanitizer ? 0.6 : 0.3), "\(used) CPU-s in \(elapsed) s")
         // Said once per listening socket, not once per failed accept.
         let notices = server.stderr.split(separator: "\n").filter { $0.contains("cannot accept") }.count
         #expect(notices >= 1 && notices <= System.coreCount, "\(notices) notices")
@@ -158,7 +161,7 @@ func cpuSeconds(_ pid: Int32) -> Double? {
         #expect(server.process.isRunning)
         let growth = (after ?? 0) - (before ?? 0)
         #expect(before != nil && after != nil)
-        #expect(growth < 8 * 1024, "RSS grew by \(growth) KiB")
+        #expect(growth < 8 * 1024 || underSanitizer, "RSS grew by \(growth) KiB")
         let newLines = server.stderr.split(separator: "\n").count - linesBefore
         #expect(newLines < 100, "\(newLines) new log lines")
         #expect(server.stderr.contains("udp destinations refused"))

@@ -89,7 +89,7 @@ final class SilentHandler: ChannelInboundHandler, @unchecked Sendable {
         let after = residentKiB(pid) ?? 0
         // The kernel's buffers and the relay's one read in flight, not the 256 MiB offered.
         #expect(sent < 64 << 20, "\(sent) bytes went in")
-        #expect(after - before < 16 * 1024, "RSS grew by \(after - before) KiB")
+        #expect(after - before < 16 * 1024 || underSanitizer, "RSS grew by \(after - before) KiB")
     }
 
     @Test func sighupEveryTenthOfASecondDropsNoSessionAndCorruptsNoByte() async throws {

@@ -289,8 +289,9 @@ struct PAMTests {
             return (busy, roundTrips, Date().timeIntervalSince(connectStart))
         }
         #expect(busy, "PAM was still busy when the other clients were served")
-        #expect(roundTrips < 0.5, "50 round trips took \(roundTrips) s while PAM was saturated")
-        #expect(connectSeconds < 0.5, "a CONNECT took \(connectSeconds) s while PAM was saturated")
+        // A stall would cost a whole PAM failure (about 1 s) per round trip.
+        #expect(roundTrips < 1.0, "50 round trips took \(roundTrips) s while PAM was saturated")
+        #expect(connectSeconds < 1.0, "a CONNECT took \(connectSeconds) s while PAM was saturated")
 
         let results = try await flood.value
         #expect(results.allSatisfy { $0.0 != 0 })
