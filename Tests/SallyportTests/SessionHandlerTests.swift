@@ -83,13 +83,15 @@ struct SessionHarness {
     /// Ends the test's session: answers what the fakes still hold and closes the channel, so that
     /// nothing is left waiting (and leaking) when the test returns.
     func close() {
-        for asked in resolver.asked { asked.promise.succeed(.cancelled) }
+        for asked in resolver.asked { asked.promise.completeWith(.success(.cancelled)) }
         for asked in connector.asked { asked.promise.fail(ChannelError.ioOnClosedChannel) }
         for promise in authenticator.asked { promise.succeed(.failure(reason: "test over")) }
         resolver.asked.removeAll()
         connector.asked.removeAll()
         authenticator.asked.removeAll()
+        channel.embeddedEventLoop.run()
         _ = try? channel.finish()
+        channel.embeddedEventLoop.run()
     }
 
     /// Everything the server wrote so far.
