@@ -201,7 +201,8 @@ func cpuSeconds(_ pid: Int32) -> Double? {
             var replies: [String] = []
             for name in ["db", "db.corp.test", "localhost"] {
                 let result = try await runProcess(ip, ["netns", "exec", namespace, python, scripts + "/socks_connect.py", port, name, "9"], timeout: 30)
-                replies.append(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+                let reply = result.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+                replies.append(reply.isEmpty ? "no reply: \(result.stderr)" : reply)
             }
             #expect(!dns.stderr.contains("asked db.corp.test") || replies[1] == "2", "\(dns.stderr)")
             return replies
