@@ -39,7 +39,9 @@ final class LookupTicket: Sendable {
     }
 
     private let state = NIOLockedValueBox(State())
-    fileprivate weak let resolver: NameResolver?
+    // nonisolated(unsafe): written once, in init, and only read after; weak, so that a ticket kept
+    // by a session does not keep a stopped server's resolver alive.
+    nonisolated(unsafe) fileprivate weak var resolver: NameResolver?
 
     fileprivate init(resolver: NameResolver?) {
         self.resolver = resolver

@@ -109,6 +109,9 @@ final class BackgroundProcess: Sendable {
 
     deinit {
         if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+        // Foundation keeps a handler that is still set for the life of the process.
+        outputs.out.fileHandleForReading.readabilityHandler = nil
+        outputs.err.fileHandleForReading.readabilityHandler = nil
     }
 }
 
