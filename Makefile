@@ -101,7 +101,7 @@ fuzz: deps-test
 # Memory bounds do not hold under a sanitizer's shadow memory: SALLYPORT_SANITIZER tells the tests.
 SANITIZER_REPORTS := $(CURDIR)/.build-sanitizer-reports
 SANITIZE_ENV := $(PAM_TEST_ENV) UID_WRAPPER_DISABLE_DEEPBIND=1 NSS_WRAPPER_DISABLE_DEEPBIND=1 \
-	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Fixtures/lsan.supp:print_suppressions=0 \
+	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Fixtures/lsan.supp:print_suppressions=0:exitcode=0 \
 	ASAN_OPTIONS=log_path=$(SANITIZER_REPORTS)/asan TSAN_OPTIONS=log_path=$(SANITIZER_REPORTS)/tsan
 define sanitizer_reports
 	@if grep -l -E 'ERROR: |WARNING: ThreadSanitizer' $(SANITIZER_REPORTS)/$(1).* >/dev/null 2>&1; then \
