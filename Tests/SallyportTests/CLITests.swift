@@ -116,7 +116,7 @@ let loopbackRules = """
 
     @Test func sigtermLetsARunningSessionFinishWithinTheGrace() async throws {
         let echo = try await TargetServer.echo()
-        let config = try temporaryFile("listen: [127.0.0.1:0]\ntimeouts:\n  shutdown_grace: 5s\n" + loopbackRules)
+        let config = try temporaryFile("listen: [127.0.0.1:0]\ntimeouts:\n  shutdown_grace: 30s\n" + loopbackRules)
         let server = try BackgroundProcess(sallyportExecutable(), ["--config", config])
         #expect(await server.waitForStderr(containing: "msg=listening"))
         let line = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
