@@ -112,7 +112,7 @@ sanitize: deps-test
 	$(call apt_install,libclang-rt-14-dev)
 	Tests/Fixtures/make-pam-fixtures.sh $(PAM_FIXTURES)
 	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
-	rm -rf $(SANITIZER_REPORTS) && mkdir -p $(SANITIZER_REPORTS)
+	rm -rf $(SANITIZER_REPORTS) && mkdir -p $(SANITIZER_REPORTS) && chmod 1777 $(SANITIZER_REPORTS)
 	env $(SANITIZE_ENV) SALLYPORT_SANITIZER=address $(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
 	$(call sanitizer_reports,asan)
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
