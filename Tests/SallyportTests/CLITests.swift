@@ -77,6 +77,7 @@ let loopbackRules = """
         // The echo server is on loopback: an explicit rule lets the proxy reach it.
         let rules = try temporaryFile(loopbackRules)
         let server = try BackgroundProcess(sallyportExecutable(), ["--config", rules, "--listen", "127.0.0.1:0", "--listen", "[::1]:0"])
+        defer { server.signal(SIGKILL) }  // stopped even when the test throws
         #expect(await server.waitForStderr(containing: "msg=listening"))
         let line = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
         let addresses = logfmtFields(line)["addresses"]?.split(separator: ",").map(String.init) ?? []
@@ -103,6 +104,7 @@ let loopbackRules = """
 
     @Test func jsonLogFormatWritesOneObjectPerLine() async throws {
         let server = try BackgroundProcess(sallyportExecutable(), ["--listen", "127.0.0.1:0", "--log-format", "json"])
+        defer { server.signal(SIGKILL) }  // stopped even when the test throws
         #expect(await server.waitForStderr(containing: "\"msg\":\"listening\""))
         server.signal(SIGTERM)
         #expect(await server.waitForExit() == 0)
@@ -118,6 +120,7 @@ let loopbackRules = """
         let echo = try await TargetServer.echo()
         let config = try temporaryFile("listen: [127.0.0.1:0]\ntimeouts:\n  shutdown_grace: 30s\n" + loopbackRules)
         let server = try BackgroundProcess(sallyportExecutable(), ["--config", config])
+        defer { server.signal(SIGKILL) }  // stopped even when the test throws
         #expect(await server.waitForStderr(containing: "msg=listening"))
         let line = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
         let port = Int(logfmtFields(line)["addresses"]?.split(separator: ":").last ?? "") ?? 0
@@ -158,6 +161,7 @@ let loopbackRules = """
         let echo = try await TargetServer.echo()
         let allowLoopback = "listen: [127.0.0.1:0]\n" + loopbackRules
         let (server, path, port) = try await startServer(allowLoopback)
+        defer { server.signal(SIGKILL) }
         let destination = SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: UInt16(echo.port))
 
         // A transfer that runs across both reloads.

@@ -87,7 +87,10 @@ final class BackgroundProcess: Sendable {
         return false
     }
 
-    func signal(_ signal: Int32) { kill(process.processIdentifier, signal) }
+    /// Signals the program while it runs; never a PID that it no longer holds.
+    func signal(_ signal: Int32) {
+        if process.isRunning { kill(process.processIdentifier, signal) }
+    }
 
     /// Waits for the exit, up to `timeout` seconds, then collects the rest of the output; kills the
     /// program after that. Returns the status, or nil when it had to be killed.
