@@ -136,12 +136,21 @@ func connectAs(_ user: String?, proxyPort: Int, to destination: SOCKSEndpoint) t
         let proxy = try await TestProxy.start {
             $0.policy.clientRules = [ClientRule(action: .deny, from: [CIDR("127.0.0.0/8")!], line: 7)]
         }
-        let closed = try await onThread { () -> Bool in
+        let received = try await onThread { () throws -> [UInt8] in
             let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
             try? socket.send([5, 1, 0])
-            return socket.waitForClose()
+            // Everything until the close (EOF or reset): a denied client is told nothing, not even
+            // a method choice.
+            var bytes: [UInt8] = []
+            var chunk = [UInt8](repeating: 0, count: 64)
+            while true {
+                let got = chunk.withUnsafeMutableBytes { recv(socket.fd, $0.baseAddress!, $0.count, 0) }
+                if got <= 0 { break }
+                bytes += chunk.prefix(got)
+            }
+            return bytes
         }
-        #expect(closed)
+        #expect(received.isEmpty, "a denied client received \(received)")
         #expect(await proxy.logs.wait { $0.contains { $0.contains("end=client_denied") && $0.contains("rule=clients@line7") } })
         await proxy.stop()
     }
