@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import SOCKSProtocol
@@ -21,6 +22,19 @@ func echoThroughProxy(proxyPort: Int, destination: SOCKSEndpoint, payload: [UInt
     }
 }
 
+/// Records the address of each peer that connects.
+final class PeerRecorder: ChannelInboundHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+    let seen: NIOLockedValueBox<[SocketAddress]>
+
+    init(seen: NIOLockedValueBox<[SocketAddress]>) { self.seen = seen }
+
+    func channelActive(context: ChannelHandlerContext) {
+        if let peer = context.channel.remoteAddress { seen.withLockedValue { $0.append(peer) } }
+        context.fireChannelActive()
+    }
+}
+
 @Suite(.stopsItsServers) struct RelayIntegrationTests {
     static let mebibyte = patternBytes(count: 1 << 20, seed: 42)
 
@@ -38,6 +52,22 @@ func echoThroughProxy(proxyPort: Int, destination: SOCKSEndpoint, payload: [UInt
         #expect(reply.bound.port != 0 && Int(reply.bound.port) != echo.port)
         await proxy.stop()
         await echo.stop()
+    }
+
+    @Test func theReplysBoundAddressIsThePeerTheTargetSaw() async throws {
+        let seen = NIOLockedValueBox<[SocketAddress]>([])
+        let target = try await TargetServer.start { PeerRecorder(seen: seen) }
+        let proxy = try await TestProxy.start()
+        let reply = try await onThread { () throws -> SOCKSReply in
+            let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
+            return try socket.socksConnect(to: loopback4(target.port))
+        }
+        #expect(reply.code == .succeeded)
+        #expect(await waitUntil(timeout: 5) { !seen.withLockedValue { $0 }.isEmpty })
+        let peer = try #require(seen.withLockedValue { $0 }.first)
+        #expect(reply.bound == SOCKSEndpoint(peer), "BND \(reply.bound), the target saw \(peer)")
+        await proxy.stop()
+        await target.stop()
     }
 
     @Test func connectByIPv6EchoesOneMiBIntact() async throws {
