@@ -286,7 +286,8 @@ public struct Policy: Hashable, Sendable {
         return defaultAction == .allow ? .success(.defaultAction) : .failure(Refusal(reason: .defaultAction))
     }
 
-    static func normalize(_ name: String) -> String {
+    /// A name as rules compare it: lower case, without a trailing dot.
+    public static func normalize(_ name: String) -> String {
         var lowered = name.lowercased()
         while lowered.hasSuffix(".") { lowered.removeLast() }
         return lowered

@@ -26,7 +26,6 @@ public struct LRUTable<Key: Hashable, Value> {
     }
 
     public var count: Int { index.count }
-    public var isEmpty: Bool { index.isEmpty }
 
     /// The value of `key`, marking it the most recently used.
     public mutating func use(_ key: Key) -> Value? {

@@ -6,8 +6,6 @@
 /// Swift cannot call.
 int sallyport_set_nondumpable(void);
 
-/// 1 when the process is dumpable, 0 when not, -1 on error.
-int sallyport_is_dumpable(void);
 
 
 

@@ -2,6 +2,7 @@ import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
 import SOCKSProtocol
+import SallyportPolicy
 import SallyportRelay
 
 /// How a name lookup came out, as the egress path sees it.
@@ -165,11 +166,6 @@ final class NameResolver: NameResolving, Sendable {
         }
     }
 
-    /// Forgets every cached answer.
-    func clearCache() {
-        state.withLockedValue { $0.cache.removeAll() }
-    }
-
     func makeTicket() -> LookupTicket { LookupTicket(resolver: self) }
 
     /// Stops the threads once the lookups running now return (the server stopped). Does not wait:
@@ -186,7 +182,7 @@ final class NameResolver: NameResolving, Sendable {
     var load: (queued: Int, running: Int) { state.withLockedValue { ($0.queued, $0.running) } }
 
     func resolve(_ name: String, client: ClientNetwork, ticket: LookupTicket?, on eventLoop: any EventLoop) -> EventLoopFuture<ResolveOutcome> {
-        let key = Self.normalize(name)
+        let key = Policy.normalize(name)  // the form the rules compare, merged and cached by
         let now = self.now()
         var start: [String] = []
         let answer: EventLoopFuture<ResolveOutcome> = state.withLockedValue { state in
@@ -310,13 +306,6 @@ final class NameResolver: NameResolving, Sendable {
             waiter.ticket?.forget(name, waiter.id)
             waiter.promise.succeed(outcome)
         }
-    }
-
-    /// Lower case, without a trailing dot: the form names are merged and cached by.
-    static func normalize(_ name: String) -> String {
-        var lowered = name.lowercased()
-        while lowered.hasSuffix(".") { lowered.removeLast() }
-        return lowered
     }
 }
 
