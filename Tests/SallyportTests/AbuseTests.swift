@@ -192,7 +192,7 @@ func cpuSeconds(_ pid: Int32) -> Double? {
             // A DNS server that knows db.corp.test; resolv.conf would turn "db" into that name.
             let dns = try BackgroundProcess(ip, ["netns", "exec", namespace, python, scripts + "/tiny_dns.py", "127.0.0.1", "53", "db.corp.test=127.0.0.1"])
             defer { dns.signal(SIGKILL) }
-            #expect(await dns.waitForStderr(containing: "ready"))
+            #expect(await dns.waitForStderr(containing: "ready"), "the DNS server did not start: \(dns.stderr)")
             let server = try BackgroundProcess(ip, ["netns", "exec", namespace, sallyportExecutable(), "--config", config])
             defer { server.signal(SIGKILL) }
             #expect(await server.waitForStderr(containing: "msg=listening"))

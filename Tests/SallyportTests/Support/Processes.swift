@@ -45,6 +45,9 @@ final class BackgroundProcess: Sendable {
     private let outputs: (out: Pipe, err: Pipe)
     private let errorOutput = NIOLockedValueBox(Data())
     private let standardOutput = NIOLockedValueBox(Data())
+    /// Held by a pipe's reader while it reads and appends, so that the last read, in
+    /// `waitForExit`, never runs beside one and splices the output out of order.
+    private let reading = (out: NIOLock(), err: NIOLock())
 
     /// - Parameter input: written to standard input, which is then closed; nil gives /dev/null.
     init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: Data? = nil) throws {
@@ -59,10 +62,12 @@ final class BackgroundProcess: Sendable {
         process.standardError = outputs.err
         let stdin = input.map { _ in Pipe() }
         process.standardInput = stdin ?? FileHandle.nullDevice
-        for (pipe, box) in [(outputs.out, standardOutput), (outputs.err, errorOutput)] {
+        for (pipe, box, lock) in [(outputs.out, standardOutput, reading.out), (outputs.err, errorOutput, reading.err)] {
             pipe.fileHandleForReading.readabilityHandler = { handle in
-                let data = handle.availableData
-                box.withLockedValue { $0.append(data) }
+                lock.withLock {
+                    let data = handle.availableData
+                    box.withLockedValue { $0.append(data) }
+                }
             }
         }
         try process.run()
@@ -102,10 +107,12 @@ final class BackgroundProcess: Sendable {
         let finished = !process.isRunning
         if !finished { kill(process.processIdentifier, SIGKILL) }
         process.waitUntilExit()
-        for (pipe, box) in [(outputs.out, standardOutput), (outputs.err, errorOutput)] {
+        for (pipe, box, lock) in [(outputs.out, standardOutput, reading.out), (outputs.err, errorOutput, reading.err)] {
             pipe.fileHandleForReading.readabilityHandler = nil
-            let rest = pipe.fileHandleForReading.readDataToEndOfFile()
-            box.withLockedValue { $0.append(rest) }
+            lock.withLock {
+                let rest = pipe.fileHandleForReading.readDataToEndOfFile()
+                box.withLockedValue { $0.append(rest) }
+            }
         }
         return finished ? process.terminationStatus : nil
     }
