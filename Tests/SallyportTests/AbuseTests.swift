@@ -172,10 +172,10 @@ func cpuSeconds(_ pid: Int32) -> Double? {
         #expect(Int(logfmtFields(session)["denied"] ?? "") ?? 0 > 1000, "\(session)")
         await echo.stop()
     }
-}
 
-/// How names are looked up, in a network namespace with a resolver of the test's own.
-@Suite(.serialized) struct NameLookupTests {
+    // How names are looked up, in a network namespace with a resolver of the test's own. In this
+    // suite, which is serialized: namespaces made and deleted at the same time by tests running side
+    // by side once made `ip netns exec` fail without a word.
     @Test func namesAreLookedUpAsGivenNotThroughSearchDomains() async throws {
         let ip = which("ip") ?? "/usr/sbin/ip"
         let python = which("python3") ?? "/usr/bin/python3"
