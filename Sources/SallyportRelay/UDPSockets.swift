@@ -29,12 +29,19 @@ extension UDPAssociation {
         guard index < ports.count else {
             return eventLoop.makeFailedFuture(UDPRelayError.noFreePort)
         }
+        // NIO's datagram bootstrap leaves a channel whose bind failed open and registered: each
+        // port tried in a busy range would keep a descriptor until the server stops.
+        let attempt = NIOLoopBoundBox<(any Channel)?>(nil, eventLoop: eventLoop)
         return datagramBootstrap(on: eventLoop) { channel in
-            channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler.value) }
+            channel.eventLoop.makeCompletedFuture {
+                attempt.value = channel
+                try channel.pipeline.syncOperations.addHandler(handler.value)
+            }
         }
         .bind(host: host, port: ports[index])
         .flatMapError { error in
-            index + 1 < ports.count
+            attempt.value?.close(promise: nil)
+            return index + 1 < ports.count
                 ? bindFirst(of: ports, at: index + 1, host: host, on: eventLoop, handler: handler)
                 : eventLoop.makeFailedFuture(error)
         }

@@ -34,18 +34,14 @@ final class SilentHandler: ChannelInboundHandler, @unchecked Sendable {
 /// What a broken or hostile peer does to a session, against the real binary.
 @Suite(.serialized, .stopsItsServers) struct FaultTests {
     /// Starts the binary with the loopback rules (and `extra` YAML); returns it and its port.
-    func server(_ extra: String = "") async throws -> (BackgroundProcess, Int, String) {
-        let config = try temporaryFile(loopbackRules + extra)
-        let server = try BackgroundProcess(sallyportExecutable(), ["--config", config, "--listen", "127.0.0.1:0"])
-        #expect(await server.waitForStderr(containing: "msg=listening"))
-        let listening = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
-        let port = Int(logfmtFields(listening)["addresses"]?.split(separator: ":").last ?? "") ?? 0
-        return (server, port, config)
+    func server(_ extra: String = "") async throws -> (BackgroundProcess, Int) {
+        let server = try await ServerProcess.start(loopbackRules + extra, arguments: ["--listen", "127.0.0.1:0"])
+        return (server.process, server.port)
     }
 
     @Test func aTargetThatResetsMidTransferEndsTheSessionCleanly() async throws {
         let target = try await TargetServer.start { ResettingHandler() }
-        let (server, port, _) = try await server()
+        let (server, port) = try await server()
         defer { server.signal(SIGKILL) }
         let closed = try await onThread { () throws -> Bool in
             let socket = try TestSocket(host: "127.0.0.1", port: port)
@@ -69,7 +65,7 @@ final class SilentHandler: ChannelInboundHandler, @unchecked Sendable {
 
     @Test func aTargetThatNeverReadsCostsTheProxyNoMoreThanItsBuffers() async throws {
         let target = try await TargetServer.start { SilentHandler() }
-        let (server, port, _) = try await server()
+        let (server, port) = try await server()
         defer { server.signal(SIGKILL) }
         let pid = server.process.processIdentifier
         let before = residentKiB(pid) ?? 0
@@ -94,7 +90,7 @@ final class SilentHandler: ChannelInboundHandler, @unchecked Sendable {
 
     @Test func sighupEveryTenthOfASecondDropsNoSessionAndCorruptsNoByte() async throws {
         let echo = try await TargetServer.echo()
-        let (server, port, _) = try await server("\nlimits:\n  bandwidth_per_user: 0\n")
+        let (server, port) = try await server("\nlimits:\n  bandwidth_per_user: 0\n")
         defer { server.signal(SIGKILL) }
         let reloads = Task {
             for _ in 0..<40 {
@@ -130,6 +126,26 @@ final class SilentHandler: ChannelInboundHandler, @unchecked Sendable {
         let sessions = server.stderr.split(separator: "\n").filter { $0.contains("msg=session") }
         #expect(sessions.count == 4)
         #expect(sessions.allSatisfy { $0.contains("end=client_closed") || $0.contains("end=target_closed") }, "\(sessions)")
+    }
+}
+
+extension FaultTests {
+    @Test func associationsRefusedForABusyPortRangeKeepNoDescriptor() async throws {
+        // The range's one port is held by the test: every association fails its bind.
+        let taken = try TestUDPSocket()
+        let server = try await ServerProcess.start(
+            loopbackRules + "\nudp:\n  port_range: \(taken.port)-\(taken.port)\n", arguments: ["--listen", "127.0.0.1:0"])
+        defer { server.process.signal(SIGKILL) }
+        let attempts = 40
+        let before = openDescriptors(server.pid)
+        let codes = try await onThread { try (0..<attempts).map { _ in try udpAssociate(proxyPort: server.port).1.code } }
+        #expect(codes.allSatisfy { $0 == .generalFailure }, "\(codes)")
+        // Each refusal is logged once its session is over and its sockets are closed.
+        #expect(await server.process.waitForStderr(containing: "msg=session", count: attempts))
+        let after = openDescriptors(server.pid)
+        #expect(before != nil && after != nil)
+        #expect((after ?? 99) - (before ?? 0) < 5, "descriptors went from \(before ?? -1) to \(after ?? -1)")
+        _ = taken
     }
 }
 

@@ -81,8 +81,8 @@ func loopback4(_ port: Int) -> SOCKSEndpoint { SOCKSEndpoint(host: .ipv4(.init(1
     }
 
     @Test func portRangeIsUsedAndAnExhaustedRangeGetsReply01() async throws {
-        // A port that is free (bound, then let go) and one that stays taken.
-        let freePort = try TestUDPSocket().port
+        // A port that is free and stays free (no test binds it), and one that stays taken.
+        let freePort = try TestUDPSocket.portOutsideTheEphemeralRange()
         let taken = try TestUDPSocket()
         let free = try await TestProxy.start { $0.udp.ports = freePort...freePort }
         let boundPort = try await onThread { () throws -> Int in

@@ -81,12 +81,13 @@ final class BackgroundProcess: Sendable {
     var stderr: String { String(decoding: errorOutput.withLockedValue { $0 }, as: UTF8.self) }
     var stdout: String { String(decoding: standardOutput.withLockedValue { $0 }, as: UTF8.self) }
 
-    /// Waits until standard error holds `text`, up to `timeout` seconds.
-    func waitForStderr(containing text: String, timeout: Double = 10) async -> Bool {
+    /// Waits until standard error holds `text` (on `count` lines or more), up to `timeout` seconds.
+    func waitForStderr(containing text: String, count: Int = 1, timeout: Double = 10) async -> Bool {
+        let holds = { self.stderr.split(separator: "\n").lazy.filter { $0.contains(text) }.count >= count }
         let deadline = Date().addingTimeInterval(timeout)
         while Date() < deadline {
-            if stderr.contains(text) { return true }
-            if !process.isRunning { return stderr.contains(text) }
+            if holds() { return true }
+            if !process.isRunning { return holds() }
             try? await Task.sleep(for: .milliseconds(20))
         }
         return false
@@ -131,4 +132,34 @@ func temporaryFile(_ contents: String, suffix: String = ".yaml") throws -> Strin
     let path = NSTemporaryDirectory() + "sallyport-test-\(UUID().uuidString)\(suffix)"
     try contents.write(toFile: path, atomically: true, encoding: .utf8)
     return path
+}
+
+/// The real server binary, started by a test and told to listen on a free loopback port.
+struct ServerProcess {
+    let process: BackgroundProcess
+    /// The first listener's port, read from the server's `msg=listening` line.
+    let port: Int
+    var pid: Int32 { process.process.processIdentifier }
+
+    /// Starts `sallyport --config PATH` (plus `arguments`) with `yaml` written to a temporary file;
+    /// throws when it does not say it listens within 20 s.
+    static func start(_ yaml: String, arguments: [String] = [], environment: [String: String]? = nil) async throws -> ServerProcess {
+        let path = try temporaryFile(yaml)
+        let process = try BackgroundProcess(sallyportExecutable(), ["--config", path] + arguments, environment: environment)
+        guard await process.waitForStderr(containing: "msg=listening", timeout: 20) else {
+            process.signal(SIGKILL)
+            throw TestSocketError("the server did not start: \(process.stderr)", errno: 0)
+        }
+        let line = process.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
+        guard let port = Int(logfmtFields(line)["addresses"]?.split(separator: ":").last ?? "") else {
+            process.signal(SIGKILL)
+            throw TestSocketError("no port in the listening line: \(line)", errno: 0)
+        }
+        return ServerProcess(process: process, port: port)
+    }
+}
+
+/// How many descriptors a process holds open.
+func openDescriptors(_ pid: Int32) -> Int? {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd"))?.count
 }

@@ -43,8 +43,8 @@ final class TestUDPSocket: @unchecked Sendable {
     let fd: Int32
     let family: Int32
 
-    init(host: String = "127.0.0.1", timeout: Double = 2) throws {
-        let address = try SocketAddress(ipAddress: host, port: 0)
+    init(host: String = "127.0.0.1", port: Int = 0, timeout: Double = 2) throws {
+        let address = try SocketAddress(ipAddress: host, port: port)
         family = address.protocol == .inet6 ? AF_INET6 : AF_INET
         fd = socket(family, Int32(SOCK_DGRAM.rawValue), 0)
         guard fd >= 0 else { throw TestSocketError("socket") }
@@ -57,6 +57,16 @@ final class TestUDPSocket: @unchecked Sendable {
     }
 
     deinit { close(fd) }
+
+    /// A UDP port on 127.0.0.1 that is free now and that nothing binding port 0 can be given: it
+    /// lies below the kernel's ephemeral range (32768 and up), where no test binds on its own.
+    static func portOutsideTheEphemeralRange() throws -> Int {
+        for _ in 0..<200 {
+            let candidate = Int.random(in: 20_000..<32_768)
+            if (try? TestUDPSocket(port: candidate)) != nil { return candidate }
+        }
+        throw TestSocketError("no free UDP port from 20000 to 32767", errno: 0)
+    }
 
     var port: Int {
         var storage = sockaddr_storage()
