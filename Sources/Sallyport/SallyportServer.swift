@@ -273,7 +273,7 @@ public final class SallyportServer: Service, Sendable {
             }
         }
         await generation.withLockedValue { $0.pam }?.shutdown()
-        resolver.shutdown()
+        await resolver.shutdown()
         logger.info("stopped")
     }
 

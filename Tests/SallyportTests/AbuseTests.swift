@@ -28,9 +28,6 @@ func withNetworkNamespace<T>(resolvConf: String, hosts: String, _ body: (String)
     return try await body(name)
 }
 
-/// Set by `make sanitize`: memory and time bounds are the plain build's, not a sanitizer's.
-let underSanitizer = ProcessInfo.processInfo.environment["SALLYPORT_SANITIZER"] != nil
-
 /// The resident memory of a process, in KiB.
 func residentKiB(_ pid: Int32) -> Int? {
     guard let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) else { return nil }

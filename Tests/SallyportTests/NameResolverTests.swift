@@ -57,7 +57,6 @@ final class GatedLookup: Sendable {
     @Test func identicalNamesInFlightAreLookedUpOnce() async throws {
         let gated = GatedLookup()
         let resolver = NameResolver(settings: settings(), lookup: gated.lookup)
-        defer { resolver.shutdown() }
         let first = resolver.resolve("Example.COM.", client: alice, ticket: nil, on: loop)
         let second = resolver.resolve("example.com", client: bob, ticket: nil, on: loop)
         #expect(await gated.waitForCalls(1))
@@ -70,7 +69,6 @@ final class GatedLookup: Sendable {
     @Test func aClientPastItsShareIsRefusedAtOnceWhileOthersAreServed() async throws {
         let gated = GatedLookup()
         let resolver = NameResolver(settings: settings(perClient: 2), lookup: gated.lookup)
-        defer { resolver.shutdown() }
         let held = [resolver.resolve("a1", client: alice, ticket: nil, on: loop), resolver.resolve("a2", client: alice, ticket: nil, on: loop)]
         #expect(try await resolver.resolve("a3", client: alice, ticket: nil, on: loop).get() == .overShare)
         let other = resolver.resolve("b1", client: bob, ticket: nil, on: loop)
@@ -87,7 +85,6 @@ final class GatedLookup: Sendable {
     @Test func aTimedOutLookupStaysChargedUntilTheSystemResolverReturns() async throws {
         let gated = GatedLookup()
         let resolver = NameResolver(settings: settings(perClient: 1, timeout: .milliseconds(100)), lookup: gated.lookup)
-        defer { resolver.shutdown() }
         #expect(try await resolver.resolve("slow", client: alice, ticket: nil, on: loop).get() == .timedOut)
         // Its thread is still taken: the client's share is still used.
         #expect(try await resolver.resolve("next", client: alice, ticket: nil, on: loop).get() == .overShare)
@@ -101,7 +98,6 @@ final class GatedLookup: Sendable {
     @Test func theQueueIsBounded() async throws {
         let gated = GatedLookup()
         let resolver = NameResolver(settings: settings(threads: 1, queue: 2), lookup: gated.lookup)
-        defer { resolver.shutdown() }
         let running = resolver.resolve("r", client: alice, ticket: nil, on: loop)
         #expect(await gated.waitForCalls(1))
         let queued = [resolver.resolve("q1", client: alice, ticket: nil, on: loop), resolver.resolve("q2", client: bob, ticket: nil, on: loop)]
@@ -114,7 +110,6 @@ final class GatedLookup: Sendable {
     @Test func aQueuedLookupWhoseSessionEndedNeverRuns() async throws {
         let gated = GatedLookup()
         let resolver = NameResolver(settings: settings(threads: 1), lookup: gated.lookup)
-        defer { resolver.shutdown() }
         let busy = resolver.resolve("busy", client: bob, ticket: nil, on: loop)
         #expect(await gated.waitForCalls(1))
         let ticket = resolver.makeTicket()
@@ -140,7 +135,6 @@ final class GatedLookup: Sendable {
         configured.negativeTTL = .seconds(5)
         let clock = NIOLockedValueBox(NIODeadline.uptimeNanoseconds(1_000_000_000))
         let resolver = NameResolver(settings: configured, lookup: gated.lookup, now: { clock.withLockedValue { $0 } })
-        defer { resolver.shutdown() }
         gated.release("good")
         gated.release("bad")
         _ = try await resolver.resolve("good", client: alice, ticket: nil, on: loop).get()

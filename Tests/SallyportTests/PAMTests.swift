@@ -402,7 +402,7 @@ struct PAMTests {
 
 /// Polls `condition` every 10 ms for up to `timeout` seconds.
 func waitUntil(timeout: Double, _ condition: @Sendable () -> Bool) async -> Bool {
-    let deadline = Date().addingTimeInterval(timeout)
+    let deadline = Date().addingTimeInterval(timeout * sanitizerSlowdown)
     while Date() < deadline {
         if condition() { return true }
         try? await Task.sleep(for: .milliseconds(10))

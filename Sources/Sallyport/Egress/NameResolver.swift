@@ -170,8 +170,9 @@ final class NameResolver: NameResolving, Sendable {
 
     /// Stops the threads once the lookups running now return (the server stopped). Does not wait:
     /// a lookup stuck in the system resolver must not hold up a shutdown.
-    func shutdown() {
-        pool.shutdownGracefully { _ in }
+    /// Stops the lookup threads and waits for them (a process that exits first leaves them unjoined).
+    func shutdown() async {
+        try? await pool.shutdownGracefully()
     }
 
     deinit {

@@ -9,6 +9,13 @@ struct ProcessResult: Sendable {
     var timedOut: Bool
 }
 
+/// Set by `make sanitize`: memory and time bounds are the plain build's, not a sanitizer's.
+let underSanitizer = ProcessInfo.processInfo.environment["SALLYPORT_SANITIZER"] != nil
+
+/// How much longer waits for an event (a process starting, a log line) may take: a sanitized
+/// build runs several times slower. Bounds on behaviour that is about time are not scaled.
+let sanitizerSlowdown: Double = underSanitizer ? 4 : 1
+
 /// Finds a program on PATH.
 func which(_ name: String) -> String? {
     let path = ProcessInfo.processInfo.environment["PATH"] ?? "/usr/local/bin:/usr/bin:/bin"
@@ -84,7 +91,7 @@ final class BackgroundProcess: Sendable {
     /// Waits until standard error holds `text` (on `count` lines or more), up to `timeout` seconds.
     func waitForStderr(containing text: String, count: Int = 1, timeout: Double = 10) async -> Bool {
         let holds = { self.stderr.split(separator: "\n").lazy.filter { $0.contains(text) }.count >= count }
-        let deadline = Date().addingTimeInterval(timeout)
+        let deadline = Date().addingTimeInterval(timeout * sanitizerSlowdown)
         while Date() < deadline {
             if holds() { return true }
             if !process.isRunning { return holds() }
@@ -101,7 +108,7 @@ final class BackgroundProcess: Sendable {
     /// Waits for the exit, up to `timeout` seconds, then collects the rest of the output; kills the
     /// program after that. Returns the status, or nil when it had to be killed.
     func waitForExit(timeout: Double = 10) async -> Int32? {
-        let deadline = Date().addingTimeInterval(timeout)
+        let deadline = Date().addingTimeInterval(timeout * sanitizerSlowdown)
         while process.isRunning, Date() < deadline {
             try? await Task.sleep(for: .milliseconds(10))
         }

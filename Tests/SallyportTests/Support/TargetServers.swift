@@ -131,7 +131,7 @@ final class LogCapture: Sendable {
 
     /// Waits until `predicate` holds for the captured lines, up to `timeout` seconds.
     func wait(timeout: Double = 5, until predicate: ([String]) -> Bool) async -> Bool {
-        let deadline = NIODeadline.now() + .milliseconds(Int64(timeout * 1000))
+        let deadline = NIODeadline.now() + .milliseconds(Int64(timeout * sanitizerSlowdown * 1000))
         while NIODeadline.now() < deadline {
             if predicate(lines) { return true }
             try? await Task.sleep(for: .milliseconds(20))
