@@ -1,3 +1,4 @@
+import NIOConcurrencyHelpers
 import NIOCore
 
 /// Who a session belongs to, once its client has authenticated.
@@ -23,12 +24,28 @@ public struct AuthenticationRequest: Sendable {
     public var password: [UInt8]
     /// The client's address, for `PAM_RHOST` and throttling.
     public var client: SocketAddress?
+    /// Whether an answer is still awaited: a check that has not started by the time its client
+    /// has gone is dropped. Called from the checker's threads.
+    public var stillWanted: @Sendable () -> Bool
 
-    public init(username: String, password: [UInt8], client: SocketAddress?) {
+    public init(username: String, password: [UInt8], client: SocketAddress?, stillWanted: @escaping @Sendable () -> Bool = { true }) {
         self.username = username
         self.password = password
         self.client = client
+        self.stillWanted = stillWanted
     }
+}
+
+/// Held by a session while its login is checked; the session says when it has gone.
+public final class LoginWaiter: Sendable {
+    private let left = NIOLockedValueBox(false)
+
+    public init() {}
+
+    /// The client is gone: a check not yet started for it need not run.
+    public func leave() { left.withLockedValue { $0 = true } }
+
+    public var isWaiting: Bool { !left.withLockedValue { $0 } }
 }
 
 extension AuthenticationRequest: CustomStringConvertible {

@@ -38,9 +38,15 @@ public final class CachingAuthenticator: Authenticator {
         var digest: Digest
     }
 
+    /// A check in flight and who waits for it: it is dropped unrun only when all of them have gone.
+    struct InFlight {
+        var future: EventLoopFuture<AuthenticationResult>
+        var waiters: NIOLockedValueBox<[@Sendable () -> Bool]>
+    }
+
     struct State {
         var entries: [Key: Entry] = [:]
-        var inFlight: [InFlightKey: EventLoopFuture<AuthenticationResult>] = [:]
+        var inFlight: [InFlightKey: InFlight] = [:]
     }
 
     public init(base: any Authenticator, lifetime: TimeAmount, capacity: Int = 10_000) {
@@ -78,26 +84,32 @@ public final class CachingAuthenticator: Authenticator {
         enum Found {
             case cached(Identity)
             case waiting(EventLoopFuture<AuthenticationResult>)
-            case start(EventLoopPromise<AuthenticationResult>)
+            case start(EventLoopPromise<AuthenticationResult>, NIOLockedValueBox<[@Sendable () -> Bool]>)
         }
         let found: Found = state.withLockedValue { state in
             if lifetime > .zero, let entry = state.entries[key], entry.expires > now, entry.digest == flight.digest {
                 return .cached(entry.identity)
             }
-            if let future = state.inFlight[flight] { return .waiting(future) }
+            if let running = state.inFlight[flight] {
+                running.waiters.withLockedValue { $0.append(request.stillWanted) }
+                return .waiting(running.future)
+            }
             let promise = eventLoop.makePromise(of: AuthenticationResult.self)
-            state.inFlight[flight] = promise.futureResult
-            return .start(promise)
+            let waiters = NIOLockedValueBox([request.stillWanted])
+            state.inFlight[flight] = InFlight(future: promise.futureResult, waiters: waiters)
+            return .start(promise, waiters)
         }
         switch found {
         case .cached(let identity):
             return eventLoop.makeSucceededFuture(.success(identity))
         case .waiting(let future):
             return future.hop(to: eventLoop)
-        case .start(let promise):
+        case .start(let promise, let waiters):
             let state = self.state
             let capacity = self.capacity
-            base.authenticate(request, on: eventLoop).whenComplete { result in
+            var merged = request
+            merged.stillWanted = { waiters.withLockedValue { $0.contains { $0() } } }
+            base.authenticate(merged, on: eventLoop).whenComplete { result in
                 state.withLockedValue { state in
                     state.inFlight[flight] = nil
                     guard lifetime > .zero, case .success(.success(let identity)) = result else { return }

@@ -16,6 +16,9 @@ carol:c4rol-pw:sallyport-test
 locked:locked-pw:sallyport-locked
 slowpoke:tortoise:sallyport-slow
 PASSDB
+# pam_matrix takes a user's first line, so services that share users have files of their own.
+printf 'alice:wonderland:sallyport-faildelay\nbob:builder:sallyport-faildelay\ncarol:c4rol-pw:sallyport-faildelay\n' >"$dir/passdb-faildelay"
+printf 'slowpoke:tortoise:sallyport-blocking\n' >"$dir/passdb-blocking"
 for i in $(seq 1 60); do
   echo "user$i:pass$i:sallyport-test" >>"$dir/passdb"
 done
@@ -34,6 +37,18 @@ cat >"$dir/services/sallyport-slow" <<SERVICE
 auth optional pam_faildelay.so delay=1000000
 auth required $matrix passdb=$dir/passdb
 account required $matrix passdb=$dir/passdb
+SERVICE
+# The same with pam_unix's 2 s.
+cat >"$dir/services/sallyport-faildelay" <<SERVICE
+auth optional pam_faildelay.so delay=2000000
+auth required $matrix passdb=$dir/passdb-faildelay
+account required $matrix passdb=$dir/passdb-faildelay
+SERVICE
+# A stack that holds its thread for 1 s on every check (a slow LDAP server, say).
+cat >"$dir/services/sallyport-blocking" <<SERVICE
+auth required pam_exec.so quiet /bin/sleep 1
+auth required $matrix passdb=$dir/passdb-blocking
+account required $matrix passdb=$dir/passdb-blocking
 SERVICE
 cat >"$dir/services/other" <<SERVICE
 auth required pam_deny.so

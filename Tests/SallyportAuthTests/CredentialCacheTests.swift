@@ -114,4 +114,27 @@ struct ClosureAuthenticator: Authenticator {
         #expect(base.calls.withLockedValue { $0 } == 3)
         #expect(cache.count == 0)
     }
+
+    @Test func aMergedCheckIsWantedUntilEveryoneWaitingForItHasGone() async throws {
+        let asked = NIOLockedValueBox<(@Sendable () -> Bool)?>(nil)
+        let answer = eventLoop.makePromise(of: AuthenticationResult.self)
+        let cache = CachingAuthenticator(base: ClosureAuthenticator { request in
+            asked.withLockedValue { $0 = request.stillWanted }
+            return answer.futureResult
+        }, lifetime: .seconds(60))
+        let address = try SocketAddress(ipAddress: "192.0.2.1", port: 40_000)
+        let (first, second) = (LoginWaiter(), LoginWaiter())
+        let request = { (waiter: LoginWaiter) in
+            AuthenticationRequest(username: "alice", password: Array("right".utf8), client: address, stillWanted: { waiter.isWaiting })
+        }
+        let answers = [first, second].map { cache.authenticate(request($0), on: eventLoop) }
+        let stillWanted = try #require(asked.withLockedValue { $0 })
+        #expect(stillWanted())
+        first.leave()
+        #expect(stillWanted(), "the second client still waits")
+        second.leave()
+        #expect(!stillWanted())
+        answer.succeed(.refused(reason: "gone"))
+        for future in answers { #expect(try await future.get() == .refused(reason: "gone")) }
+    }
 }

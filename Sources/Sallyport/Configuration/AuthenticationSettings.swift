@@ -24,6 +24,7 @@ extension AuthenticationSettings {
             }
             pam.integer("threads", range: 1...256, into: &self.pam.threads)
             pam.integer("max_pending", range: 1...100_000, into: &self.pam.maxPending)
+            pam.integer("max_pending_per_client", range: 1...100_000, into: &self.pam.maxPendingPerClient)
         }
         section.section("throttle") { throttle in
             throttle.integer("max_failures", range: 0...1_000_000, into: &self.throttle.maxFailures)

@@ -55,6 +55,8 @@ final class Session {
     var grant: SessionLimiter.Grant?
     /// The session's name lookups, dropped when it ends.
     var ticket: LookupTicket?
+    /// Told when the session ends, so that a login check still queued for it is dropped.
+    var loginWaiter: LoginWaiter?
     var outbound: (any Channel)?
     var relay: RelaySession?
     var association: UDPAssociation?
@@ -178,7 +180,11 @@ final class Session {
             perform(machine.authenticationCompleted(success: false))
             return
         }
-        let request = AuthenticationRequest(username: credentials.username, password: credentials.password.bytes, client: record.client)
+        let waiter = LoginWaiter()
+        loginWaiter = waiter
+        let request = AuthenticationRequest(
+            username: credentials.username, password: credentials.password.bytes, client: record.client,
+            stillWanted: { waiter.isWaiting })
         let user = credentials.username
         authenticator.authenticate(request, on: channel.eventLoop).hop(to: channel.eventLoop).assumeIsolated()
             .whenComplete { [self] result in
@@ -249,6 +255,8 @@ final class Session {
         timer = nil
         ticket?.cancel()
         ticket = nil
+        loginWaiter?.leave()
+        loginWaiter = nil
         services.registry.remove(record.id)
         if let grant {
             services.limiter.release(grant)
