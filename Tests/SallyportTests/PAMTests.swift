@@ -13,9 +13,9 @@ let underPAMWrapper = ProcessInfo.processInfo.environment["PAM_WRAPPER"] == "1"
 /// Logs in over the wire with username/password and asks to CONNECT; returns the RFC 1929 status
 /// and, on success, the CONNECT reply code.
 func socksLogin(
-    proxyPort: Int, user: [UInt8], password: [UInt8], destination: SOCKSEndpoint
+    proxyPort: Int, user: [UInt8], password: [UInt8], destination: SOCKSEndpoint, from source: String? = nil
 ) throws -> (status: UInt8, reply: SOCKSReplyCode?, closed: Bool) {
-    let socket = try TestSocket(host: "127.0.0.1", port: proxyPort)
+    let socket = try TestSocket(host: "127.0.0.1", port: proxyPort, from: source)
     try socket.send([5, 1, 2])
     try expectBytesHelper(try socket.receive(exactly: 2), [5, 2])
     try socket.send([1, UInt8(user.count)] + user + [UInt8(password.count)] + password)

@@ -18,11 +18,20 @@ final class TestSocket: @unchecked Sendable {
     // a socket).
     let fd: Int32
 
-    /// Connects to `host:port` (an IPv4 or IPv6 literal).
-    init(host: String, port: Int, timeout: Double = 10) throws {
+    /// Connects to `host:port` (an IPv4 or IPv6 literal), from `source` when given (say
+    /// 127.0.1.7: all of 127/8 is this host's, so one machine can be many clients).
+    init(host: String, port: Int, from source: String? = nil, timeout: Double = 10) throws {
         let address = try SocketAddress(ipAddress: host, port: port)
         fd = socket(address.protocol == .inet6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestSocketError("socket") }
+        if let source {
+            let local = try SocketAddress(ipAddress: source, port: 0)
+            guard local.withSockAddr({ bind(fd, $0, socklen_t($1)) }) == 0 else {
+                let error = TestSocketError("bind \(source)")
+                close(fd)
+                throw error
+            }
+        }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
         setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))

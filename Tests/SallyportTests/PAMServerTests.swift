@@ -1,0 +1,100 @@
+import Foundation
+import NIOConcurrencyHelpers
+import NIOCore
+import SOCKSProtocol
+import Testing
+
+/// The authentication chain as the server builds it from its configuration file (PAM, cache,
+/// throttle), driven over the wire against the real binary under pam_wrapper.
+@Suite(.serialized, .stopsItsServers, .enabled(if: underPAMWrapper, "needs pam_wrapper: run through `make test`"))
+struct PAMServerTests {
+    /// The binary with method username through `service` and `auth` settings (YAML under `auth:`).
+    func server(service: String, auth: String) async throws -> ServerProcess {
+        try await ServerProcess.start("""
+            listen: [127.0.0.1:0]
+            methods: [username]
+            auth:
+              pam:
+                service: \(service)
+            \(auth)
+            """ + loopbackRules)
+    }
+
+    /// Logs in as `user` and relays one byte through the echo server; the seconds it took, or nil
+    /// when the login or the CONNECT failed.
+    func timedLogin(_ port: Int, _ user: String, _ password: String, echo: Int, from source: String? = nil) throws -> Double? {
+        let start = Date()
+        let socket = try TestSocket(host: "127.0.0.1", port: port, from: source)
+        try socket.send([5, 1, 2])
+        guard try socket.receive(exactly: 2) == [5, 2] else { return nil }
+        try socket.send([1, UInt8(user.utf8.count)] + Array(user.utf8) + [UInt8(password.utf8.count)] + Array(password.utf8))
+        guard try socket.receive(exactly: 2) == [1, 0] else { return nil }
+        var request = ByteBuffer()
+        request.writeSOCKSRequest(SOCKSRequest(command: .connect, destination: loopback4(echo)))
+        try socket.send(Array(request.readableBytesView) + [7])
+        guard try socket.readReply().code == .succeeded else { return nil }
+        guard try socket.receive(exactly: 1) == [7] else { return nil }
+        return Date().timeIntervalSince(start)
+    }
+
+    @Test func wrongLoginFloodAgainstATwoSecondFailDelayLeavesGoodUsersFast() async throws {
+        let echo = try await TargetServer.echo()
+        let server = try await server(service: "sallyport-faildelay", auth: "  cache_ttl: 30s")
+        defer { server.process.signal(SIGKILL) }
+        // alice has logged in before: her next login is answered from the cache.
+        #expect(try await onThread { try timedLogin(server.port, "alice", "wonderland", echo: echo.port) } != nil)
+
+        // 20 addresses, each sending a wrong password every 0.4 s for 5 s: 50 a second. A flooding
+        // client does not wait for its answer (2 s away): it sends greeting and credentials at once.
+        let flooding = NIOLockedValueBox(true)
+        let flood = Task {
+            try await withThrowingTaskGroup(of: Int.self) { group in
+                for index in 1...20 {
+                    group.addTask {
+                        try await onThread { () throws -> Int in
+                            var open: [TestSocket] = []
+                            let user = Array("intruder\(index)".utf8)
+                            let deadline = Date().addingTimeInterval(5)
+                            while Date() < deadline, open.count < 20 {
+                                let socket = try TestSocket(host: "127.0.0.1", port: server.port, from: "127.0.1.\(index)")
+                                // A different guess each time, as a brute force goes (identical checks would be merged).
+                                let guess = Array("guess\(open.count)".utf8)
+                                try socket.send([5, 1, 2, 1, UInt8(user.count)] + user + [UInt8(guess.count)] + guess)
+                                open.append(socket)
+                                usleep(400_000)
+                            }
+                            return open.count
+                        }
+                    }
+                }
+                var sent = 0
+                for try await count in group { sent += count }
+                flooding.withLockedValue { $0 = false }
+                return sent
+            }
+        }
+        // Good users, while the flood runs: alice (cached) and bob (not) once PAM has answered
+        // flooding logins (after their 2 s delay); carol (not cached) and alice again once the
+        // throttle has blocked flooding addresses.
+        #expect(await server.process.waitForStderr(containing: "authentication failed", count: 20, timeout: 5))
+        var during = try await onThread {
+            [try timedLogin(server.port, "alice", "wonderland", echo: echo.port), try timedLogin(server.port, "bob", "builder", echo: echo.port)]
+        }
+        #expect(await server.process.waitForStderr(containing: "login throttled", count: 10, timeout: 5))
+        during += try await onThread {
+            [try timedLogin(server.port, "carol", "c4rol-pw", echo: echo.port), try timedLogin(server.port, "alice", "wonderland", echo: echo.port)]
+        }
+        let stillFlooding = flooding.withLockedValue { $0 }
+        let sent = try await flood.value
+        #expect(stillFlooding, "the good logins were measured after the flood")
+        #expect(sent >= 200, "\(sent) wrong logins sent")
+        for (index, seconds) in during.enumerated() {
+            #expect(seconds != nil && seconds! < 1.0, "good login \(index): \(seconds.map { "\($0) s" } ?? "failed")")
+        }
+        // The flood was real: failures checked by PAM (each answered after its delay) and every
+        // flooding address throttled.
+        #expect(await server.process.waitForStderr(containing: "authentication failed", count: 60, timeout: 15))
+        #expect(await server.process.waitForStderr(containing: "login throttled", count: 20, timeout: 15))
+        await echo.stop()
+    }
+}
