@@ -212,4 +212,69 @@ func cpuSeconds(_ pid: Int32) -> Double? {
         // The hosts file still answers (nothing listens on port 9: refused, 5).
         #expect(replies[2] == "5", "\(replies)")
     }
+
+    @Test func aClientThatVanishesWithoutAFINIsEndedByTheIdleTimeout() async throws {
+        let echo = try await TargetServer.echo()
+        let ip = which("ip") ?? "/usr/sbin/ip"
+        let python = which("python3") ?? "/usr/bin/python3"
+        let tag = UInt16.random(in: 1...65_000)
+        let (hostSide, clientSide) = ("spv-h\(tag)", "spv-n\(tag)")
+        let subnet = "10.199.\(tag % 250).\(tag % 2 * 4)"
+        let (serverIP, clientIP) = (subnet.replacingLastOctet(+1), subnet.replacingLastOctet(+2))
+        try await withNetworkNamespace(resolvConf: "", hosts: "127.0.0.1 localhost\n") { namespace in
+            // A cable from this host into the namespace: the client sits at its far end.
+            defer { _ = try? Process.run(URL(fileURLWithPath: ip), arguments: ["link", "delete", hostSide]).waitUntilExit() }
+            for arguments in [
+                ["link", "add", hostSide, "type", "veth", "peer", "name", clientSide], ["link", "set", clientSide, "netns", namespace],
+                ["addr", "add", serverIP + "/30", "dev", hostSide], ["link", "set", hostSide, "up"],
+                ["netns", "exec", namespace, ip, "addr", "add", clientIP + "/30", "dev", clientSide],
+                ["netns", "exec", namespace, ip, "link", "set", clientSide, "up"],
+            ] {
+                let result = try await runProcess(ip, arguments)
+                guard result.status == 0 else { throw TestSocketError("ip \(arguments.joined(separator: " ")): \(result.stderr)", errno: 0) }
+            }
+            let server = try await ServerProcess.start("""
+                listen: [\(serverIP):0]
+                allow_unauthenticated_remote: true
+                timeouts:
+                  idle: 2s
+                """ + loopbackRules)
+            defer { server.process.signal(SIGKILL) }
+            // The client relays a byte, says so, then stays connected and silent.
+            let client = try BackgroundProcess(ip, ["netns", "exec", namespace, python, "-c", """
+                import socket, struct, sys, time
+                sock = socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=10)
+                sock.sendall(b"\\x05\\x01\\x00\\x05\\x01\\x00\\x01\\x7f\\x00\\x00\\x01" + struct.pack(">H", int(sys.argv[3])) + b"!")
+                got = b""
+                while len(got) < 13:
+                    got += sock.recv(64)
+                print("ready" if got[1] == 0 and got[3] == 0 and got[-1:] == b"!" else "failed %r" % got, file=sys.stderr, flush=True)
+                time.sleep(60)
+                """, serverIP, "\(server.port)", "\(echo.port)"])
+            defer { client.signal(SIGKILL) }
+            #expect(await client.waitForStderr(containing: "ready"), "\(client.stderr)")
+            // The cable is cut, then the client dies: its FIN or RST has no way to the server.
+            let cut = try await runProcess(ip, ["link", "delete", hostSide])
+            #expect(cut.status == 0, "\(cut.stderr)")
+            let cutAt = Date()
+            client.signal(SIGKILL)
+            #expect(await server.process.waitForStderr(containing: "msg=session", timeout: 10))
+            let ended = Date().timeIntervalSince(cutAt)
+            let session = server.process.stderr.split(separator: "\n").first { $0.contains("msg=session") }.map(String.init) ?? ""
+            #expect(logfmtFields(session)["end"] == "idle_timeout", "\(session)")
+            #expect(logfmtFields(session)["client"]?.hasPrefix(clientIP + ":") == true, "\(session)")
+            // Not before the idle timeout could have fired (2 s from the last byte, which came
+            // before the cut), and not long after it.
+            #expect(ended < 2 * 1.25 + 1 || underSanitizer, "ended \(ended) s after the cut")
+        }
+        await echo.stop()
+    }
+}
+
+extension String {
+    /// "10.0.0.4" with `delta` added to its last number: "10.0.0.5".
+    fileprivate func replacingLastOctet(_ delta: Int) -> String {
+        let parts = split(separator: ".")
+        return parts.dropLast().joined(separator: ".") + ".\((Int(parts.last ?? "0") ?? 0) + delta)"
+    }
 }
