@@ -10,7 +10,9 @@ import Testing
         let echo = try await TargetServer.echo()
         let proxy = try await TestProxy.start(
             configure: { $0.listeners[0].methods = [.usernamePassword] }, authenticator: TestAuthenticator())
-        let clientPort: Int = try await onThread {
+        let before = Date()
+        let (clientPort, seconds) = try await onThread { () throws -> (Int, Double) in
+            let start = Date()
             let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
             var buffer = ByteBuffer()
             buffer.writeClientGreeting(ClientGreeting(methods: [.usernamePassword]))
@@ -18,18 +20,23 @@ import Testing
             buffer.writeSOCKSRequest(SOCKSRequest(command: .connect, destination: SOCKSEndpoint(host: .domain("localhost"), port: UInt16(echo.port))))
             buffer.writeBytes([UInt8](repeating: 1, count: 1000))
             try socket.send(Array(buffer.readableBytesView))
+            // The session lasts at least 0.4 s: part of what is measured, not a wait for an event.
+            usleep(400_000)
             socket.shutdownWrite()
             let received = try socket.receiveUntilEOF()
+            let seconds = Date().timeIntervalSince(start)
             try expectBytesHelper(Array(received.prefix(4)), [5, 2, 1, 0])
             var local = sockaddr_storage()
             var length = socklen_t(MemoryLayout<sockaddr_storage>.size)
             _ = withUnsafeMutablePointer(to: &local) {
                 $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(socket.fd, $0, &length) }
             }
-            return withUnsafePointer(to: &local) {
+            let port = withUnsafePointer(to: &local) {
                 $0.withMemoryRebound(to: sockaddr_in.self, capacity: 1) { Int(UInt16(bigEndian: $0.pointee.sin_port)) }
             }
+            return (port, seconds)
         }
+        let after = Date()
         #expect(await proxy.logs.wait { !$0.filter { $0.contains(" msg=session ") }.isEmpty })
         let line = try #require(proxy.logs.sessionLines.first)
         let fields = logfmtFields(line)
@@ -44,8 +51,17 @@ import Testing
         #expect(fields["reply"] == "0")
         #expect(fields["up"] == "1000")
         #expect(fields["down"] == "1000")
-        #expect(Double(fields["duration"] ?? "") != nil)
+        #expect(fields["rule"] == "test-loopback")
         #expect(fields["end"] == "client_closed")
+        // The duration is the session's, as the client saw it (from connect to the last byte).
+        let duration = try #require(Double(fields["duration"] ?? ""))
+        #expect(duration >= 0.4 && duration <= seconds + 0.05, "logged \(duration) s, the client saw \(seconds) s")
+        // ts: ISO 8601 UTC with milliseconds, written when the session ended.
+        let formatter = ISO8601DateFormatter()
+        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        let timestamp = try #require(formatter.date(from: fields["ts"] ?? ""), "ts=\(fields["ts"] ?? "")")
+        #expect(timestamp >= before.addingTimeInterval(-0.01) && timestamp <= after.addingTimeInterval(0.01), "ts \(timestamp) not in \(before)...\(after)")
+        #expect(fields.count == 16, "fields: \(fields.keys.sorted())")
         await proxy.stop()
         await echo.stop()
     }

@@ -102,18 +102,42 @@ let loopbackRules = """
         await echo.stop()
     }
 
-    @Test func jsonLogFormatWritesOneObjectPerLine() async throws {
-        let server = try BackgroundProcess(sallyportExecutable(), ["--listen", "127.0.0.1:0", "--log-format", "json"])
-        defer { server.signal(SIGKILL) }  // stopped even when the test throws
-        #expect(await server.waitForStderr(containing: "\"msg\":\"listening\""))
-        server.signal(SIGTERM)
-        #expect(await server.waitForExit() == 0)
-        let lines = server.stderr.split(separator: "\n").filter { !$0.isEmpty }
-        #expect(lines.count >= 2)
+    @Test func jsonLogFormatWritesOneObjectPerLineSessionsIncluded() async throws {
+        let echo = try await TargetServer.echo()
+        let server = try await ServerProcess.start("listen: [127.0.0.1:0]\n" + loopbackRules, arguments: ["--log-format", "json"])
+        defer { server.process.signal(SIGKILL) }  // stopped even when the test throws
+        #expect(server.process.stderr.contains("\"msg\":\"listening\""))
+        let echoed = try await onThread { () throws -> [UInt8] in
+            let socket = try TestSocket(host: "127.0.0.1", port: server.port)
+            guard try socket.socksConnect(to: loopback4(echo.port), payload: [1, 2, 3]).code == .succeeded else { return [] }
+            socket.shutdownWrite()
+            return try socket.receiveUntilEOF()
+        }
+        #expect(echoed == [1, 2, 3])
+        #expect(await server.process.waitForStderr(containing: "\"msg\":\"session\""))
+        server.process.signal(SIGTERM)
+        #expect(await server.process.waitForExit() == 0)
+        let lines = server.process.stderr.split(separator: "\n").filter { !$0.isEmpty }
+        #expect(lines.count >= 3)
+        var sessions: [[String: Any]] = []
         for line in lines {
             let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any]
             #expect(object?["ts"] is String && object?["level"] is String && object?["msg"] is String, "\(line)")
+            if object?["msg"] as? String == "session", let object { sessions.append(object) }
         }
+        // The access-log line: counts are numbers, names and ids are strings.
+        #expect(sessions.count == 1)
+        let session = try #require(sessions.first)
+        #expect(session["session"] is String)
+        #expect(session["cmd"] as? String == "connect")
+        #expect(session["dst"] as? String == "127.0.0.1:\(echo.port)")
+        #expect(session["rule"] as? String == "test-loopback")
+        #expect(session["end"] as? String == "client_closed")
+        #expect((session["up"] as? NSNumber)?.intValue == 3 && !(session["up"] is String))
+        #expect((session["down"] as? NSNumber)?.intValue == 3 && !(session["down"] is String))
+        #expect((session["reply"] as? NSNumber)?.intValue == 0 && !(session["reply"] is String), "\(session)")
+        #expect(((session["duration"] as? NSNumber)?.doubleValue ?? -1) >= 0 && !(session["duration"] is String))
+        await echo.stop()
     }
 
     @Test func sigtermLetsARunningSessionFinishWithinTheGrace() async throws {

@@ -153,12 +153,16 @@ struct ServerProcess {
     static func start(_ yaml: String, arguments: [String] = [], environment: [String: String]? = nil) async throws -> ServerProcess {
         let path = try temporaryFile(yaml)
         let process = try BackgroundProcess(sallyportExecutable(), ["--config", path] + arguments, environment: environment)
-        guard await process.waitForStderr(containing: "msg=listening", timeout: 20) else {
+        // logfmt (msg=listening) or JSON ("msg":"listening").
+        let listening = arguments.contains("json") ? "\"msg\":\"listening\"" : "msg=listening"
+        guard await process.waitForStderr(containing: listening, timeout: 20) else {
             process.signal(SIGKILL)
             throw TestSocketError("the server did not start: \(process.stderr)", errno: 0)
         }
-        let line = process.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
-        guard let port = Int(logfmtFields(line)["addresses"]?.split(separator: ":").last ?? "") else {
+        let line = process.stderr.split(separator: "\n").first { $0.contains(listening) }.map(String.init) ?? ""
+        let addresses = (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["addresses"] as? String
+            ?? logfmtFields(line)["addresses"]
+        guard let port = Int(addresses?.split(separator: ",").first?.split(separator: ":").last ?? "") else {
             process.signal(SIGKILL)
             throw TestSocketError("no port in the listening line: \(line)", errno: 0)
         }
