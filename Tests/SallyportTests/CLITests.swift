@@ -140,6 +140,34 @@ let loopbackRules = """
         await echo.stop()
     }
 
+    @Test func sigtermClosesAnIdleSessionThatOutlivesTheGraceAndExitsCleanly() async throws {
+        let echo = try await TargetServer.echo()
+        let grace = 1.5
+        let server = try await ServerProcess.start("listen: [127.0.0.1:0]\ntimeouts:\n  shutdown_grace: 1500ms\n" + loopbackRules)
+        defer { server.process.signal(SIGKILL) }
+        let idle = try await onThread { () throws -> TestSocket in
+            let socket = try TestSocket(host: "127.0.0.1", port: server.port)
+            guard try socket.socksConnect(to: loopback4(echo.port)).code == .succeeded else { throw TestSocketError("connect failed", errno: 0) }
+            return socket
+        }
+        let signalled = Date()
+        server.process.signal(SIGTERM)
+        #expect(await server.process.waitForStderr(containing: "draining sessions"))
+        // Draining: no new connection is taken.
+        let accepted = try? await onThread { try TestSocket(host: "127.0.0.1", port: server.port, timeout: 2) }
+        #expect(accepted == nil, "a new connection was accepted while draining")
+        // The idle session is closed by the server at the end of the grace, and the server exits 0.
+        let closed = try await onThread { idle.waitForClose() }
+        #expect(closed)
+        let status = await server.process.waitForExit(timeout: grace + 2)
+        let took = Date().timeIntervalSince(signalled)
+        #expect(status == 0)
+        #expect(took >= grace - 0.1 && (took <= grace + 2 || underSanitizer), "exited \(took) s after SIGTERM")
+        let session = server.process.stderr.split(separator: "\n").first { $0.contains("msg=session") }.map(String.init) ?? ""
+        #expect(logfmtFields(session)["end"] == "closed_by_server", "\(session)")
+        await echo.stop()
+    }
+
     @Test func sigtermLetsARunningSessionFinishWithinTheGrace() async throws {
         let echo = try await TargetServer.echo()
         let config = try temporaryFile("listen: [127.0.0.1:0]\ntimeouts:\n  shutdown_grace: 30s\n" + loopbackRules)

@@ -111,6 +111,34 @@ final class PeerRecorder: ChannelInboundHandler, Sendable {
         await echo.stop()
     }
 
+    @Test func targetFirstHalfCloseLetsTheClientFinishItsUpload() async throws {
+        let received = NIOLockedValueBox<[UInt8]>([])
+        let target = try await TargetServer.start { GreetThenHalfClose(received: received) }
+        let proxy = try await TestProxy.start()
+        let upload = patternBytes(count: 256 * 1024, seed: 9)
+        let greeting: [UInt8] = try await onThread {
+            let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
+            guard try socket.socksConnect(to: loopback4(target.port)).code == .succeeded else { return [] }
+            // The target's words, then its EOF: the client's direction stays open.
+            let greeting = try socket.receiveUntilEOF()
+            try socket.send(upload)
+            socket.shutdownWrite()
+            _ = socket.waitForClose()
+            return greeting
+        }
+        #expect(greeting == Array("hello".utf8))
+        // Everything the client sent after the target's EOF reached the target.
+        #expect(await waitUntil(timeout: 5) { received.withLockedValue { $0.count } >= upload.count })
+        #expect(received.withLockedValue { $0 } == upload)
+        #expect(await proxy.logs.wait { !$0.filter { $0.contains(" msg=session ") }.isEmpty })
+        let fields = logfmtFields(proxy.logs.sessionLines.first ?? "")
+        #expect(fields["end"] == "target_closed")
+        #expect(fields["up"] == "\(upload.count)")
+        #expect(fields["down"] == "5")
+        await proxy.stop()
+        await target.stop()
+    }
+
     @Test func halfCloseDeliversTheWholeEchoThenEOF() async throws {
         let echo = try await TargetServer.echo()
         let proxy = try await TestProxy.start()
@@ -321,4 +349,30 @@ func freePort() async throws -> Int {
     let port = channel.localAddress!.port!
     try await channel.close()
     return port
+}
+
+/// Says "hello" and closes its sending side at once, then reads whatever comes until EOF.
+final class GreetThenHalfClose: ChannelInboundHandler, @unchecked Sendable {
+    // @unchecked: one instance per channel, used on its event loop; `received` is locked.
+    typealias InboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let received: NIOLockedValueBox<[UInt8]>
+
+    init(received: NIOLockedValueBox<[UInt8]>) { self.received = received }
+
+    func channelActive(context: ChannelHandlerContext) {
+        context.writeAndFlush(wrapOutboundOut(ByteBuffer(string: "hello")), promise: nil)
+        context.close(mode: .output, promise: nil)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let bytes = Array(unwrapInboundIn(data).readableBytesView)
+        received.withLockedValue { $0.append(contentsOf: bytes) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let event = event as? ChannelEvent, case .inputClosed = event {
+            context.close(promise: nil)
+        }
+    }
 }
