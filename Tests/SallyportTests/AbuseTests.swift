@@ -213,6 +213,39 @@ func cpuSeconds(_ pid: Int32) -> Double? {
         #expect(replies[2] == "5", "\(replies)")
     }
 
+    @Test func unreachableNetworksAndHostsGetReplies3And4OverTheWire() async throws {
+        let ip = which("ip") ?? "/usr/sbin/ip"
+        let python = which("python3") ?? "/usr/bin/python3"
+        let replies = try await withNetworkNamespace(resolvConf: "", hosts: "127.0.0.1 localhost\n") { namespace -> [String] in
+            // No route at all to 203.0.113.0/24 (ENETUNREACH); 198.51.100.0/24 is routed as
+            // unreachable (EHOSTUNREACH).
+            let route = try await runProcess(ip, ["netns", "exec", namespace, ip, "route", "add", "unreachable", "198.51.100.0/24"])
+            #expect(route.status == 0, "\(route.stderr)")
+            let config = try temporaryFile("""
+                listen: [127.0.0.1:0]
+                rules:
+                  - {name: test-nets, action: allow, to: [198.51.100.0/24, 203.0.113.0/24]}
+                """)
+            let server = try BackgroundProcess(ip, ["netns", "exec", namespace, sallyportExecutable(), "--config", config])
+            defer { server.signal(SIGKILL) }
+            #expect(await server.waitForStderr(containing: "msg=listening"))
+            let listening = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
+            let port = logfmtFields(listening)["addresses"]?.split(separator: ":").last.map(String.init) ?? "0"
+            var replies: [String] = []
+            for address in ["203.0.113.5", "198.51.100.7"] {
+                let result = try await runProcess(
+                    ip, ["netns", "exec", namespace, python, packageRoot() + "/Tests/Integration/socks_connect.py", port, address, "80"], timeout: 30)
+                replies.append(result.stdout.trimmingCharacters(in: .whitespacesAndNewlines))
+            }
+            #expect(await server.waitForStderr(containing: "msg=session", count: 2))
+            let sessions = server.stderr.split(separator: "\n").filter { $0.contains("msg=session") }.map { logfmtFields(String($0)) }
+            #expect(sessions.map { $0["reply"] ?? "" }.sorted() == ["3", "4"], "\(sessions)")
+            #expect(sessions.allSatisfy { $0["end"] == "request_failed" }, "\(sessions)")
+            return replies
+        }
+        #expect(replies == ["3", "4"])
+    }
+
     @Test func aClientThatVanishesWithoutAFINIsEndedByTheIdleTimeout() async throws {
         let echo = try await TargetServer.echo()
         let ip = which("ip") ?? "/usr/sbin/ip"
