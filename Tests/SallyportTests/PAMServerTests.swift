@@ -97,4 +97,70 @@ struct PAMServerTests {
         #expect(await server.process.waitForStderr(containing: "login throttled", count: 20, timeout: 15))
         await echo.stop()
     }
+
+    /// PAM checks the `sallyport-counted` stack has run for `user` so far.
+    func checks(of user: String) -> Int {
+        let path = (ProcessInfo.processInfo.environment["SALLYPORT_PAM_FIXTURES"] ?? "") + "/checks.log"
+        let log = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
+        return log.split(separator: "\n").filter { $0 == user }.count
+    }
+
+    /// Logs in with username/password only (no request); the RFC 1929 status.
+    func loginStatus(_ port: Int, _ user: String, _ password: String) throws -> UInt8 {
+        let socket = try TestSocket(host: "127.0.0.1", port: port)
+        try socket.send([5, 1, 2, 1, UInt8(user.utf8.count)] + Array(user.utf8) + [UInt8(password.utf8.count)] + Array(password.utf8))
+        guard try socket.receive(exactly: 2) == [5, 2] else { return 0xFF }
+        return try socket.receive(exactly: 2)[1]
+    }
+
+    @Test func theCacheFromTheFileLastsItsTTLAndAReloadClearsIt() async throws {
+        let server = try await server(service: "sallyport-counted", auth: "  cache_ttl: 2s")
+        defer { server.process.signal(SIGKILL) }
+        let start = checks(of: "dora")
+        // Three logins within the lifetime: one PAM check.
+        for _ in 0..<3 { #expect(try await onThread { try loginStatus(server.port, "dora", "explorer") } == 0) }
+        #expect(checks(of: "dora") - start == 1)
+        // A wrong password is checked (and does not touch the entry).
+        #expect(try await onThread { try loginStatus(server.port, "dora", "wrong") } != 0)
+        #expect(checks(of: "dora") - start == 2)
+        // Past the lifetime the next login is checked again.
+        try await Task.sleep(for: .milliseconds(2300))  // the lifetime is what is tested
+        #expect(try await onThread { try loginStatus(server.port, "dora", "explorer") } == 0)
+        #expect(checks(of: "dora") - start == 3)
+        #expect(try await onThread { try loginStatus(server.port, "dora", "explorer") } == 0)
+        #expect(checks(of: "dora") - start == 3)
+        // A reload empties the cache.
+        server.process.signal(SIGHUP)
+        #expect(await server.process.waitForStderr(containing: "configuration reloaded"))
+        #expect(try await onThread { try loginStatus(server.port, "dora", "explorer") } == 0)
+        #expect(checks(of: "dora") - start == 4)
+    }
+
+    @Test func theThrottleFromTheFileDoublesItsBlockUpToTheMaximum() async throws {
+        let server = try await server(service: "sallyport-counted", auth: """
+              cache_ttl: 0
+              throttle: {max_failures: 2, window: 1m, backoff: 1s, max_backoff: 4s}
+            """)
+        defer { server.process.signal(SIGKILL) }
+        let start = checks(of: "erin")
+        var blocks: [String] = []
+        for round in 1...4 {
+            // Two failures start a block...
+            for _ in 0..<2 { #expect(try await onThread { try loginStatus(server.port, "erin", "guess") } != 0) }
+            #expect(await server.process.waitForStderr(containing: "login throttled", count: round))
+            let warning = server.process.stderr.split(separator: "\n").filter { $0.contains("login throttled") }.last.map(String.init) ?? ""
+            let seconds = logfmtFields(warning)["seconds"] ?? "?"
+            blocks.append(seconds)
+            // ...during which even the right password is refused without a PAM check.
+            let checked = checks(of: "erin")
+            #expect(try await onThread { try loginStatus(server.port, "erin", "e-pass") } != 0)
+            #expect(checks(of: "erin") == checked)
+            // The block is what is tested: wait it out.
+            try await Task.sleep(for: .milliseconds((Int(seconds) ?? 4) * 1000 + 300))
+        }
+        #expect(blocks == ["1", "2", "4", "4"])
+        #expect(checks(of: "erin") - start == 8)
+        // After the last block the right password is taken again.
+        #expect(try await onThread { try loginStatus(server.port, "erin", "e-pass") } == 0)
+    }
 }
