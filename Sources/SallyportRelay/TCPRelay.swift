@@ -87,12 +87,17 @@ public enum TCPRelay {
         try target.pipeline.syncOperations.addHandler(targetHandler)
         try client.pipeline.syncOperations.addHandler(clientHandler)
         // A limited side reads in small single reads, so that a pause follows every chunk instead
-        // of a burst of the socket's whole receive queue.
+        // of a burst of the socket's whole receive queue. Its receive queue is kept to a tenth of a
+        // second's worth too (the kernel doubles it): at the peer's EOF NIO reads the whole queue at
+        // once, whatever the pauses, so an upload that ends with a FIN would pass the rate by as
+        // much as the kernel had let the queue grow to (megabytes on a fast path).
         func readInChunks(_ channel: any Channel, limitedBy limiter: RateLimiter?) throws {
             guard let limiter, let options = channel.syncOptions else { return }
             let chunk = min(max(limiter.bytesPerSecond / 20, 4096), 256 * 1024)
             try options.setOption(.maxMessagesPerRead, value: 1)
             try options.setOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: chunk))
+            let queue = min(max(limiter.bytesPerSecond / 10, 64 * 1024), 4 << 20)
+            try options.setOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(queue))
         }
         try readInChunks(client, limitedBy: configuration.clientToTargetLimit)
         try readInChunks(target, limitedBy: configuration.targetToClientLimit)

@@ -95,6 +95,30 @@ import Testing
         #expect(limiter.acquire(user: "alice", client: client, limits: limits).refusal == nil)
     }
 
+    @Test func aUsersSessionsShareOneBucketEachWay() throws {
+        var limits = Limits()
+        limits.bandwidthPerUser = 1 << 20
+        let limiter = SessionLimiter()
+        let client = ClientNetwork(IPAddress("192.0.2.1"))
+        guard case .success(let first) = limiter.acquire(user: "alice", client: client, limits: limits),
+            case .success(let second) = limiter.acquire(user: "alice", client: client, limits: limits),
+            case .success(let other) = limiter.acquire(user: "bob", client: client, limits: limits)
+        else {
+            Issue.record("a session was refused")
+            return
+        }
+        let (upload, download) = (try #require(first.upload), try #require(first.download))
+        // Both of alice's sessions draw from the same two buckets: one for each direction.
+        #expect(second.upload === upload && second.download === download)
+        #expect(upload !== download)
+        #expect(upload.bytesPerSecond == 1 << 20 && download.bytesPerSecond == 1 << 20)
+        // Bob has buckets of his own.
+        #expect(other.upload !== upload && other.download !== download)
+        // Anonymous sessions are not limited.
+        guard case .success(let anonymous) = limiter.acquire(user: nil, client: client, limits: limits) else { return }
+        #expect(anonymous.upload == nil && anonymous.download == nil)
+    }
+
     @Test func sessionsPerClientCountsAnIPv6SlashSixtyFourAsOneClient() {
         var limits = Limits()
         limits.sessionsPerClient = 1

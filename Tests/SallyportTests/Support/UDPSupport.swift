@@ -26,6 +26,8 @@ struct UDPEchoServer {
     static func start(host: String = "127.0.0.1") async throws -> UDPEchoServer {
         let channel = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
             .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
+            // Room for a test's whole burst (the default, about 200 KiB, holds three 64 KiB datagrams).
+            .channelOption(.socketOption(.so_rcvbuf), value: 4 << 20)
             .channelInitializer { channel in
                 channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(UDPEchoHandler()) }
             }
@@ -50,8 +52,11 @@ final class TestUDPSocket: @unchecked Sendable {
         guard fd >= 0 else { throw TestSocketError("socket") }
         var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
         setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        // Room for a test's whole burst: past net.core.rmem_max when the tests run as root.
         var size: Int32 = 4 << 20
-        setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        if setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &size, socklen_t(MemoryLayout<Int32>.size)) != 0 {
+            setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &size, socklen_t(MemoryLayout<Int32>.size))
+        }
         let result = address.withSockAddr { bind(fd, $0, socklen_t($1)) }
         guard result == 0 else { throw TestSocketError("bind \(host)") }
     }
