@@ -75,7 +75,7 @@ import Testing
             _ = socket.waitForClose()
         }
         #expect(await proxy.logs.wait { $0.contains { $0.contains(" msg=session ") && $0.contains("end=no_acceptable_method") } })
-        let fields = logfmtFields(proxy.logs.sessionLines[0])
+        let fields = logfmtFields(proxy.logs.sessionLines.first ?? "")
         #expect(fields["user"] == "-")
         #expect(fields["cmd"] == "-")
         #expect(fields["reply"] == "-")

@@ -209,21 +209,23 @@ func loopback4(_ port: Int) -> SOCKSEndpoint { SOCKSEndpoint(host: .ipv4(.init(1
     @Test func closingTheControlConnectionEndsTheAssociationAtOnce() async throws {
         let echo = try await UDPEchoServer.start()
         let proxy = try await TestProxy.start()
-        let (before, after) = try await onThread { () throws -> ([UInt8]?, [UInt8]?) in
-            var (control, reply): (TestSocket?, SOCKSReply) = try udpAssociate(proxyPort: proxy.port)
+        let client = try TestUDPSocket(timeout: 0.5)
+        let (before, relay) = try await onThread { () throws -> ([UInt8]?, SocketAddress) in
+            let (control, reply) = try udpAssociate(proxyPort: proxy.port)
             let relay = try reply.bound.testAddress
-            let client = try TestUDPSocket(timeout: 0.5)
             try client.send(TestUDPSocket.packet(to: loopback4(echo.port), [9]), to: relay)
             let before = client.receive()
-            control = nil  // closes the TCP connection
-            _ = control
-            usleep(200_000)
+            _ = control  // closed as it goes out of scope
+            return (before, relay)
+        }
+        // Once the server has ended the association, a datagram to its old port gets nothing back.
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("cmd=udp") && $0.contains("end=control_closed") } })
+        let after = try await onThread { () throws -> [UInt8]? in
             try? client.send(TestUDPSocket.packet(to: loopback4(echo.port), [10]), to: relay)
-            return (before, client.receive())
+            return client.receive()
         }
         #expect(before != nil)
         #expect(after == nil)
-        #expect(await proxy.logs.wait { $0.contains { $0.contains("cmd=udp") && $0.contains("end=control_closed") } })
         await proxy.stop()
         await echo.stop()
     }
