@@ -19,6 +19,7 @@ PASSDB
 # pam_matrix takes a user's first line, so services that share users have files of their own.
 printf 'alice:wonderland:sallyport-faildelay\nbob:builder:sallyport-faildelay\ncarol:c4rol-pw:sallyport-faildelay\n' >"$dir/passdb-faildelay"
 printf 'slowpoke:tortoise:sallyport-blocking\n' >"$dir/passdb-blocking"
+printf 'slowpoke:tortoise:sallyport-gated\n' >"$dir/passdb-gated"
 for i in $(seq 1 60); do
   echo "user$i:pass$i:sallyport-test" >>"$dir/passdb"
 done
@@ -59,6 +60,15 @@ cat >"$dir/services/sallyport-counted" <<SERVICE
 auth required pam_exec.so quiet $dir/count-check.sh
 auth required $matrix passdb=$dir/passdb-counted
 account required $matrix passdb=$dir/passdb-counted
+SERVICE
+# A stack whose checks wait (up to 20 s) until the file gate-open exists: a test holds the PAM
+# thread for exactly as long as it needs.
+printf '#!/bin/sh\nfor i in $(seq 200); do [ -e "%s/gate-open" ] && exit 0; sleep 0.1; done\nexit 0\n' "$dir" >"$dir/gate.sh"
+chmod +x "$dir/gate.sh"
+cat >"$dir/services/sallyport-gated" <<SERVICE
+auth required pam_exec.so quiet $dir/gate.sh
+auth required $matrix passdb=$dir/passdb-gated
+account required $matrix passdb=$dir/passdb-gated
 SERVICE
 cat >"$dir/services/other" <<SERVICE
 auth required pam_deny.so

@@ -187,11 +187,15 @@ struct PAMLoadTests {
 
     @Test func aClientThatLeavesWhileItsLoginIsQueuedCostsNoPAMCheck() async throws {
         let echo = try await TargetServer.echo()
-        let (proxy, pam) = try await pamProxy(service: "sallyport-blocking", threads: 1, maxPending: 16)
+        // The gated stack holds its check until the test opens the gate (a file).
+        let gate = (ProcessInfo.processInfo.environment["SALLYPORT_PAM_FIXTURES"] ?? "") + "/gate-open"
+        try? FileManager.default.removeItem(atPath: gate)
+        defer { _ = FileManager.default.createFile(atPath: gate, contents: nil) }  // never leave a check waiting
+        let (proxy, pam) = try await pamProxy(service: "sallyport-gated", threads: 1, maxPending: 16)
         let destination = loopback4(echo.port)
-        // One login holds the only thread for 1 s; three more send their credentials and hang up.
+        // One login holds the only thread; three more send their credentials and hang up.
         let holder = Task { try await onThread { try socksLogin(proxyPort: proxy.port, user: Array("slowpoke".utf8), password: Array("tortoise".utf8), destination: destination) } }
-        #expect(await waitUntil(timeout: 5) { pam.pendingChecks == 1 })
+        #expect(await waitUntil(timeout: 5) { pam.transactionsStarted == 1 })
         try await onThread {
             for _ in 0..<3 {
                 let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
@@ -200,8 +204,10 @@ struct PAMLoadTests {
                 try socket.send([1, 8] + Array("slowpoke".utf8) + [4] + Array("hare".utf8))
             }
         }
-        // Their sessions end (logged) before the first check is over.
+        // Their sessions end (and are logged) while the first check still holds the thread.
         #expect(await proxy.logs.wait { $0.filter { $0.contains("msg=session") && $0.contains("client_closed") }.count == 3 }, "\(proxy.logs.lines)")
+        #expect(pam.pendingChecks == 4)
+        _ = FileManager.default.createFile(atPath: gate, contents: nil)
         #expect(try await holder.value.status == 0)
         #expect(await waitUntil(timeout: 5) { pam.pendingChecks == 0 })
         #expect(pam.transactionsStarted == 1)
