@@ -98,7 +98,7 @@ let package = Package(
         .testTarget(
             name: "SallyportAuthTests",
             dependencies: [
-                "SallyportAuth",
+                "SallyportAuth", "SOCKSProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

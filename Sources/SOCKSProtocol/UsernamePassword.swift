@@ -1,12 +1,49 @@
 import NIOCore
 
-/// A password, kept out of every description so that it cannot reach a log by accident.
-public struct Password: Hashable, Sendable {
-    /// The bytes exactly as the client sent them.
-    public var bytes: [UInt8]
+#if canImport(Glibc)
+import Glibc
+#endif
 
-    public init(bytes: [UInt8]) { self.bytes = bytes }
-    public init(_ string: String) { self.bytes = Array(string.utf8) }
+/// A password, kept out of every description so that it cannot reach a log by accident, and held
+/// in memory of its own that is overwritten when the last copy of it goes (a value copy shares it).
+public struct Password: Hashable, Sendable {
+    private let storage: SecretBytes
+
+    /// The bytes exactly as the client sent them.
+    public init(bytes: some Collection<UInt8>) { storage = SecretBytes(bytes) }
+    public init(_ string: String) { storage = SecretBytes(string.utf8) }
+
+    public var count: Int { storage.buffer.count }
+
+    /// The bytes, for as long as `body` runs. Copies made from them are the caller's to wipe.
+    public func withUnsafeBytes<Result>(_ body: (UnsafeRawBufferPointer) throws -> Result) rethrows -> Result {
+        try body(UnsafeRawBufferPointer(storage.buffer))
+    }
+
+    public static func == (lhs: Password, rhs: Password) -> Bool {
+        lhs.storage.buffer.elementsEqual(rhs.storage.buffer)
+    }
+
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(bytes: UnsafeRawBufferPointer(storage.buffer))
+    }
+}
+
+/// Bytes in an allocation of their own, zeroed (`explicit_bzero`, which the compiler may not drop)
+/// before it is freed.
+final class SecretBytes: Sendable {
+    // Sendable: written once, in init; read only after.
+    nonisolated(unsafe) let buffer: UnsafeMutableBufferPointer<UInt8>
+
+    init(_ bytes: some Collection<UInt8>) {
+        buffer = .allocate(capacity: bytes.count)
+        _ = buffer.initialize(fromContentsOf: bytes)
+    }
+
+    deinit {
+        if let base = buffer.baseAddress { explicit_bzero(base, buffer.count) }
+        buffer.deallocate()
+    }
 }
 
 extension Password: CustomStringConvertible, CustomDebugStringConvertible {
@@ -52,11 +89,12 @@ extension ByteBuffer {
             let passwordLength = copy.readInteger(as: UInt8.self)
         else { return nil }
         guard passwordLength > 0 else { throw .invalidCredentials }
-        guard let password = copy.readBytes(length: Int(passwordLength)) else { return nil }
-        guard !username.contains(0), !password.contains(0) else { throw .invalidCredentials }
+        // A slice of the buffer, not a copy: the password's one copy is the Password's own.
+        guard let password = copy.readSlice(length: Int(passwordLength)) else { return nil }
+        guard !username.contains(0), !password.readableBytesView.contains(0) else { throw .invalidCredentials }
         self = copy
         return UsernamePasswordRequest(
-            username: String(decoding: username, as: UTF8.self), password: Password(bytes: password))
+            username: String(decoding: username, as: UTF8.self), password: Password(bytes: password.readableBytesView))
     }
 
     /// Writes an RFC 1929 request (used by clients and tests).
@@ -64,7 +102,7 @@ extension ByteBuffer {
     public mutating func writeUsernamePasswordRequest(_ request: UsernamePasswordRequest) -> Int {
         let username = Array(request.username.utf8)
         return writeInteger(UInt8(0x01)) + writeInteger(UInt8(username.count)) + writeBytes(username)
-            + writeInteger(UInt8(request.password.bytes.count)) + writeBytes(request.password.bytes)
+            + writeInteger(UInt8(request.password.count)) + request.password.withUnsafeBytes { writeBytes($0) }
     }
 
     /// Writes an RFC 1929 reply.

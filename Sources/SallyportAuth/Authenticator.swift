@@ -1,5 +1,6 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import SOCKSProtocol
 
 /// Who a session belongs to, once its client has authenticated.
 public struct Identity: Hashable, Sendable {
@@ -20,19 +21,23 @@ public struct Identity: Hashable, Sendable {
 /// What an authenticator is asked: a user name and password, from a client.
 public struct AuthenticationRequest: Sendable {
     public var username: String
-    /// The password bytes exactly as the client sent them. Never log them.
-    public var password: [UInt8]
+    /// The password exactly as the client sent it, in memory that is wiped when it goes. Never log it.
+    public var password: Password
     /// The client's address, for `PAM_RHOST` and throttling.
     public var client: SocketAddress?
     /// Whether an answer is still awaited: a check that has not started by the time its client
     /// has gone is dropped. Called from the checker's threads.
     public var stillWanted: @Sendable () -> Bool
 
-    public init(username: String, password: [UInt8], client: SocketAddress?, stillWanted: @escaping @Sendable () -> Bool = { true }) {
+    public init(username: String, password: Password, client: SocketAddress?, stillWanted: @escaping @Sendable () -> Bool = { true }) {
         self.username = username
         self.password = password
         self.client = client
         self.stillWanted = stillWanted
+    }
+
+    public init(username: String, password: [UInt8], client: SocketAddress?, stillWanted: @escaping @Sendable () -> Bool = { true }) {
+        self.init(username: username, password: Password(bytes: password), client: client, stillWanted: stillWanted)
     }
 }
 

@@ -70,8 +70,9 @@ public final class CachingAuthenticator: Authenticator {
     func digest(_ request: AuthenticationRequest) -> Digest {
         // The user name is part of the hashed input, so equal passwords of two users differ.
         var input = Array(request.username.utf8)
+        input.reserveCapacity(input.count + 1 + request.password.count)  // no reallocation leaves a copy behind
         input.append(0)
-        input.append(contentsOf: request.password)
+        request.password.withUnsafeBytes { input.append(contentsOf: $0) }
         defer { for index in input.indices { input[index] = 0 } }
         return Digest(high: SipHash24.hash(input, key: keys.0), low: SipHash24.hash(input, key: keys.1))
     }

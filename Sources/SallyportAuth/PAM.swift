@@ -1,5 +1,6 @@
 import CPAM
 import NIOConcurrencyHelpers
+import SOCKSProtocol
 
 #if canImport(Glibc)
 import Glibc
@@ -29,7 +30,7 @@ public struct PAMOutcome: Sendable, Equatable {
 /// sleep the delay modules ask for after a failure (`PAM_FAIL_DELAY` is set to a function that
 /// records it): the outcome carries the delay, and the caller applies it as a timer, so a flood of
 /// wrong passwords cannot hold the PAM threads asleep.
-public func runPAMTransaction(service: String, username: String, password: [UInt8], remoteHost: String?) -> PAMOutcome {
+public func runPAMTransaction(service: String, username: String, password: Password, remoteHost: String?) -> PAMOutcome {
     let conversationData = PAMConversationData(password: password)
     defer { conversationData.wipe() }
     let appdata = Unmanaged.passRetained(conversationData)
@@ -84,10 +85,12 @@ final class PAMConversationData {
     /// The delay the modules asked for after a failure, in microseconds.
     var failDelay: UInt32 = 0
 
-    init(password: [UInt8]) {
+    init(password: Password) {
         passwordLength = password.count
         self.password = UnsafeMutablePointer<CChar>.allocate(capacity: password.count + 1)
-        for (index, byte) in password.enumerated() { self.password[index] = CChar(bitPattern: byte) }
+        password.withUnsafeBytes { bytes in
+            for (index, byte) in bytes.enumerated() { self.password[index] = CChar(bitPattern: byte) }
+        }
         self.password[password.count] = 0
     }
 
@@ -96,7 +99,7 @@ final class PAMConversationData {
 
     /// Overwrites the password in memory.
     func wipe() {
-        for index in 0...passwordLength { password[index] = 0 }
+        explicit_bzero(password, passwordLength + 1)
     }
 
     deinit {

@@ -2,6 +2,7 @@ import ArgumentParser
 import CSystemShims
 import Sallyport
 import SallyportAuth
+import SOCKSProtocol
 
 #if canImport(Glibc)
 import Glibc
@@ -55,7 +56,7 @@ struct CheckAuth: ParsableCommand {
 }
 
 /// Reads a password: without echo from a terminal, else one line of standard input.
-func readPassword(prompt: String) -> [UInt8]? {
+func readPassword(prompt: String) -> Password? {
     let terminal = isatty(0) == 1
     var saved = termios()
     if terminal {
@@ -71,13 +72,18 @@ func readPassword(prompt: String) -> [UInt8]? {
             LineLogHandler.standardError("\n")
         }
     }
+    // Room for the longest accepted line from the start, so no reallocation leaves a copy behind;
+    // wiped once the Password holds the bytes.
     var bytes: [UInt8] = []
+    bytes.reserveCapacity(4097)
+    defer { bytes.withUnsafeMutableBytes { if let base = $0.baseAddress { explicit_bzero(base, $0.count) } } }
     var byte: UInt8 = 0
     while read(0, &byte, 1) == 1 {
         if byte == UInt8(ascii: "\n") { break }
         bytes.append(byte)
         if bytes.count > 4096 { return nil }
     }
+    byte = 0
     if bytes.last == UInt8(ascii: "\r") { bytes.removeLast() }
-    return bytes.isEmpty ? nil : bytes
+    return bytes.isEmpty ? nil : Password(bytes: bytes)
 }

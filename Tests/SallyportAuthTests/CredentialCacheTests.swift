@@ -1,6 +1,7 @@
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import SOCKSProtocol
 import Testing
 
 @testable import SallyportAuth
@@ -11,7 +12,7 @@ final class CountingAuthenticator: Authenticator {
 
     func authenticate(_ request: AuthenticationRequest, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> {
         calls.withLockedValue { $0 += 1 }
-        let ok = request.password == Array("right".utf8)
+        let ok = request.password == Password("right")
         return eventLoop.makeSucceededFuture(ok ? .success(Identity(user: request.username, groups: ["g"])) : .failure(reason: "wrong"))
     }
 }

@@ -55,6 +55,7 @@ struct SessionHarness {
     let logs = LogCapture()
     let limiter = SessionLimiter()
     let timeouts: Timeouts
+    let session: Session
 
     init(methods: [AuthenticationMethod] = [.none], policy: Policy = .allowPublic, limits: Limits = Limits(), timeouts: Timeouts = Timeouts()) throws {
         self.timeouts = timeouts
@@ -65,8 +66,8 @@ struct SessionHarness {
         let negotiation = ServerNegotiation.Configuration(methods: methods, commands: [.connect, .udpAssociate], maximumEarlyData: 1024)
         channel.remoteAddress = try SocketAddress(ipAddress: "198.51.100.7", port: 40_000)
         channel.localAddress = try SocketAddress(ipAddress: "127.0.0.1", port: 1080)
-        try channel.pipeline.syncOperations.addHandler(
-            SOCKSServerHandler(session: Session(services: services, negotiation: negotiation, listener: "test")))
+        session = Session(services: services, negotiation: negotiation, listener: "test")
+        try channel.pipeline.syncOperations.addHandler(SOCKSServerHandler(session: session))
         channel.pipeline.fireChannelActive()
     }
 
@@ -235,6 +236,20 @@ struct SessionHarness {
         #expect(harness.accessLog?["end"] == "auth_failed")
         #expect(harness.accessLog?["user"] == "alice")
         #expect(!harness.logs.text.contains("no\""))
+    }
+
+    @Test func thePasswordIsWipedFromTheNegotiationBufferOnceRead() throws {
+        let harness = try SessionHarness(methods: [.usernamePassword])
+        defer { harness.close() }
+        let password = Array("correct horse battery".utf8)
+        // Greeting, credentials and the start of a request in one segment: the buffer keeps the rest.
+        try harness.send([5, 1, 2, 1, 5] + Array("alice".utf8) + [UInt8(password.count)] + password + [5, 1])
+        #expect(harness.authenticator.asked.count == 1)
+        let leftovers = harness.session.buffer.withVeryUnsafeBytes { storage in
+            (0...(storage.count - password.count)).filter { start in storage[start..<start + password.count].elementsEqual(password) }
+        }
+        #expect(leftovers.isEmpty, "the password is still in the session's buffer at \(leftovers)")
+        #expect(harness.session.buffer.readableBytesView.elementsEqual([5, 1]))
     }
 
     @Test func clientGoneMidAuthenticationIsNotAnswered() throws {

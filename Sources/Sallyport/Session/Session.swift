@@ -166,6 +166,8 @@ final class Session {
         case .close(let failure):
             close(.negotiation(failure))
         case .authenticate(let credentials):
+            // The credentials have been read out of the negotiation buffer: wipe them there.
+            buffer.setRepeatingByte(0, count: buffer.readerIndex, at: 0)
             authenticate(credentials)
         case .execute(let request):
             execute(request)
@@ -183,7 +185,7 @@ final class Session {
         let waiter = LoginWaiter()
         loginWaiter = waiter
         let request = AuthenticationRequest(
-            username: credentials.username, password: credentials.password.bytes, client: record.client,
+            username: credentials.username, password: credentials.password, client: record.client,
             stillWanted: { waiter.isWaiting })
         let user = credentials.username
         authenticator.authenticate(request, on: channel.eventLoop).hop(to: channel.eventLoop).assumeIsolated()

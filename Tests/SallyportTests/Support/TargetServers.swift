@@ -2,6 +2,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import SOCKSProtocol
 import Sallyport
 import SallyportAuth
 import SallyportPolicy
@@ -206,7 +207,7 @@ struct TestProxy {
 /// Accepts any user whose password is "pw-" followed by the user name.
 struct TestAuthenticator: Authenticator {
     func authenticate(_ request: AuthenticationRequest, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> {
-        let ok = request.password == Array("pw-\(request.username)".utf8)
+        let ok = request.password == Password("pw-\(request.username)")
         return eventLoop.makeSucceededFuture(ok ? .success(Identity(user: request.username, groups: ["staff"])) : .failure(reason: "bad password"))
     }
 }
