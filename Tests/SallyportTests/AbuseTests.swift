@@ -177,12 +177,12 @@ func cpuSeconds(_ pid: Int32) -> Double? {
         let ip = which("ip") ?? "/usr/sbin/ip"
         let python = which("python3") ?? "/usr/bin/python3"
         let scripts = packageRoot() + "/Tests/Integration"
-        let config = try temporaryFile("""
+        let config = """
             listen: [127.0.0.1:0]
             rules:
               - {name: no-corp, action: deny, to: [.corp.test]}
               - {name: namespace-loopback, action: allow, to: [127.0.0.0/8]}
-            """)
+            """
         let replies = try await withNetworkNamespace(
             resolvConf: "nameserver 127.0.0.1\nsearch corp.test\noptions timeout:1 attempts:1\n", hosts: "127.0.0.1 localhost\n"
         ) { namespace -> [String] in
@@ -190,11 +190,9 @@ func cpuSeconds(_ pid: Int32) -> Double? {
             let dns = try BackgroundProcess(ip, ["netns", "exec", namespace, python, scripts + "/tiny_dns.py", "127.0.0.1", "53", "db.corp.test=127.0.0.1"])
             defer { dns.signal(SIGKILL) }
             #expect(await dns.waitForStderr(containing: "ready"), "the DNS server did not start: \(dns.stderr)")
-            let server = try BackgroundProcess(ip, ["netns", "exec", namespace, sallyportExecutable(), "--config", config])
+            let running = try await ServerProcess.start(config, namespace: namespace)
+            let (server, port) = (running.process, "\(running.port)")
             defer { server.signal(SIGKILL) }
-            #expect(await server.waitForStderr(containing: "msg=listening"))
-            let listening = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
-            let port = logfmtFields(listening)["addresses"]?.split(separator: ":").last.map(String.init) ?? "0"
             var replies: [String] = []
             for name in ["db", "db.corp.test", "localhost"] {
                 let result = try await runProcess(ip, ["netns", "exec", namespace, python, scripts + "/socks_connect.py", port, name, "9"], timeout: 30)
@@ -221,16 +219,14 @@ func cpuSeconds(_ pid: Int32) -> Double? {
             // unreachable (EHOSTUNREACH).
             let route = try await runProcess(ip, ["netns", "exec", namespace, ip, "route", "add", "unreachable", "198.51.100.0/24"])
             #expect(route.status == 0, "\(route.stderr)")
-            let config = try temporaryFile("""
+            let config = """
                 listen: [127.0.0.1:0]
                 rules:
                   - {name: test-nets, action: allow, to: [198.51.100.0/24, 203.0.113.0/24]}
-                """)
-            let server = try BackgroundProcess(ip, ["netns", "exec", namespace, sallyportExecutable(), "--config", config])
+                """
+            let running = try await ServerProcess.start(config, namespace: namespace)
+            let (server, port) = (running.process, "\(running.port)")
             defer { server.signal(SIGKILL) }
-            #expect(await server.waitForStderr(containing: "msg=listening"))
-            let listening = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
-            let port = logfmtFields(listening)["addresses"]?.split(separator: ":").last.map(String.init) ?? "0"
             var replies: [String] = []
             for address in ["203.0.113.5", "198.51.100.7"] {
                 let result = try await runProcess(

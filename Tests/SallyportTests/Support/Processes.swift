@@ -150,9 +150,15 @@ struct ServerProcess {
 
     /// Starts `sallyport --config PATH` (plus `arguments`) with `yaml` written to a temporary file;
     /// throws when it does not say it listens within 20 s.
-    static func start(_ yaml: String, arguments: [String] = [], environment: [String: String]? = nil) async throws -> ServerProcess {
+    /// In network namespace `namespace` when given (`ip netns exec` becomes the server: same PID).
+    static func start(
+        _ yaml: String, arguments: [String] = [], environment: [String: String]? = nil, namespace: String? = nil
+    ) async throws -> ServerProcess {
         let path = try temporaryFile(yaml)
-        let process = try BackgroundProcess(sallyportExecutable(), ["--config", path] + arguments, environment: environment)
+        let command = [sallyportExecutable(), "--config", path] + arguments
+        let ip = which("ip") ?? "/usr/sbin/ip"
+        let process = try namespace.map { try BackgroundProcess(ip, ["netns", "exec", $0] + command, environment: environment) }
+            ?? BackgroundProcess(command[0], Array(command.dropFirst()), environment: environment)
         // logfmt (msg=listening) or JSON ("msg":"listening").
         let listening = arguments.contains("json") ? "\"msg\":\"listening\"" : "msg=listening"
         guard await process.waitForStderr(containing: listening, timeout: 20) else {
