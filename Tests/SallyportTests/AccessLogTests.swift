@@ -53,9 +53,10 @@ import Testing
         #expect(fields["down"] == "1000")
         #expect(fields["rule"] == "test-loopback")
         #expect(fields["end"] == "client_closed")
-        // The duration is the session's, as the client saw it (from connect to the last byte).
+        // The duration is the session's, as the client saw it (from connect to the last byte); the
+        // server cannot count the moments before it accepted, which a loaded machine stretches.
         let duration = try #require(Double(fields["duration"] ?? ""))
-        #expect(duration >= 0.4 && duration <= seconds + 0.05, "logged \(duration) s, the client saw \(seconds) s")
+        #expect(duration >= (underSanitizer ? 0.2 : 0.35) && duration <= seconds + 0.05, "logged \(duration) s, the client saw \(seconds) s")
         // ts: ISO 8601 UTC with milliseconds, written when the session ended.
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]

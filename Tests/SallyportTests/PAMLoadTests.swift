@@ -8,7 +8,8 @@ import Testing
 
 /// PAM under load: a stack that blocks its threads, one that delays failures, clients that leave
 /// while their checks wait, and one client filling the queue.
-@Suite(.stopsItsServers, .enabled(if: underPAMWrapper, "needs pam_wrapper: run through `make test`"))
+/// Serialized: the gated stack's gate is one file, and each test here times PAM's one or two threads.
+@Suite(.serialized, .stopsItsServers, .enabled(if: underPAMWrapper, "needs pam_wrapper: run through `make test`"))
 struct PAMLoadTests {
     @Test func aBlockingPAMStackNeverStallsOtherClientsAndTheQueueBoundAnswersAtOnce() async throws {
         let echo = try await TargetServer.echo()
@@ -219,7 +220,11 @@ struct PAMLoadTests {
     }
 
     @Test func oneClientCannotFillTheQueueForOthers() async throws {
-        let pam = PAMAuthenticator(configuration: .init(service: "sallyport-blocking", threads: 1, maxPending: 8, maxPendingPerClient: 2))
+        // Checks wait at the gate until the test has looked at the queue.
+        let gate = (ProcessInfo.processInfo.environment["SALLYPORT_PAM_FIXTURES"] ?? "") + "/gate-open"
+        try? FileManager.default.removeItem(atPath: gate)
+        defer { _ = FileManager.default.createFile(atPath: gate, contents: nil) }
+        let pam = PAMAuthenticator(configuration: .init(service: "sallyport-gated", threads: 1, maxPending: 8, maxPendingPerClient: 2))
         let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
         func request(from address: String) throws -> AuthenticationRequest {
             AuthenticationRequest(username: "slowpoke", password: Array("hare".utf8), client: try SocketAddress(ipAddress: address, port: 1))
@@ -229,6 +234,7 @@ struct PAMLoadTests {
         // The third of one client's checks is refused at once; another client's is taken.
         #expect(try await greedy[2].get() == .refused(reason: "too many logins in progress from this client (auth.pam.max_pending_per_client)"))
         #expect(pam.pendingChecks == 3)
+        _ = FileManager.default.createFile(atPath: gate, contents: nil)
         for answer in greedy.prefix(2) + [other] {
             guard case .failure = try await answer.get() else { Issue.record("expected a checked failure"); continue }
         }

@@ -196,7 +196,7 @@ func loopback4(_ port: Int) -> SOCKSEndpoint { SOCKSEndpoint(host: .ipv4(.init(1
             try client.send([0, 0], to: relay)
             let truncated = client.receive()
             try client.send(TestUDPSocket.packet(to: loopback4(echo.port), [8]), to: relay)
-            let next = client.receive()
+            let next = client.receive(timeout: 5 * sanitizerSlowdown)
             _ = control
             return [fragment, malformed, truncated, next]
         }

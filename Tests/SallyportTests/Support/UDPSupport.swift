@@ -92,7 +92,12 @@ final class TestUDPSocket: @unchecked Sendable {
     }
 
     /// One datagram, or nil after the timeout.
-    func receive() -> [UInt8]? {
+    /// The next datagram, or nil after the socket's timeout (or `timeout` seconds, when given).
+    func receive(timeout: Double? = nil) -> [UInt8]? {
+        if let timeout {
+            var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        }
         var buffer = [UInt8](repeating: 0, count: 65_536)
         let got = buffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
         guard got >= 0 else { return nil }
