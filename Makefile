@@ -103,10 +103,11 @@ SANITIZER_REPORTS := $(CURDIR)/.build-sanitizer-reports
 SANITIZE_ENV := $(PAM_TEST_ENV) UID_WRAPPER_DISABLE_DEEPBIND=1 NSS_WRAPPER_DISABLE_DEEPBIND=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Fixtures/lsan.supp:print_suppressions=0:exitcode=0 \
 	ASAN_OPTIONS=log_path=$(SANITIZER_REPORTS)/asan TSAN_OPTIONS=log_path=$(SANITIZER_REPORTS)/tsan
-# Runs the tests of build $(1) (address or thread); notes a failed run in the reports folder, so
-# that both runs happen before `sanitize` fails.
+# Runs the tests of build $(1) (address or thread) one at a time (side by side, a sanitized build's
+# hundreds of threads stalled the whole run for a minute on two cores, past any sensible timeout);
+# notes a failed run in the reports folder, so that both runs happen before `sanitize` fails.
 define sanitizer_run
-	env $(SANITIZE_ENV) SALLYPORT_SANITIZER=$(1) $(SWIFT) test --skip-build --sanitize=$(1) --scratch-path .build-$(2) \
+	env $(SANITIZE_ENV) SALLYPORT_SANITIZER=$(1) $(SWIFT) test --skip-build --no-parallel --sanitize=$(1) --scratch-path .build-$(2) \
 	  || echo "$(2): tests failed" >>$(SANITIZER_REPORTS)/failed
 	@if grep -l -E 'ERROR: |WARNING: ThreadSanitizer' $(SANITIZER_REPORTS)/$(2).* >/dev/null 2>&1; then \
 	  cat $(SANITIZER_REPORTS)/$(2).*; echo "$(2): reports above" | tee -a $(SANITIZER_REPORTS)/failed; \

@@ -45,14 +45,14 @@ struct ClosureAuthenticator: Authenticator {
 
     @Test func aRepeatedLoginCostsOneCheck() async throws {
         let base = CountingAuthenticator()
-        let cache = CachingAuthenticator(base: base, lifetime: .seconds(60))
+        let cache = CachingAuthenticator(base: base, lifetime: .hours(1))
         for _ in 0..<50 { #expect(try await login(cache, "alice", "right") == .success(Identity(user: "alice", groups: ["g"]))) }
         #expect(base.calls.withLockedValue { $0 } == 1)
     }
 
     @Test func aDifferentPasswordIsCheckedAndFailuresAreNotCached() async throws {
         let base = CountingAuthenticator()
-        let cache = CachingAuthenticator(base: base, lifetime: .seconds(60))
+        let cache = CachingAuthenticator(base: base, lifetime: .hours(1))
         _ = try await login(cache, "alice", "right")
         #expect(try await login(cache, "alice", "wrong") == .failure(reason: "wrong"))
         #expect(try await login(cache, "alice", "wrong") == .failure(reason: "wrong"))
@@ -76,7 +76,7 @@ struct ClosureAuthenticator: Authenticator {
 
     @Test func anEntryIsForTheAddressItWasMadeFrom() async throws {
         let base = CountingAuthenticator()
-        let cache = CachingAuthenticator(base: base, lifetime: .seconds(60))
+        let cache = CachingAuthenticator(base: base, lifetime: .hours(1))
         _ = try await login(cache, "alice", "right", from: "192.0.2.1")
         _ = try await login(cache, "alice", "right", from: "192.0.2.1")
         #expect(base.calls.withLockedValue { $0 } == 1)
@@ -122,7 +122,7 @@ struct ClosureAuthenticator: Authenticator {
         let cache = CachingAuthenticator(base: ClosureAuthenticator { request in
             asked.withLockedValue { $0 = request.stillWanted }
             return answer.futureResult
-        }, lifetime: .seconds(60))
+        }, lifetime: .hours(1))
         let address = try SocketAddress(ipAddress: "192.0.2.1", port: 40_000)
         let (first, second) = (LoginWaiter(), LoginWaiter())
         let request = { (waiter: LoginWaiter) in
