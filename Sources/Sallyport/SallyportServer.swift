@@ -31,6 +31,8 @@ public final class SallyportServer: Service, Sendable {
     private let generation: NIOLockedValueBox<Generation>
     private let state = NIOLockedValueBox<State>(.idle)
     private let trimmer = NIOLockedValueBox<MemoryTrimmer?>(nil)
+    /// Tells systemd when the server is ready, reloading and stopping.
+    public let notifier: SystemdNotifier
 
     /// One configuration and what was made from it; new sessions take the current one.
     private struct Generation: Sendable {
@@ -71,9 +73,11 @@ public final class SallyportServer: Service, Sendable {
         authenticator: (any Authenticator)? = nil,
         group: any EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
         logger: Logger,
-        accessLogger: Logger? = nil
+        accessLogger: Logger? = nil,
+        notifier: SystemdNotifier = SystemdNotifier()
     ) {
         self.group = group
+        self.notifier = notifier
         self.logger = logger
         self.accessLogger = accessLogger ?? logger
         self.injectedAuthenticator = authenticator
@@ -293,9 +297,14 @@ public final class SallyportServer: Service, Sendable {
 
     /// `Service`: starts, waits for graceful shutdown (SIGTERM/SIGINT through the service group),
     /// then drains and stops.
+    ///
+    /// Started by systemd (`Type=notify`), it says READY=1 once every listener is bound and
+    /// STOPPING=1 when it begins to drain.
     public func run() async throws {
-        try await start()
+        let addresses = try await start()
+        notifier.ready(status: "listening on \(addresses.map(\.endpointText).joined(separator: ", "))")
         try? await gracefulShutdown()
+        notifier.stopping(status: "draining \(registry.count) session(s)")
         await shutdown()
     }
 }

@@ -101,12 +101,17 @@ struct Run: AsyncParsableCommand {
                     logger.warning("SIGHUP ignored: the server runs on the embedded default configuration, with no file to read")
                     continue
                 }
+                // systemd hears of the reload, and of its outcome in STATUS.
+                server.notifier.reloading()
                 do {
                     var next = try ConfigurationLoader.load(path: config)
                     if !listen.isEmpty { next.listeners = configuration.listeners }
                     try server.reload(next)
+                    server.notifier.ready(status: "configuration reloaded from \(config)")
                 } catch {
                     logger.error("reload failed; keeping the running configuration", metadata: ["errors": "\(error)"])
+                    let first = "\(error)".split(separator: "\n").first.map(String.init) ?? "\(error)"
+                    server.notifier.ready(status: "reload failed, running configuration kept: \(first)")
                 }
             }
         }
