@@ -13,15 +13,41 @@ public struct LineLogHandler: LogHandler {
     let label: String
     let format: LogConfiguration.Format
     let sink: @Sendable (String) -> Void
+    /// Each line starts with its syslog priority (`<6>`), which journald reads as the entry's.
+    let syslogPrefix: Bool
 
     public init(
-        label: String, level: Logger.Level, format: LogConfiguration.Format,
+        label: String, level: Logger.Level, format: LogConfiguration.Format, syslogPrefix: Bool = false,
         sink: @escaping @Sendable (String) -> Void = LineLogHandler.standardError
     ) {
         self.label = label
         self.logLevel = level
         self.format = format
+        self.syslogPrefix = syslogPrefix
         self.sink = sink
+    }
+
+    /// Whether standard error is journald's stream: systemd sets `$JOURNAL_STREAM` to that
+    /// stream's device and inode (a child whose stderr was redirected elsewhere inherits the
+    /// variable, so both are compared).
+    public static func standardErrorIsJournal(environment: [String: String]) -> Bool {
+        let parts = environment["JOURNAL_STREAM"]?.split(separator: ":") ?? []
+        guard parts.count == 2, let device = UInt64(parts[0]), let inode = UInt64(parts[1]) else { return false }
+        var info = stat()
+        guard fstat(2, &info) == 0 else { return false }
+        return UInt64(info.st_dev) == device && UInt64(info.st_ino) == inode
+    }
+
+    /// The syslog priority of a level (RFC 5424: 7 debug to 2 critical).
+    static func syslogPriority(_ level: Logger.Level) -> Int {
+        switch level {
+        case .trace, .debug: return 7
+        case .info: return 6
+        case .notice: return 5
+        case .warning: return 4
+        case .error: return 3
+        case .critical: return 2
+        }
     }
 
     /// Writes a line to standard error.
@@ -51,7 +77,8 @@ public struct LineLogHandler: LogHandler {
         if let extra = event.metadata {
             if merged.isEmpty { merged = extra } else { merged.merge(extra) { $1 } }
         }
-        var line = Self.formatLine(
+        var line = syslogPrefix ? "<\(Self.syslogPriority(event.level))>" : ""
+        line += Self.formatLine(
             format: format, timestamp: Self.timestamp(), level: event.level, message: event.message.description,
             metadata: merged)
         line += "\n"

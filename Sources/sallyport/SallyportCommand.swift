@@ -82,8 +82,11 @@ struct Run: AsyncParsableCommand {
 
         let files = raiseOpenFileLimit()
         let log = configuration.log
+        // Under systemd, journald reads each line's priority from a <N> prefix (journalctl -p).
+        let stream = getenv("JOURNAL_STREAM").map { ["JOURNAL_STREAM": String(cString: $0)] } ?? [:]
+        let journal = LineLogHandler.standardErrorIsJournal(environment: stream)
         LoggingSystem.bootstrap { label in
-            LineLogHandler(label: label, level: log.level.loggerLevel, format: log.format)
+            LineLogHandler(label: label, level: log.level.loggerLevel, format: log.format, syslogPrefix: journal)
         }
         let logger = Logger(label: "sallyport")
         logger.debug("open file limit", metadata: ["limit": "\(files)"])

@@ -63,6 +63,7 @@ final class FakeNotifySocket: @unchecked Sendable {
         let ready = try #require(try await onThread { notify.receive() }, "no READY=1: \(server.stderr)")
         #expect(ready["READY"] == "1")
         // Sent once the listener is bound: the status names the address it is bound to.
+        #expect(await server.waitForStderr(containing: "msg=listening"))
         let listening = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
         let address = try #require(logfmtFields(listening)["addresses"])
         #expect(ready["STATUS"] == "listening on \(address)")
@@ -90,5 +91,30 @@ final class FakeNotifySocket: @unchecked Sendable {
         let stopping = try #require(try await onThread { notify.receive() })
         #expect(stopping["STOPPING"] == "1")
         #expect(await server.waitForExit() == 0)
+    }
+
+    @Test func underJournaldEachLineCarriesItsSyslogPriority() async throws {
+        // JOURNAL_STREAM names standard error's device and inode, as systemd sets it.
+        // A block that holds special ranges it does not open: the server warns at start.
+        let config = try temporaryFile("listen: [127.0.0.1:0]\nrules:\n  - {name: wide, action: allow, to: [0.0.0.0/0]}\n")
+        let server = try BackgroundProcess(
+            "/bin/sh", ["-c", "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec \"$0\" --config \"$1\"", sallyportExecutable(), config])
+        defer { server.signal(SIGKILL) }
+        #expect(await server.waitForStderr(containing: "msg=listening"))
+        server.signal(SIGTERM)
+        #expect(await server.waitForExit() == 0)
+        let lines = server.stderr.split(separator: "\n")
+        #expect(lines.contains { $0.hasPrefix("<6>ts=") && $0.contains("msg=listening") }, "\(lines)")
+        #expect(lines.allSatisfy { $0.hasPrefix("<") }, "\(lines)")
+        // The warning is priority 4.
+        #expect(lines.contains { $0.hasPrefix("<4>") && $0.contains("level=warning") }, "\(lines)")
+
+        // JOURNAL_STREAM that names another stream (inherited, stderr redirected): plain lines.
+        let plain = try BackgroundProcess(sallyportExecutable(), ["--config", config], environment: ["JOURNAL_STREAM": "1:2"])
+        defer { plain.signal(SIGKILL) }
+        #expect(await plain.waitForStderr(containing: "msg=listening"))
+        plain.signal(SIGTERM)
+        _ = await plain.waitForExit()
+        #expect(plain.stderr.hasPrefix("ts="), "\(plain.stderr)")
     }
 }
