@@ -51,12 +51,15 @@ public struct LineLogHandler: LogHandler {
     }
 
     /// Writes a line to standard error.
-    public static let standardError: @Sendable (String) -> Void = { line in
+    public static let standardError: @Sendable (String) -> Void = { line in write(line, to: 2) }
+
+    /// Writes a line to a descriptor, whole (one `write(2)` unless the kernel takes less).
+    static func write(_ line: String, to descriptor: Int32) {
         var line = line
         line.withUTF8 { bytes in
             var offset = 0
             while offset < bytes.count {
-                let written = write(2, bytes.baseAddress! + offset, bytes.count - offset)
+                let written = Glibc.write(descriptor, bytes.baseAddress! + offset, bytes.count - offset)
                 if written <= 0 {
                     if written < 0 && errno == EINTR { continue }
                     return

@@ -85,8 +85,19 @@ struct Run: AsyncParsableCommand {
         // Under systemd, journald reads each line's priority from a <N> prefix (journalctl -p).
         let stream = getenv("JOURNAL_STREAM").map { ["JOURNAL_STREAM": String(cString: $0)] } ?? [:]
         let journal = LineLogHandler.standardErrorIsJournal(environment: stream)
+        // The access log goes to its own file when the configuration names one.
+        let accessFile = AccessLogFile()
+        do {
+            try accessFile.open(log.accessFile)
+        } catch {
+            printError("sallyport: \(error)")
+            throw ExitCode.failure
+        }
         LoggingSystem.bootstrap { label in
-            LineLogHandler(label: label, level: log.level.loggerLevel, format: log.format, syslogPrefix: journal)
+            let toFile = label == "sallyport.access"
+            return LineLogHandler(
+                label: label, level: log.level.loggerLevel, format: log.format, syslogPrefix: journal && !toFile,
+                sink: toFile ? accessFile.write : LineLogHandler.standardError)
         }
         let logger = Logger(label: "sallyport")
         logger.debug("open file limit", metadata: ["limit": "\(files)"])
@@ -109,7 +120,7 @@ struct Run: AsyncParsableCommand {
                 do {
                     var next = try ConfigurationLoader.load(path: config)
                     if !listen.isEmpty { next.listeners = configuration.listeners }
-                    try server.reload(next)
+                    try reload(server, to: next, accessFile: accessFile)
                     server.notifier.ready(status: "configuration reloaded from \(config)")
                 } catch {
                     logger.error("reload failed; keeping the running configuration", metadata: ["errors": "\(error)"])
@@ -119,6 +130,18 @@ struct Run: AsyncParsableCommand {
             }
         }
         defer { reloads.cancel() }
+        // SIGUSR1: open the access log's file again (logrotate has moved it away).
+        let reopens = Task {
+            for await _ in await UnixSignalsSequence(trapping: .sigusr1) {
+                do {
+                    try accessFile.reopen()
+                    logger.info("access log reopened", metadata: ["path": "\(accessFile.path ?? "standard error")"])
+                } catch {
+                    logger.error("access log not reopened; writing on to the old file", metadata: ["error": "\(error)"])
+                }
+            }
+        }
+        defer { reopens.cancel() }
         do {
             try await group.run()
         } catch {
@@ -177,4 +200,18 @@ func loadConfiguration(_ path: String?) throws -> ServerConfiguration {
 
 func printError(_ text: String) {
     LineLogHandler.standardError(text + "\n")
+}
+
+/// Takes a reloaded configuration: a new access-log file first (a file that cannot be opened fails
+/// the reload), then the server; the old file comes back if the server refuses the configuration.
+func reload(_ server: SallyportServer, to next: ServerConfiguration, accessFile: AccessLogFile) throws {
+    let previous = accessFile.path
+    guard next.log.accessFile != previous else { return try server.reload(next) }
+    try accessFile.open(next.log.accessFile)
+    do {
+        try server.reload(next)
+    } catch {
+        try? accessFile.open(previous)
+        throw error
+    }
 }

@@ -51,7 +51,8 @@ final class FakeNotifySocket: @unchecked Sendable {
     }
 }
 
-/// The server speaks systemd's notification protocol (`Type=notify`) to a fake `$NOTIFY_SOCKET`.
+/// Running as a service: systemd's notification protocol (`Type=notify`) to a fake
+/// `$NOTIFY_SOCKET`, priorities for journald, an access-log file that logrotate can move.
 @Suite(.stopsItsServers) struct SystemdTests {
     @Test(arguments: [false, true])
     func readyAfterTheBindReloadingThenReadyOnSIGHUPAndStoppingOnSIGTERM(abstract: Bool) async throws {
@@ -116,5 +117,50 @@ final class FakeNotifySocket: @unchecked Sendable {
         plain.signal(SIGTERM)
         _ = await plain.waitForExit()
         #expect(plain.stderr.hasPrefix("ts="), "\(plain.stderr)")
+    }
+
+    @Test func theAccessLogFileIsReopenedOnSIGUSR1AfterLogrotateMovedIt() async throws {
+        let echo = try await TargetServer.echo()
+        let directory = NSTemporaryDirectory() + "sallyport-logs-\(UUID().uuidString)"
+        try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(atPath: directory) }
+        let file = directory + "/access.log"
+        let server = try await ServerProcess.start("listen: [127.0.0.1:0]\nlog:\n  access_file: \(file)\n" + loopbackRules)
+        defer { server.process.signal(SIGKILL) }
+        func session(_ byte: UInt8) async throws {
+            let echoed = try await onThread { () throws -> [UInt8] in
+                let socket = try TestSocket(host: "127.0.0.1", port: server.port)
+                guard try socket.socksConnect(to: loopback4(echo.port), payload: [byte]).code == .succeeded else { return [] }
+                socket.shutdownWrite()
+                return try socket.receiveUntilEOF()
+            }
+            #expect(echoed == [byte])
+        }
+        @Sendable func sessionLines(_ path: String) -> [String] {
+            ((try? String(contentsOfFile: path, encoding: .utf8)) ?? "").split(separator: "\n").map(String.init).filter { $0.contains("msg=session") }
+        }
+        try await session(1)
+        #expect(await waitUntil(timeout: 5) { sessionLines(file).count == 1 })
+        // Access-log lines go to the file only; the others stay on standard error.
+        #expect(!server.process.stderr.contains("msg=session"))
+        #expect(server.process.stderr.contains("msg=listening"))
+
+        // logrotate moves the file, then signals.
+        try FileManager.default.moveItem(atPath: file, toPath: file + ".1")
+        server.process.signal(SIGUSR1)
+        #expect(await server.process.waitForStderr(containing: "access log reopened"))
+        try await session(2)
+        #expect(await waitUntil(timeout: 5) { sessionLines(file).count == 1 })
+        #expect(sessionLines(file + ".1").count == 1)
+        #expect(logfmtFields(sessionLines(file).first ?? "")["up"] == "1")
+        #expect(server.process.process.isRunning)
+        await echo.stop()
+    }
+
+    @Test func anAccessLogFileThatCannotBeOpenedStopsTheStartWithItsReason() async throws {
+        let result = try await runProcess(
+            sallyportExecutable(), ["--config", try temporaryFile("listen: [127.0.0.1:0]\nlog:\n  access_file: /nonexistent-dir/access.log\n")])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("cannot open the access log /nonexistent-dir/access.log: No such file or directory"), "\(result.stderr)")
     }
 }

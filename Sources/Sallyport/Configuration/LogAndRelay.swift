@@ -19,10 +19,14 @@ public struct LogConfiguration: Sendable, Hashable {
 
     public var level: Level = .info
     public var format: Format = .logfmt
+    /// A file for the access log (one line per session), reopened on SIGUSR1; nil: standard error,
+    /// with the other lines.
+    public var accessFile: String?
 
-    public init(level: Level = .info, format: Format = .logfmt) {
+    public init(level: Level = .info, format: Format = .logfmt, accessFile: String? = nil) {
         self.level = level
         self.format = format
+        self.accessFile = accessFile
     }
 }
 
@@ -36,5 +40,11 @@ extension LogConfiguration {
     mutating func read(_ section: inout ConfigSection) {
         section.choice("level", into: &level)
         section.choice("format", into: &format)
+        if let path = section.value("access_file", { path in
+            path.hasPrefix("/") && !path.hasSuffix("/")
+                ? .success(path) : .failure(ConfigValues.Message("'\(path)' is not an absolute file path (as /var/log/sallyport/access.log)"))
+        }) {
+            accessFile = path
+        }
     }
 }
