@@ -18,38 +18,46 @@ public struct StartupError: Error, Sendable, CustomStringConvertible {
 /// Use `start()`, `reload(_:)` and `shutdown()` directly (tests do), or run it as a `Service` in a
 /// `ServiceGroup`, which starts it, waits for SIGTERM/SIGINT and then shuts it down gracefully.
 public final class SallyportServer: Service, Sendable {
-    private let group: any EventLoopGroup
-    private let logger: Logger
+    let group: any EventLoopGroup
+    let logger: Logger
     private let accessLogger: Logger
     /// Injected by the caller (tests); when nil, the server makes a PAM authenticator as needed.
     private let injectedAuthenticator: (any Authenticator)?
     /// Outlive reloads: live sessions and the limits' counters.
-    private let registry = SessionRegistry()
+    let registry = SessionRegistry()
     private let limiter = SessionLimiter()
     /// Every name lookup of every session goes through it; it outlives reloads.
     private let resolver: NameResolver
-    private let generation: NIOLockedValueBox<Generation>
-    private let state = NIOLockedValueBox<State>(.idle)
+    let generation: NIOLockedValueBox<Generation>
+    let state = NIOLockedValueBox<State>(.idle)
     private let trimmer = NIOLockedValueBox<MemoryTrimmer?>(nil)
+    /// What the admin listener reports: its address, when the server started, the last reload.
+    let admin = NIOLockedValueBox(AdminState())
     /// Tells systemd when the server is ready, reloading and stopping.
     public let notifier: SystemdNotifier
 
     /// One configuration and what was made from it; new sessions take the current one.
-    private struct Generation: Sendable {
+    struct Generation: Sendable {
         var configuration: ServerConfiguration
         var services: SessionServices
         /// The PAM authenticator made for this configuration, if the server made one.
         var pam: PAMAuthenticator?
         /// The cache of successful logins in front of it.
         var cache: CachingAuthenticator?
+        /// The login throttle behind the cache.
+        var throttle: ThrottledAuthenticator?
         /// What each listener negotiates, by listener index (a reload keeps the bound listeners).
         var negotiations: [ServerNegotiation.Configuration]
 
-        init(configuration: ServerConfiguration, services: SessionServices, pam: PAMAuthenticator?, cache: CachingAuthenticator?) {
+        init(
+            configuration: ServerConfiguration, services: SessionServices, pam: PAMAuthenticator?, cache: CachingAuthenticator?,
+            throttle: ThrottledAuthenticator?
+        ) {
             self.configuration = configuration
             self.services = services
             self.pam = pam
             self.cache = cache
+            self.throttle = throttle
             let commands: Set<SOCKSCommand> = services.udp.enabled ? [.connect, .udpAssociate] : [.connect]
             negotiations = configuration.listeners.map { listener in
                 ServerNegotiation.Configuration(
@@ -58,7 +66,7 @@ public final class SallyportServer: Service, Sendable {
         }
     }
 
-    private enum State {
+    enum State {
         case idle
         case running([any Channel])
         case stopped
@@ -120,11 +128,18 @@ public final class SallyportServer: Service, Sendable {
                     }
                 }
             }
+            if let host = configuration.admin.host {
+                let channel = try await AdminServer.bind(host: host, port: configuration.admin.port, backend: self, group: group)
+                channels.append(channel)
+                admin.withLockedValue { $0.address = channel.localAddress }
+                logger.info("admin listening", metadata: ["address": "\(channel.localAddress?.endpointText ?? host)"])
+            }
         } catch {
             for channel in channels { try? await channel.close() }
             throw error
         }
         state.withLockedValue { $0 = .running(channels) }
+        admin.withLockedValue { $0.listeners = addresses }
         trimmer.withLockedValue { $0 = MemoryTrimmer(registry: registry, eventLoop: group.next(), pool: Self.trimPool) }
         logger.info("listening", metadata: ["addresses": "\(addresses.map(\.endpointText).joined(separator: ","))"])
         for warning in configuration.warnings { logger.warning("\(warning)") }
@@ -156,6 +171,7 @@ public final class SallyportServer: Service, Sendable {
         if let oldPAM = old.pam, fresh.pam !== oldPAM {
             Task { await oldPAM.shutdown() }
         }
+        admin.withLockedValue { $0.lastReload = "succeeded at \(LineLogHandler.timestamp())" }
         logger.info("configuration reloaded", metadata: ["rules": "\(next.policy.rules.count)"])
         for warning in next.warnings { logger.warning("\(warning)") }
     }
@@ -173,11 +189,13 @@ public final class SallyportServer: Service, Sendable {
         var authenticator = injectedAuthenticator
         var pam: PAMAuthenticator?
         var cache: CachingAuthenticator?
+        var throttle: ThrottledAuthenticator?
         if injectedAuthenticator == nil, configuration.usesUsernameMethod {
             if let previous, let previousPAM = previous.pam, previous.configuration.auth == configuration.auth {
                 // Same settings: keep the checker and the throttling record; forget cached logins.
                 pam = previousPAM
                 cache = previous.cache
+                throttle = previous.throttle
                 cache?.clear()
                 authenticator = previous.services.authenticator
             } else {
@@ -187,6 +205,7 @@ public final class SallyportServer: Service, Sendable {
                 // The cache comes first: a remembered or merged login is no guess, and the throttle
                 // counts the checks that reach PAM.
                 let throttled = ThrottledAuthenticator(base: made, configuration: configuration.auth.throttle, logger: logger)
+                throttle = throttled
                 let cached = CachingAuthenticator(base: throttled, lifetime: configuration.auth.cacheTTL)
                 cache = cached
                 authenticator = cached
@@ -205,7 +224,7 @@ public final class SallyportServer: Service, Sendable {
             registry: registry,
             limiter: limiter,
             udp: configuration.udp)
-        return Generation(configuration: configuration, services: services, pam: pam, cache: cache)
+        return Generation(configuration: configuration, services: services, pam: pam, cache: cache, throttle: throttle)
     }
 
     private func bind(listenerIndex: Int, _ listener: ListenerConfiguration, on loop: any EventLoop) async throws -> any Channel {

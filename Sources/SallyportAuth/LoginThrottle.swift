@@ -72,6 +72,11 @@ public struct LoginThrottle: Sendable {
     /// Clients with a record now.
     public var trackedClients: Int { records.count }
 
+    /// Clients whose logins are refused now, until their block ends.
+    public func blockedClients(now: NIODeadline) -> Int {
+        records.values.lazy.filter { ($0.blockedUntil ?? now) > now }.count
+    }
+
     /// Asks to check a login from `client`; when allowed, the check counts as in flight until
     /// `finish`.
     public mutating func begin(_ client: String, now: NIODeadline) -> Decision {
@@ -168,6 +173,9 @@ public final class ThrottledAuthenticator: Authenticator {
         self.throttle = NIOLockedValueBox(LoginThrottle(configuration: configuration))
         self.logger = logger
     }
+
+    /// Clients blocked now.
+    public var blockedClients: Int { throttle.withLockedValue { $0.blockedClients(now: .now()) } }
 
     public func authenticate(_ request: AuthenticationRequest, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> {
         let key = LoginThrottle.key(for: request.client)

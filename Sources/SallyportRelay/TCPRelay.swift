@@ -125,6 +125,8 @@ public enum TCPRelay {
 /// event loop of its channels.
 public final class RelaySession {
     var counters = RelayCounters()
+    /// Bytes moved so far. Read on the session's event loop.
+    public var bytesSoFar: RelayCounters { counters }
     private var end: RelayEnd?
     private var onEnd: ((RelayOutcome) -> Void)?
     fileprivate var handlers: (client: RelayHandler, target: RelayHandler)?

@@ -111,6 +111,8 @@ public final class UDPAssociation {
     private var pendingBytes = 0
     private var refused: LRUTable<SOCKSEndpoint, Void>
     private var counters = UDPCounters()
+    /// Datagrams and bytes so far. Read on the association's event loop.
+    public var countersSoFar: UDPCounters { counters }
     private var onEnd: ((UDPCounters, UDPRelayEnd) -> Void)?
     private var idleWatch: IdleWatch?
     private var ended = false

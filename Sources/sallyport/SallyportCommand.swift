@@ -126,6 +126,7 @@ struct Run: AsyncParsableCommand {
                     logger.error("reload failed; keeping the running configuration", metadata: ["errors": "\(error)"])
                     let first = "\(error)".split(separator: "\n").first.map(String.init) ?? "\(error)"
                     server.notifier.ready(status: "reload failed, running configuration kept: \(first)")
+                    server.reloadFailed(first)
                 }
             }
         }

@@ -15,6 +15,8 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var auth: AuthenticationSettings
     public var udp: UDPSettings
     public var dns = DNSSettings()
+    /// The admin listener (metrics, sessions, status page); off by default.
+    public var admin = AdminSettings()
     /// Let a listener on a non-loopback address offer method `none` (an open proxy for whoever
     /// reaches it). Off by default: such a configuration is refused.
     public var allowUnauthenticatedRemote: Bool
@@ -117,6 +119,13 @@ extension ServerConfiguration {
                     listener))
             }
         }
+        if admin.enabled, !admin.isLoopback {
+            if !admin.allowRemote || admin.token == nil {
+                findings.errors.append((
+                    "admin.listen: \(admin.addressDescription) is not a loopback address; the admin listener can close sessions and shows who uses the proxy, so serve it there only with admin.allow_remote: true and an admin.token",
+                    nil))
+            }
+        }
         if usesUsernameMethod, !externalAuthenticator, auth.pam.service.isEmpty {
             findings.errors.append(("a listener offers method 'username' but auth.pam.service is empty", nil))
         }
@@ -160,6 +169,7 @@ extension ServerConfiguration {
         root.section("log") { log.read(&$0) }
         root.section("udp") { udp.read(&$0) }
         root.section("dns") { dns.read(&$0) }
+        root.section("admin") { admin.read(&$0) }
     }
 }
 

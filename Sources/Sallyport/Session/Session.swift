@@ -128,6 +128,27 @@ final class Session {
     }
 
     /// Server shutdown: close now, whatever the phase.
+    /// Closed from the admin listener: the access log says `end=closed_by_admin`.
+    func closeByAdmin() {
+        decide(.closedByAdmin)
+        closeForShutdown()
+    }
+
+    /// What the admin listener shows of this session now. Call on the session's event loop.
+    var snapshot: SessionSnapshot {
+        var bytes = record.counters
+        if let relay { bytes = relay.bytesSoFar }
+        if let association {
+            let counters = association.countersSoFar
+            bytes = RelayCounters(clientToTarget: counters.bytesUp, targetToClient: counters.bytesDown)
+        }
+        return SessionSnapshot(
+            id: record.idText, listener: record.listener, client: record.clientText, user: record.user,
+            command: record.command?.description, destination: record.destination?.description,
+            bytesUp: bytes.clientToTarget, bytesDown: bytes.targetToClient,
+            ageSeconds: Double((NIODeadline.now() - record.start).nanoseconds) / 1e9)
+    }
+
     func closeForShutdown() {
         if let association {
             association.close(.closedByServer)

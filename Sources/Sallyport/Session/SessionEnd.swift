@@ -27,6 +27,8 @@ enum SessionEnd: Sendable, Equatable {
     case clientError
     /// The server closed it (shutdown after the grace period).
     case closedByServer
+    /// Closed through the admin listener (`DELETE /sessions/ID`).
+    case closedByAdmin
 
     /// The `end` field of the access log.
     var logName: String {
@@ -51,6 +53,7 @@ enum SessionEnd: Sendable, Equatable {
         case .association(let end): return end.rawValue
         case .clientError: return "client_error"
         case .closedByServer: return "closed_by_server"
+        case .closedByAdmin: return "closed_by_admin"
         }
     }
 

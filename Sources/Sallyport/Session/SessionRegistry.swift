@@ -33,6 +33,11 @@ final class SessionRegistry: Sendable {
 
     var count: Int { state.withLockedValue { $0.sessions.count } }
 
+    /// Every live session, each bound to its event loop.
+    func all() -> [NIOLoopBound<Session>] { state.withLockedValue { Array($0.sessions.values) } }
+
+    func find(_ id: UInt64) -> NIOLoopBound<Session>? { state.withLockedValue { $0.sessions[id] } }
+
     /// The peak since the last call and the count now; the peak starts again from the count.
     func takePeak() -> (peak: Int, now: Int) {
         state.withLockedValue { state in
@@ -44,7 +49,7 @@ final class SessionRegistry: Sendable {
 
     /// Asks every live session to close, each on its own event loop.
     func closeAll() {
-        for session in state.withLockedValue({ Array($0.sessions.values) }) {
+        for session in all() {
             session.eventLoop.execute { session.value.closeForShutdown() }
         }
     }

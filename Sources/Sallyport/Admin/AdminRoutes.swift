@@ -1,0 +1,146 @@
+import Foundation
+import NIOCore
+import NIOHTTP1
+
+/// An HTTP request to the admin listener, as the routes need it.
+struct AdminRequest: Sendable {
+    var method: HTTPMethod
+    /// The path without the query.
+    var path: String
+    var query: [String: String]
+    /// `Authorization` header, if any.
+    var authorization: String?
+
+    init(head: HTTPRequestHead) {
+        method = head.method
+        let parts = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
+        path = String(parts.first ?? "/")
+        query = [:]
+        if parts.count == 2 {
+            for pair in parts[1].split(separator: "&") {
+                let keyValue = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
+                let key = String(keyValue[0]).removingPercentEncoding ?? String(keyValue[0])
+                query[key] = keyValue.count == 2 ? (String(keyValue[1]).removingPercentEncoding ?? String(keyValue[1])) : ""
+            }
+        }
+        authorization = head.headers.first(name: "authorization")
+    }
+}
+
+/// What the admin listener answers.
+struct AdminResponse: Sendable {
+    var status: HTTPResponseStatus
+    var contentType: String
+    var body: String
+    var headers: [(String, String)] = []
+
+    static func text(_ status: HTTPResponseStatus, _ body: String) -> AdminResponse {
+        AdminResponse(status: status, contentType: "text/plain; charset=utf-8", body: body + "\n")
+    }
+
+    static func json(_ value: some Encodable) -> AdminResponse {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let body = (try? encoder.encode(value)).map { String(decoding: $0, as: UTF8.self) } ?? "null"
+        return AdminResponse(status: .ok, contentType: "application/json", body: body + "\n")
+    }
+}
+
+/// What the routes ask of the server.
+protocol AdminBackend: Sendable {
+    /// Listeners bound and configuration loaded (and not shutting down).
+    var isReady: Bool { get }
+    /// The bearer token requests must carry, as the running configuration says; nil: none.
+    var adminToken: String? { get }
+    func sessions(on eventLoop: any EventLoop) -> EventLoopFuture<[SessionSnapshot]>
+    /// Closes a session; false when there is no such session.
+    func closeSession(id: String) -> Bool
+    /// The Prometheus text exposition of every metric.
+    func metricsText() -> String
+    /// The PAC file for browsers.
+    func pacFile() -> String
+    /// Counts and states for the status page.
+    func status(on eventLoop: any EventLoop) -> EventLoopFuture<AdminStatus>
+}
+
+/// The routes of the admin listener: a pure mapping from request to response over a backend.
+enum AdminRoutes {
+    static func respond(to request: AdminRequest, backend: any AdminBackend, on eventLoop: any EventLoop) -> EventLoopFuture<AdminResponse> {
+        // Health checks answer without the token: they tell nothing about who uses the proxy.
+        if request.method == .GET, request.path == "/healthz" {
+            return eventLoop.makeSucceededFuture(.text(.ok, "ok"))
+        }
+        if request.method == .GET, request.path == "/readyz" {
+            return eventLoop.makeSucceededFuture(backend.isReady ? .text(.ok, "ready") : .text(.serviceUnavailable, "not ready"))
+        }
+        if let token = backend.adminToken, !authorized(request, token: token) {
+            var response = AdminResponse.text(.unauthorized, "a bearer token is required (Authorization: Bearer TOKEN)")
+            response.headers.append(("WWW-Authenticate", "Bearer realm=\"sallyport\""))
+            return eventLoop.makeSucceededFuture(response)
+        }
+        switch (request.method, request.path) {
+        case (.GET, "/metrics"):
+            return eventLoop.makeSucceededFuture(
+                AdminResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: backend.metricsText()))
+        case (.GET, "/sessions"):
+            return backend.sessions(on: eventLoop).map { .json($0) }
+        case (.DELETE, _) where request.path.hasPrefix("/sessions/"):
+            let id = String(request.path.dropFirst("/sessions/".count))
+            return eventLoop.makeSucceededFuture(
+                backend.closeSession(id: id) ? .text(.ok, "closing session \(id)") : .text(.notFound, "no session \(id)"))
+        case (.GET, "/proxy.pac"):
+            return eventLoop.makeSucceededFuture(
+                AdminResponse(status: .ok, contentType: "application/x-ns-proxy-autoconfig", body: backend.pacFile()))
+        case (.GET, "/status"):
+            return backend.status(on: eventLoop).map { .json($0) }
+        case (.GET, "/"):
+            return eventLoop.makeSucceededFuture(AdminResponse(status: .ok, contentType: "text/html; charset=utf-8", body: StatusPage.html))
+        case (_, "/healthz"), (_, "/readyz"), (_, "/metrics"), (_, "/sessions"), (_, "/proxy.pac"), (_, "/status"), (_, "/"):
+            var response = AdminResponse.text(.methodNotAllowed, "method \(request.method) not allowed here")
+            response.headers.append(("Allow", "GET"))
+            return eventLoop.makeSucceededFuture(response)
+        default:
+            return eventLoop.makeSucceededFuture(.text(.notFound, "no such page: \(request.path)"))
+        }
+    }
+
+    /// `Authorization: Bearer TOKEN`, or `?token=TOKEN` (for the status page in a browser); compared
+    /// in time that does not depend on where they differ.
+    static func authorized(_ request: AdminRequest, token: String) -> Bool {
+        let given: String?
+        if let header = request.authorization, header.lowercased().hasPrefix("bearer ") {
+            given = String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
+        } else {
+            given = request.query["token"]
+        }
+        guard let given else { return false }
+        let (a, b) = (Array(given.utf8), Array(token.utf8))
+        var difference = UInt8(a.count == b.count ? 0 : 1)
+        for index in 0..<min(a.count, b.count) { difference |= a[index] ^ b[index] }
+        return difference == 0
+    }
+}
+
+/// Counts and states the status page shows.
+struct AdminStatus: Sendable, Codable {
+    struct Count: Sendable, Codable {
+        var listener: String
+        var command: String
+        var sessions: Int
+    }
+
+    var version: String
+    var uptimeSeconds: Double
+    var sessions: [Count]
+    var lastReload: String
+    var pamQueue: Int
+    var throttledClients: Int
+
+    enum CodingKeys: String, CodingKey {
+        case version, sessions
+        case uptimeSeconds = "uptime_seconds"
+        case lastReload = "last_reload"
+        case pamQueue = "pam_queue"
+        case throttledClients = "throttled_clients"
+    }
+}

@@ -1,0 +1,41 @@
+import Foundation
+import SOCKSProtocol
+import SallyportPolicy
+
+/// A proxy auto-config file (the `FindProxyForURL` JavaScript browsers read): the names, domains
+/// and IPv4 blocks listed go direct, everything else through this SOCKS5 server (`SOCKS5 host:port`
+/// for browsers that know SOCKS5, then `SOCKS host:port` for those that do not).
+enum PACFile {
+    static func make(proxyHost: String, proxyPort: Int, direct: [String]) -> String {
+        let proxy = proxyHost.contains(":") ? "[\(proxyHost)]:\(proxyPort)" : "\(proxyHost):\(proxyPort)"
+        var lines = ["function FindProxyForURL(url, host) {", "  var ipv4 = /^[0-9]+\\.[0-9]+\\.[0-9]+\\.[0-9]+$/;"]
+        for entry in direct {
+            if let block = CIDR(entry), case .v4(let network) = block.network {
+                let mask = SOCKSIPv4Address(block.prefixLength == 0 ? 0 : UInt32.max << UInt32(32 - block.prefixLength))
+                // Only for addresses written as such: a name is never looked up by the browser
+                // (that would tell the local resolver what the user visits).
+                lines.append("  if (ipv4.test(host) && isInNet(host, \"\(network)\", \"\(mask)\")) return \"DIRECT\";")
+            } else if entry.hasPrefix(".") {
+                lines.append("  if (dnsDomainIs(host, \"\(javaScript(entry))\") || host == \"\(javaScript(String(entry.dropFirst())))\") return \"DIRECT\";")
+            } else {
+                lines.append("  if (host == \"\(javaScript(entry))\") return \"DIRECT\";")
+            }
+        }
+        lines.append("  return \"SOCKS5 \(proxy); SOCKS \(proxy)\";")
+        lines.append("}")
+        return lines.joined(separator: "\n") + "\n"
+    }
+
+    /// A string safe inside JavaScript double quotes.
+    private static func javaScript(_ text: String) -> String {
+        var result = ""
+        for character in text.unicodeScalars {
+            switch character {
+            case "\"", "\\": result += "\\\(character)"
+            case _ where character.value < 0x20 || character.value > 0x7E: result += String(format: "\\u%04x", character.value)
+            default: result.unicodeScalars.append(character)
+            }
+        }
+        return result
+    }
+}

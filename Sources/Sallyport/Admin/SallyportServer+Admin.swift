@@ -1,0 +1,61 @@
+import NIOCore
+
+/// What the admin listener knows beyond the configuration.
+struct AdminState: Sendable {
+    /// The admin listener's bound address.
+    var address: SocketAddress?
+    /// The SOCKS listeners' bound addresses (a port 0 in the file is a real port here).
+    var listeners: [SocketAddress] = []
+    let started = NIODeadline.now()
+    var lastReload = "none since start"
+}
+
+extension SallyportServer: AdminBackend {
+    /// The admin listener's bound address, once started (nil when there is none).
+    public var adminAddress: SocketAddress? { admin.withLockedValue { $0.address } }
+
+    /// A reload that failed before it reached the server (a file that does not load): the status
+    /// page and `/status` say so.
+    public func reloadFailed(_ reason: String) {
+        admin.withLockedValue { $0.lastReload = "failed at \(LineLogHandler.timestamp()): \(reason)" }
+    }
+
+    var isReady: Bool {
+        state.withLockedValue { if case .running = $0 { return true } else { return false } }
+    }
+
+    var adminToken: String? { configuration.admin.token }
+
+    func sessions(on eventLoop: any EventLoop) -> EventLoopFuture<[SessionSnapshot]> {
+        registry.snapshots(on: eventLoop)
+    }
+
+    func closeSession(id: String) -> Bool {
+        registry.closeByAdmin(id: id)
+    }
+
+    func metricsText() -> String { "" }
+
+    func pacFile() -> String {
+        let configuration = self.configuration
+        let pac = configuration.admin.pac
+        let bound = admin.withLockedValue { $0.listeners.first }
+        return PACFile.make(
+            proxyHost: pac.host ?? bound?.ipAddress ?? "127.0.0.1", proxyPort: pac.port ?? bound?.port ?? 1080, direct: pac.direct)
+    }
+
+    func status(on eventLoop: any EventLoop) -> EventLoopFuture<AdminStatus> {
+        let (generation, admin) = (self.generation.withLockedValue { $0 }, self.admin.withLockedValue { $0 })
+        return sessions(on: eventLoop).map { sessions in
+            var counts: [String: AdminStatus.Count] = [:]
+            for session in sessions {
+                let command = session.command ?? "negotiating"
+                counts["\(session.listener) \(command)", default: .init(listener: session.listener, command: command, sessions: 0)].sessions += 1
+            }
+            return AdminStatus(
+                version: sallyportVersion, uptimeSeconds: Double((NIODeadline.now() - admin.started).nanoseconds) / 1e9,
+                sessions: counts.values.sorted { ($0.listener, $0.command) < ($1.listener, $1.command) }, lastReload: admin.lastReload,
+                pamQueue: generation.pam?.pendingChecks ?? 0, throttledClients: generation.throttle?.blockedClients ?? 0)
+        }
+    }
+}

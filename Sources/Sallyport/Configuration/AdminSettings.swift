@@ -1,0 +1,73 @@
+import SOCKSProtocol
+
+/// The admin listener (HTTP): metrics, health, live sessions, a PAC file and a status page. Off
+/// unless `admin.listen` is set.
+public struct AdminSettings: Sendable, Hashable {
+    /// The address to listen on (an IP literal); nil: no admin listener.
+    public var host: String?
+    public var port = 9180
+    /// Let the admin listener be on a non-loopback address (then `token` is required too).
+    public var allowRemote = false
+    /// A bearer token every request must carry (`Authorization: Bearer TOKEN`); nil: none asked.
+    public var token: String?
+    /// Per-user metric series (one set per user name: mind the number of users).
+    public var perUserMetrics = false
+    /// What `/proxy.pac` points browsers at.
+    public var pac = PACSettings()
+
+    public init() {}
+
+    /// Whether an admin listener is configured.
+    public var enabled: Bool { host != nil }
+
+    /// `host:port` of the admin listener, with an IPv6 host in brackets.
+    public var addressDescription: String {
+        let host = host ?? "-"
+        return host.contains(":") ? "[\(host)]:\(port)" : "\(host):\(port)"
+    }
+
+    /// Whether the admin listener is on a loopback address.
+    public var isLoopback: Bool { host.map { IPAddress($0)?.isLoopback ?? false } ?? true }
+}
+
+/// The PAC file's settings.
+public struct PACSettings: Sendable, Hashable {
+    /// The proxy address browsers are told to use; nil: the first SOCKS listener's.
+    public var host: String?
+    public var port: Int?
+    /// Host names (`intranet.example.com`), domains (`.example.com`) and IPv4 blocks
+    /// (`10.0.0.0/8`) that browsers reach directly.
+    public var direct: [String] = []
+
+    public init() {}
+}
+
+extension AdminSettings {
+    mutating func read(_ section: inout ConfigSection) {
+        if let address = section.value("listen", { text in
+            ConfigurationLoader.parseListenAddress(text).mapError { ConfigValues.Message($0.description) }
+        }) {
+            host = address.host
+            port = address.port
+        }
+        section.bool("allow_remote", into: &allowRemote)
+        if let token = section.value("token", { token in
+            token.count >= 16 && !token.contains(where: \.isWhitespace)
+                ? .success(token) : .failure(ConfigValues.Message("the token must be 16 or more characters, without spaces"))
+        }) {
+            self.token = token
+        }
+        section.bool("per_user_metrics", into: &perUserMetrics)
+        section.section("pac") { pac.read(&$0) }
+    }
+}
+
+extension PACSettings {
+    mutating func read(_ section: inout ConfigSection) {
+        if let host = section.string("host") { self.host = host }
+        var port = self.port ?? 0
+        section.integer("port", range: 1...65_535, into: &port)
+        if port > 0 { self.port = port }
+        if let direct = section.list("direct", { .success($0) }) { self.direct = direct }
+    }
+}
