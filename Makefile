@@ -102,7 +102,8 @@ fuzz: deps-test
 SANITIZER_REPORTS := $(CURDIR)/.build-sanitizer-reports
 SANITIZE_ENV := $(PAM_TEST_ENV) UID_WRAPPER_DISABLE_DEEPBIND=1 NSS_WRAPPER_DISABLE_DEEPBIND=1 \
 	LSAN_OPTIONS=suppressions=$(CURDIR)/Tests/Fixtures/lsan.supp:print_suppressions=0:exitcode=0 \
-	ASAN_OPTIONS=log_path=$(SANITIZER_REPORTS)/asan TSAN_OPTIONS=log_path=$(SANITIZER_REPORTS)/tsan
+	ASAN_OPTIONS=log_path=$(SANITIZER_REPORTS)/asan \
+	TSAN_OPTIONS=log_path=$(SANITIZER_REPORTS)/tsan:suppressions=$(CURDIR)/Tests/Fixtures/tsan.supp
 # Runs the tests of build $(1) (address or thread) one at a time (side by side, a sanitized build's
 # hundreds of threads stalled the whole run for a minute on two cores, past any sensible timeout);
 # notes a failed run in the reports folder, so that both runs happen before `sanitize` fails.
