@@ -33,6 +33,8 @@ public final class SallyportServer: Service, Sendable {
     private let trimmer = NIOLockedValueBox<MemoryTrimmer?>(nil)
     /// What the admin listener reports: its address, when the server started, the last reload.
     let admin = NIOLockedValueBox(AdminState())
+    /// Counts of sessions, logins, lookups and reloads, for `/metrics`.
+    public let metrics: ServerMetrics
     /// Tells systemd when the server is ready, reloading and stopping.
     public let notifier: SystemdNotifier
 
@@ -89,12 +91,14 @@ public final class SallyportServer: Service, Sendable {
         self.logger = logger
         self.accessLogger = accessLogger ?? logger
         self.injectedAuthenticator = authenticator
-        let resolver = NameResolver(settings: .init(configuration))
+        let metrics = ServerMetrics()
+        self.metrics = metrics
+        let resolver = NameResolver(settings: .init(configuration), observe: { metrics.dnsLookup($0, duration: $1) })
         self.resolver = resolver
         self.generation = NIOLockedValueBox(
             Self.makeGeneration(
                 configuration, previous: nil, injectedAuthenticator: authenticator, logger: logger,
-                accessLogger: accessLogger ?? logger, registry: registry, limiter: limiter, resolver: resolver))
+                accessLogger: accessLogger ?? logger, registry: registry, limiter: limiter, resolver: resolver, metrics: metrics))
     }
 
     /// The configuration new sessions use.
@@ -162,7 +166,7 @@ public final class SallyportServer: Service, Sendable {
         let old = generation.withLockedValue { $0 }
         let fresh = Self.makeGeneration(
             next, previous: old, injectedAuthenticator: injectedAuthenticator, logger: logger, accessLogger: accessLogger,
-            registry: registry, limiter: limiter, resolver: resolver)
+            registry: registry, limiter: limiter, resolver: resolver, metrics: metrics)
         resolver.update(.init(next))
         if next.dns.threads != old.configuration.dns.threads {
             next.warnings.append("dns.threads changed; it takes effect at the next restart")
@@ -172,6 +176,7 @@ public final class SallyportServer: Service, Sendable {
             Task { await oldPAM.shutdown() }
         }
         admin.withLockedValue { $0.lastReload = "succeeded at \(LineLogHandler.timestamp())" }
+        metrics.configReload(succeeded: true)
         logger.info("configuration reloaded", metadata: ["rules": "\(next.policy.rules.count)"])
         for warning in next.warnings { logger.warning("\(warning)") }
     }
@@ -184,7 +189,7 @@ public final class SallyportServer: Service, Sendable {
     /// Builds what sessions need from a configuration, keeping what did not change.
     private static func makeGeneration(
         _ configuration: ServerConfiguration, previous: Generation?, injectedAuthenticator: (any Authenticator)?, logger: Logger,
-        accessLogger: Logger, registry: SessionRegistry, limiter: SessionLimiter, resolver: NameResolver
+        accessLogger: Logger, registry: SessionRegistry, limiter: SessionLimiter, resolver: NameResolver, metrics: ServerMetrics
     ) -> Generation {
         var authenticator = injectedAuthenticator
         var pam: PAMAuthenticator?
@@ -200,7 +205,7 @@ public final class SallyportServer: Service, Sendable {
                 authenticator = previous.services.authenticator
             } else {
                 let made = previous?.pam.flatMap { $0.configuration == configuration.auth.pam ? $0 : nil }
-                    ?? PAMAuthenticator(configuration: configuration.auth.pam)
+                    ?? PAMAuthenticator(configuration: configuration.auth.pam, observe: { metrics.pamTransaction($0) })
                 pam = made
                 // The cache comes first: a remembered or merged login is no guess, and the throttle
                 // counts the checks that reach PAM.
@@ -223,7 +228,9 @@ public final class SallyportServer: Service, Sendable {
             accessLogger: accessLogger,
             registry: registry,
             limiter: limiter,
-            udp: configuration.udp)
+            udp: configuration.udp,
+            metrics: metrics,
+            perUserMetrics: configuration.admin.perUserMetrics)
         return Generation(configuration: configuration, services: services, pam: pam, cache: cache, throttle: throttle)
     }
 

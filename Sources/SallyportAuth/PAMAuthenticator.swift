@@ -59,9 +59,12 @@ public final class PAMAuthenticator: Authenticator {
     public let configuration: Configuration
     private let pool: NIOThreadPool
     private let load = NIOLockedValueBox(Load())
+    /// Told how long each transaction held its thread (for metrics).
+    private let observe: @Sendable (TimeAmount) -> Void
 
-    public init(configuration: Configuration) {
+    public init(configuration: Configuration, observe: @escaping @Sendable (TimeAmount) -> Void = { _ in }) {
         self.configuration = configuration
+        self.observe = observe
         self.pool = NIOThreadPool(numberOfThreads: max(configuration.threads, 1))
         pool.start()
     }
@@ -90,15 +93,18 @@ public final class PAMAuthenticator: Authenticator {
             return eventLoop.makeSucceededFuture(.refused(reason: refusal))
         }
         let load = self.load
+        let observe = self.observe
         let checked = pool.runIfActive(eventLoop: eventLoop) { () -> (AuthenticationResult, TimeAmount) in
             guard request.stillWanted() else {
                 load.withLockedValue { $0.dropped += 1 }
                 return (.refused(reason: "the client left before its check ran"), .zero)
             }
             load.withLockedValue { $0.started += 1 }
+            let started = NIODeadline.now()
             let outcome = runPAMTransaction(
                 service: configuration.service, username: request.username, password: request.password,
                 remoteHost: request.client?.ipAddress)
+            observe(NIODeadline.now() - started)
             load.withLockedValue { $0.finished += 1 }
             guard outcome.success else {
                 return (.failure(reason: "pam \(outcome.step): \(outcome.message)"), .microseconds(Int64(outcome.failDelayMicroseconds)))

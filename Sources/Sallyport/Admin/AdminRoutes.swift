@@ -56,7 +56,7 @@ protocol AdminBackend: Sendable {
     /// Closes a session; false when there is no such session.
     func closeSession(id: String) -> Bool
     /// The Prometheus text exposition of every metric.
-    func metricsText() -> String
+    func metricsText(on eventLoop: any EventLoop) -> EventLoopFuture<String>
     /// The PAC file for browsers.
     func pacFile() -> String
     /// Counts and states for the status page.
@@ -80,8 +80,9 @@ enum AdminRoutes {
         }
         switch (request.method, request.path) {
         case (.GET, "/metrics"):
-            return eventLoop.makeSucceededFuture(
-                AdminResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: backend.metricsText()))
+            return backend.metricsText(on: eventLoop).map {
+                AdminResponse(status: .ok, contentType: "text/plain; version=0.0.4; charset=utf-8", body: $0)
+            }
         case (.GET, "/sessions"):
             return backend.sessions(on: eventLoop).map { .json($0) }
         case (.DELETE, _) where request.path.hasPrefix("/sessions/"):

@@ -18,6 +18,7 @@ extension SallyportServer: AdminBackend {
     /// page and `/status` say so.
     public func reloadFailed(_ reason: String) {
         admin.withLockedValue { $0.lastReload = "failed at \(LineLogHandler.timestamp()): \(reason)" }
+        metrics.configReload(succeeded: false)
     }
 
     var isReady: Bool {
@@ -34,7 +35,10 @@ extension SallyportServer: AdminBackend {
         registry.closeByAdmin(id: id)
     }
 
-    func metricsText() -> String { "" }
+    func metricsText(on eventLoop: any EventLoop) -> EventLoopFuture<String> {
+        let pamQueue = generation.withLockedValue { $0.pam?.pendingChecks ?? 0 }
+        return sessions(on: eventLoop).map { [metrics] in metrics.exposition(sessions: $0, pamQueue: pamQueue) }
+    }
 
     func pacFile() -> String {
         let configuration = self.configuration

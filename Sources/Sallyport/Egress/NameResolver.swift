@@ -150,8 +150,16 @@ final class NameResolver: NameResolving, Sendable {
     /// The clock cache entries expire by (tests inject their own).
     private let now: @Sendable () -> NIODeadline
 
-    init(settings: Settings = Settings(), lookup: @escaping Lookup = SystemResolver.lookup, now: @escaping @Sendable () -> NIODeadline = { .now() }) {
+    /// Told of each answer: `resolved` or `failed` with the system resolver's time, `cached`,
+    /// `timed_out` (for metrics).
+    private let observe: @Sendable (String, TimeAmount?) -> Void
+
+    init(
+        settings: Settings = Settings(), lookup: @escaping Lookup = SystemResolver.lookup, now: @escaping @Sendable () -> NIODeadline = { .now() },
+        observe: @escaping @Sendable (String, TimeAmount?) -> Void = { _, _ in }
+    ) {
         self.now = now
+        self.observe = observe
         self.state = NIOLockedValueBox(State(settings: settings, cache: LRUTable(capacity: settings.cacheSize)))
         self.lookup = lookup
         self.pool = NIOThreadPool(numberOfThreads: max(settings.threads, 1))
@@ -188,7 +196,10 @@ final class NameResolver: NameResolving, Sendable {
         var start: [String] = []
         let answer: EventLoopFuture<ResolveOutcome> = state.withLockedValue { state in
             if let cached = state.cache.use(key) {
-                if cached.expires > now { return eventLoop.makeSucceededFuture(cached.outcome) }
+                if cached.expires > now {
+                    observe("cached", nil)
+                    return eventLoop.makeSucceededFuture(cached.outcome)
+                }
                 state.cache.remove(key)
             }
             if state.pending[key] == nil {
@@ -227,6 +238,7 @@ final class NameResolver: NameResolving, Sendable {
                 dropIfAbandoned(name, in: &state)
             }
         }
+        if outcome == .timedOut { for _ in done { observe("timed_out", nil) } }
         for (name, waiter) in done {
             waiter.timer?.cancel()
             // A cancelled ticket has already let go of its list.
@@ -276,7 +288,9 @@ final class NameResolver: NameResolving, Sendable {
             pool.submit { [self] work in
                 let result: Result<[IPAddress], LookupFailure>
                 if case .active = work {
+                    let started = NIODeadline.now()
                     result = lookup(name)
+                    observe(result.isSuccess ? "resolved" : "failed", NIODeadline.now() - started)
                 } else {
                     result = .failure(LookupFailure(reason: "resolver stopped"))
                 }

@@ -18,6 +18,10 @@ struct SessionServices: Sendable {
     let registry: SessionRegistry
     let limiter: SessionLimiter
     let udp: UDPSettings
+    /// Where sessions, logins and refusals are counted (nil: not counted, as in unit tests).
+    var metrics: ServerMetrics? = nil
+    /// Count sessions and bytes per user name too.
+    var perUserMetrics = false
 
     var policy: Policy { egress.policy }
 }
@@ -217,14 +221,17 @@ final class Session {
                 case .success(.success(let identity)):
                     self.identity = identity
                     record.user = identity.user
+                    services.metrics?.authAttempt("success")
                     services.logger.info("authentication succeeded", metadata: metadata)
                     perform(machine.authenticationCompleted(success: true))
                     runMachine()
                 case .success(.failure(let reason)):
                     metadata["reason"] = "\(reason)"
+                    services.metrics?.authAttempt("failure")
                     services.logger.notice("authentication failed", metadata: metadata)
                     perform(machine.authenticationCompleted(success: false))
                 case .success(.refused(let reason)):
+                    services.metrics?.authAttempt(reason.hasPrefix("throttled") ? "throttled" : "overloaded")
                     metadata["reason"] = "\(reason)"
                     services.logger.notice("authentication refused", metadata: metadata)
                     decide(.authRefused)
@@ -247,7 +254,12 @@ final class Session {
 
     /// Records why the session ends, unless an earlier cause was recorded.
     func decide(_ end: SessionEnd) {
-        if decided == nil { decided = end }
+        guard decided == nil else { return }
+        decided = end
+        switch end {
+        case .denied(let rule), .clientDenied(let rule): services.metrics?.policyDenial(rule: rule.description)
+        default: break
+        }
     }
 
     /// Ends the session for `end`: closes the client connection (which then finishes it).
@@ -287,6 +299,12 @@ final class Session {
         }
         let final = decided ?? end
         services.accessLogger.info("session", metadata: record.metadata(end: final))
+        if let metrics = services.metrics {
+            metrics.sessionEnded(
+                command: record.command?.description ?? "-", end: final.logName, up: record.counters.clientToTarget,
+                down: record.counters.targetToClient, user: services.perUserMetrics ? record.user : nil)
+            if let udp = record.udp { metrics.udpDatagrams(udp) }
+        }
         // Let go of what the session held as soon as it is over; the detach closure holds the
         // handler's context, which holds the handler, which holds this session: a cycle until now.
         buffer = ByteBuffer()
