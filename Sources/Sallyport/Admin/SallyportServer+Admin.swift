@@ -37,7 +37,8 @@ extension SallyportServer: AdminBackend {
 
     func metricsText(on eventLoop: any EventLoop) -> EventLoopFuture<String> {
         let pamQueue = generation.withLockedValue { $0.pam?.pendingChecks ?? 0 }
-        return sessions(on: eventLoop).map { [metrics] in metrics.exposition(sessions: $0, pamQueue: pamQueue) }
+        let listeners = admin.withLockedValue { $0.listeners.map(\.endpointText) }
+        return sessions(on: eventLoop).map { [metrics] in metrics.exposition(sessions: $0, listeners: listeners, pamQueue: pamQueue) }
     }
 
     func pacFile() -> String {

@@ -100,11 +100,13 @@ public final class ServerMetrics: Sendable {
     }
 
     /// The exposition text, with the gauges of what is alive now set first.
-    func exposition(sessions: [SessionSnapshot], pamQueue: Int) -> String {
+    /// `listeners`: every listener has a gauge for CONNECT and UDP, at 0 when idle.
+    func exposition(sessions: [SessionSnapshot], listeners: [String], pamQueue: Int) -> String {
         var active: [[String]: Int] = [:]
         for session in sessions { active[[session.listener, session.command ?? "negotiating"], default: 0] += 1 }
         let pairs = activePairs.withLockedValue { pairs in
             pairs.formUnion(active.keys)
+            for listener in listeners { pairs.formUnion([[listener, "connect"], [listener, "udp"]]) }
             return pairs
         }
         for pair in pairs {

@@ -1,0 +1,167 @@
+import Foundation
+import NIOCore
+import SOCKSProtocol
+import Testing
+
+/// One HTTP/1.1 request over a plain socket (Connection: close); the status code and the body.
+func httpRequest(port: Int, _ path: String, method: String = "GET", headers: [String: String] = [:]) throws -> (status: Int, body: String) {
+    let socket = try TestSocket(host: "127.0.0.1", port: port)
+    var request = "\(method) \(path) HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n"
+    for (name, value) in headers { request += "\(name): \(value)\r\n" }
+    try socket.send(Array((request + "\r\n").utf8))
+    let response = String(decoding: try socket.receiveUntilEOF(), as: UTF8.self)
+    let status = Int(response.split(separator: " ", maxSplits: 2).dropFirst().first ?? "") ?? 0
+    let body = response.range(of: "\r\n\r\n").map { String(response[$0.upperBound...]) } ?? ""
+    return (status, body)
+}
+
+/// Samples of a Prometheus exposition: `name{labels}` to value.
+func prometheusSamples(_ text: String) -> [String: Double] {
+    var samples: [String: Double] = [:]
+    for line in text.split(separator: "\n") where !line.hasPrefix("#") {
+        guard let space = line.lastIndex(of: " "), let value = Double(line[line.index(after: space)...]) else { continue }
+        samples[String(line[..<space])] = value
+    }
+    return samples
+}
+
+/// The admin listener of the real binary: metrics against the access log, sessions, PAC, tokens.
+@Suite(.stopsItsServers) struct AdminTests {
+    static let adminConfig = """
+        listen: [127.0.0.1:0]
+        admin:
+          listen: 127.0.0.1:0
+          pac: {direct: [.corp.example, 10.0.0.0/8]}
+
+        """ + loopbackRules
+
+    /// The admin port from the server's `admin listening` line.
+    func adminPort(_ server: ServerProcess) async throws -> Int {
+        #expect(await server.process.waitForStderr(containing: "admin listening"))
+        let line = server.process.stderr.split(separator: "\n").first { $0.contains("admin listening") }.map(String.init) ?? ""
+        return try #require(Int(logfmtFields(line)["address"]?.split(separator: ":").last ?? ""))
+    }
+
+    @Test func metricsAfterTrafficMatchTheAccessLog() async throws {
+        let echo = try await TargetServer.echo()
+        let udpEcho = try await UDPEchoServer.start()
+        let server = try await ServerProcess.start(Self.adminConfig)
+        defer { server.process.signal(SIGKILL) }
+        let admin = try await adminPort(server)
+        // Traffic: three CONNECTs with payloads, one denied by the guard, one UDP association.
+        try await onThread {
+            for size in [100, 2000, 30_000] {
+                let socket = try TestSocket(host: "127.0.0.1", port: server.port)
+                guard try socket.socksConnect(to: loopback4(echo.port), payload: patternBytes(count: size, seed: 1)).code == .succeeded else { continue }
+                socket.shutdownWrite()
+                _ = try socket.receiveUntilEOF()
+            }
+            _ = try TestSocket(host: "127.0.0.1", port: server.port).socksConnect(to: SOCKSEndpoint(host: .ipv4(.init(10, 9, 9, 9)), port: 80))
+            let (control, reply) = try udpAssociate(proxyPort: server.port)
+            let client = try TestUDPSocket()
+            for byte in [UInt8(1), 2] {
+                try client.send(TestUDPSocket.packet(to: loopback4(udpEcho.port), [byte]), to: try reply.bound.testAddress)
+                _ = client.receive()
+            }
+            _ = control
+        }
+        #expect(await server.process.waitForStderr(containing: "msg=session", count: 5))
+        let sessions = server.process.stderr.split(separator: "\n").filter { $0.contains("msg=session") }.map { logfmtFields(String($0)) }
+        let (status, body) = try await onThread { try httpRequest(port: admin, "/metrics") }
+        #expect(status == 200)
+        let samples = prometheusSamples(body)
+        // Every family is there.
+        for family in [
+            "sallyport_sessions_active", "sallyport_sessions_total", "sallyport_relay_bytes_total", "sallyport_auth_attempts_total",
+            "sallyport_pam_queue_depth", "sallyport_pam_duration_seconds", "sallyport_dns_lookups_total", "sallyport_dns_duration_seconds",
+            "sallyport_udp_datagrams_total", "sallyport_policy_denials_total", "sallyport_config_reloads_total", "sallyport_build_info",
+        ] {
+            #expect(body.contains("# TYPE \(family) "), "no \(family) in \(body)")
+        }
+        // The counts are the access log's.
+        let total = samples.filter { $0.key.hasPrefix("sallyport_sessions_total{") }.values.reduce(0, +)
+        #expect(Int(total) == sessions.count, "\(samples)")
+        let up = sessions.compactMap { Double($0["up"] ?? "") }.reduce(0, +)
+        let down = sessions.compactMap { Double($0["down"] ?? "") }.reduce(0, +)
+        #expect(samples["sallyport_relay_bytes_total{direction=\"up\"}"] == up)
+        #expect(samples["sallyport_relay_bytes_total{direction=\"down\"}"] == down)
+        #expect(samples["sallyport_sessions_total{command=\"connect\",end=\"denied\"}"] == 1)
+        #expect(samples["sallyport_policy_denials_total{rule=\"guard:10.0.0.0/8\"}"] == 1)
+        #expect(samples["sallyport_udp_datagrams_total{direction=\"up\",outcome=\"relayed\"}"] == 2)
+        #expect(samples["sallyport_build_info{version=\"\(sallyportVersionForTests)\"}"] == 1)
+        await echo.stop()
+        await udpEcho.stop()
+    }
+
+    @Test func aRunningSessionIsListedAndDeleteEndsIt() async throws {
+        let echo = try await TargetServer.echo()
+        let server = try await ServerProcess.start(Self.adminConfig)
+        defer { server.process.signal(SIGKILL) }
+        let admin = try await adminPort(server)
+        let running = try await onThread { () throws -> TestSocket in
+            let socket = try TestSocket(host: "127.0.0.1", port: server.port)
+            guard try socket.socksConnect(to: loopback4(echo.port), payload: [1, 2, 3]).code == .succeeded else { throw TestSocketError("connect", errno: 0) }
+            _ = try socket.receive(exactly: 3)
+            return socket
+        }
+        let (status, body) = try await onThread { try httpRequest(port: admin, "/sessions") }
+        #expect(status == 200)
+        let list = try #require(try JSONSerialization.jsonObject(with: Data(body.utf8)) as? [[String: Any]])
+        #expect(list.count == 1)
+        let session = try #require(list.first)
+        #expect(session["command"] as? String == "connect")
+        #expect(session["destination"] as? String == "127.0.0.1:\(echo.port)")
+        #expect(session["bytes_up"] as? Int == 3 && session["bytes_down"] as? Int == 3, "\(session)")
+        let id = try #require(session["id"] as? String)
+
+        #expect(try await onThread { try httpRequest(port: admin, "/sessions/\(id)", method: "DELETE").status } == 200)
+        let closed = try await onThread { running.waitForClose() }
+        #expect(closed)
+        #expect(await server.process.waitForStderr(containing: "end=closed_by_admin"))
+        #expect(try await onThread { try httpRequest(port: admin, "/sessions/\(id)", method: "DELETE").status } == 404)
+        #expect(try await onThread { try httpRequest(port: admin, "/sessions").body }.trimmingCharacters(in: .whitespacesAndNewlines) == "[]")
+        await echo.stop()
+    }
+
+    @Test func healthReadinessAndThePACFile() async throws {
+        let server = try await ServerProcess.start(Self.adminConfig)
+        defer { server.process.signal(SIGKILL) }
+        let admin = try await adminPort(server)
+        let (health, ready, pac, missing) = try await onThread {
+            (try httpRequest(port: admin, "/healthz"), try httpRequest(port: admin, "/readyz"), try httpRequest(port: admin, "/proxy.pac"),
+             try httpRequest(port: admin, "/nowhere"))
+        }
+        #expect(health.status == 200 && ready.status == 200)
+        #expect(missing.status == 404)
+        #expect(pac.status == 200)
+        // The bound SOCKS port, not the 0 of the file; listed entries go direct.
+        #expect(pac.body.contains("return \"SOCKS5 127.0.0.1:\(server.port); SOCKS 127.0.0.1:\(server.port)\";"), "\(pac.body)")
+        #expect(pac.body.contains("dnsDomainIs(host, \".corp.example\")"))
+        #expect(pac.body.contains("isInNet(host, \"10.0.0.0\", \"255.0.0.0\")"))
+    }
+
+    @Test func aTokenIsRequiredWhenConfiguredAndARemoteAdminNeedsOne() async throws {
+        let token = "s3cret-token-0123456789"
+        let server = try await ServerProcess.start("listen: [127.0.0.1:0]\nadmin:\n  listen: 127.0.0.1:0\n  token: \(token)\n")
+        defer { server.process.signal(SIGKILL) }
+        let admin = try await adminPort(server)
+        let (none, wrong, right, query, health) = try await onThread {
+            (try httpRequest(port: admin, "/sessions"), try httpRequest(port: admin, "/sessions", headers: ["Authorization": "Bearer nope"]),
+             try httpRequest(port: admin, "/sessions", headers: ["Authorization": "Bearer \(token)"]),
+             try httpRequest(port: admin, "/sessions?token=\(token)"), try httpRequest(port: admin, "/healthz"))
+        }
+        #expect(none.status == 401 && wrong.status == 401)
+        #expect(right.status == 200 && query.status == 200)
+        #expect(health.status == 200)
+        // A non-loopback admin address without allow_remote and a token is refused.
+        let remote = try await runProcess(sallyportExecutable(), ["check-config", try temporaryFile("admin:\n  listen: 0.0.0.0:9180\n")])
+        #expect(remote.status == 1)
+        #expect(remote.stderr.contains("admin.listen: 0.0.0.0:9180 is not a loopback address"), "\(remote.stderr)")
+    }
+}
+
+/// The version the binary reports (Sources/Sallyport/Version.swift).
+let sallyportVersionForTests: String = {
+    let text = (try? String(contentsOfFile: packageRoot() + "/Sources/Sallyport/Version.swift", encoding: .utf8)) ?? ""
+    return text.split(separator: "\"").dropFirst().first.map(String.init) ?? "?"
+}()
