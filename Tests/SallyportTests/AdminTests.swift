@@ -78,6 +78,11 @@ func prometheusSamples(_ text: String) -> [String: Double] {
         ] {
             #expect(body.contains("# TYPE \(family) "), "no \(family) in \(body)")
         }
+        // The Grafana dashboard asks only for series that exist.
+        let dashboard = try String(contentsOfFile: packageRoot() + "/packaging/grafana/sallyport.json", encoding: .utf8)
+        let asked = Set(dashboard.matches(of: /sallyport_[a-z_]+/).map { String($0.output).replacingOccurrences(of: "_bucket", with: "") })
+        #expect(asked.count >= 10)
+        for name in asked { #expect(body.contains("# TYPE \(name) "), "the dashboard asks for \(name)") }
         // The counts are the access log's.
         let total = samples.filter { $0.key.hasPrefix("sallyport_sessions_total{") }.values.reduce(0, +)
         #expect(Int(total) == sessions.count, "\(samples)")
