@@ -15,7 +15,8 @@ VERSION := $(shell sed -n 's/^public let sallyportVersion = "\(.*\)"/\1/p' Sourc
 
 # Debian packages: to build and run, and what the tests drive (real clients, pam_wrapper).
 RUN_PACKAGES := libpam0g-dev
-TEST_PACKAGES := $(RUN_PACKAGES) libpam-wrapper libnss-wrapper libpam-modules curl ncat netcat-openbsd proxychains4 python3 python3-socks
+TEST_PACKAGES := $(RUN_PACKAGES) libpam-wrapper libnss-wrapper libpam-modules curl ncat netcat-openbsd proxychains4 python3 python3-socks \
+	lintian man-db
 
 # The PAM suite runs through real PAM: pam_wrapper redirects libpam to our service files (pam_matrix
 # with a password file), nss_wrapper supplies the users' groups.
@@ -51,7 +52,8 @@ build: deps-run
 run: build
 	.build/release/sallyport
 
-test: deps-test
+# The package tests install, run and purge the .deb that `deb` builds (root, as CI has).
+test: deps-test deb
 	$(SWIFT) build --build-tests
 	Tests/Fixtures/make-pam-fixtures.sh $(PAM_FIXTURES)
 	env $(PAM_TEST_ENV) $(SWIFT) test --skip-build
@@ -136,7 +138,9 @@ soak: deps-test
 	/usr/bin/python3 Tests/Soak/soak.py "$$($(SWIFT) build -c release --show-bin-path)/sallyport" \
 	  --seconds $(SOAK_SECONDS) --fixtures $(PAM_FIXTURES) --out bench-results/soak
 
+DEB_PACKAGES := dpkg-dev binutils
 deb: deps-run
+	$(call apt_install,$(DEB_PACKAGES))
 	$(SWIFT) build -c release --static-swift-stdlib
 	packaging/build-deb.sh "$(VERSION)" .build/release/sallyport dist
 

@@ -1,0 +1,74 @@
+import Foundation
+import SOCKSProtocol
+import Testing
+
+/// The Debian package that `make deb` builds (and `make test` builds before the tests): lintian's
+/// verdict, then installed on this machine, run, checked and purged. Needs root, as CI has.
+@Suite(.serialized, .stopsItsServers) struct PackageTests {
+    /// The newest package in dist/.
+    func package() throws -> String {
+        let dist = packageRoot() + "/dist"
+        let debs = ((try? FileManager.default.contentsOfDirectory(atPath: dist)) ?? []).filter { $0.hasSuffix(".deb") }.sorted()
+        return dist + "/" + (try #require(debs.last, "no package in dist/: run `make deb` (make test does)"))
+    }
+
+    @Test func lintianFindsNoError() async throws {
+        let deb = try package()
+        let lintian = try #require(which("lintian"), "lintian is not installed (make test installs it)")
+        let result = try await runProcess(lintian, ["--fail-on", "error", "--suppress-tags", "changelog-file-missing-in-native-package", deb], timeout: 300)
+        #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
+        #expect(!result.stdout.contains("E: "), "\(result.stdout)")
+        // Installed size: the binary is stripped.
+        let info = try await runProcess("/usr/bin/dpkg-deb", ["-f", deb, "Installed-Size"])
+        let kilobytes = Int(info.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? .max
+        #expect(kilobytes < 40 * 1024, "installed size \(kilobytes) KiB")
+    }
+
+    @Test func installRunAsTheServiceUserAndPurgeWithoutLeftovers() async throws {
+        let deb = try package()
+        let install = try await runProcess("/usr/bin/dpkg", ["-i", deb], timeout: 120)
+        #expect(install.status == 0, "\(install.stdout)\(install.stderr)")
+        defer { _ = try? Process.run(URL(fileURLWithPath: "/usr/bin/dpkg"), arguments: ["-P", "sallyport"]).waitUntilExit() }
+        let files = try await runProcess("/usr/bin/dpkg", ["-L", "sallyport"]).stdout.split(separator: "\n").map(String.init)
+        for path in ["/usr/bin/sallyport", "/usr/lib/systemd/system/sallyport.service", "/usr/share/man/man1/sallyport.1.gz",
+                     "/usr/share/man/man5/sallyport.yaml.5.gz", "/usr/share/doc/sallyport/copyright", "/etc/logrotate.d/sallyport"] {
+            #expect(files.contains(path), "\(path) not in the package")
+        }
+        #expect(try await runProcess("/usr/bin/getent", ["passwd", "sallyport"]).status == 0)
+        // Group shadow only when asked for.
+        #expect(!(try await runProcess("/usr/bin/id", ["-Gn", "sallyport"]).stdout.contains("shadow")))
+
+        // The unit passes systemd's own check (its man page is installed now).
+        if let analyze = which("systemd-analyze") {
+            let verify = try await runProcess(analyze, ["verify", "/usr/lib/systemd/system/sallyport.service"])
+            #expect(verify.status == 0, "\(verify.stdout)\(verify.stderr)")
+        }
+
+        // The installed binary, as the service user, reads the installed configuration...
+        let runuser = which("runuser") ?? "/usr/sbin/runuser"
+        let check = try await runProcess(runuser, ["-u", "sallyport", "--", "/usr/bin/sallyport", "check-config", "/etc/sallyport/sallyport.yaml"])
+        #expect(check.status == 0, "\(check.stderr)")
+        // ...and serves with it: a loopback target stays behind the guard (reply 2), as shipped.
+        let echo = try await TargetServer.echo()
+        let server = try BackgroundProcess(
+            runuser, ["-u", "sallyport", "--", "/usr/bin/sallyport", "--config", "/etc/sallyport/sallyport.yaml", "--listen", "127.0.0.1:0"])
+        defer { server.signal(SIGKILL) }
+        #expect(await server.waitForStderr(containing: "msg=listening"))
+        let line = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
+        let port = Int(logfmtFields(line)["addresses"]?.split(separator: ":").last ?? "") ?? 0
+        let reply = try await onThread { try TestSocket(host: "127.0.0.1", port: port).socksConnect(to: loopback4(echo.port)).code }
+        #expect(reply == .notAllowed)
+        server.signal(SIGTERM)
+        #expect(await server.waitForExit() == 0)
+        await echo.stop()
+
+        // Purged: no file of the package, no user, no /etc/sallyport.
+        let purge = try await runProcess("/usr/bin/dpkg", ["-P", "sallyport"], timeout: 120)
+        #expect(purge.status == 0, "\(purge.stdout)\(purge.stderr)")
+        var isDirectory: ObjCBool = false
+        let left = files.filter { FileManager.default.fileExists(atPath: $0, isDirectory: &isDirectory) && !isDirectory.boolValue }
+        #expect(left.isEmpty, "left behind: \(left)")
+        #expect(!FileManager.default.fileExists(atPath: "/etc/sallyport"))
+        #expect(try await runProcess("/usr/bin/getent", ["passwd", "sallyport"]).status != 0)
+    }
+}
