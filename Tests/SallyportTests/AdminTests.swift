@@ -128,6 +128,36 @@ func prometheusSamples(_ text: String) -> [String: Double] {
         await echo.stop()
     }
 
+    @Test func theStatusPageRendersInHeadlessChromiumAndItsCloseButtonEndsASession() async throws {
+        let chromium = try #require(which("chromium"), "chromium is not installed (make test installs it)")
+        let echo = try await TargetServer.echo()
+        let server = try await ServerProcess.start(Self.adminConfig)
+        defer { server.process.signal(SIGKILL) }
+        let admin = try await adminPort(server)
+        let running = try await onThread { () throws -> TestSocket in
+            let socket = try TestSocket(host: "127.0.0.1", port: server.port, timeout: 60)
+            guard try socket.socksConnect(to: loopback4(echo.port)).code == .succeeded else { throw TestSocketError("connect", errno: 0) }
+            return socket
+        }
+        let result = try await runProcess(
+            which("python3") ?? "/usr/bin/python3",
+            [packageRoot() + "/Tests/Integration/status_page.py", chromium, "http://127.0.0.1:\(admin)/"], timeout: 120)
+        let page = (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8))) as? [String: Any] ?? [:]
+        #expect(page["error"] == nil, "\(page) \(result.stderr)")
+        #expect(page["loaded"] as? Bool == true, "\(page)")
+        #expect(page["title"] as? String == "Sallyport status")
+        // The running session is listed, and counted under its listener and command.
+        #expect((page["sessions"] as? [String])?.count == 1, "\(page)")
+        #expect((page["counts"] as? [String])?.contains { $0.contains("127.0.0.1:\(server.port)") && $0.contains("connect") } == true, "\(page)")
+        #expect((page["facts"] as? String)?.contains("last reload: none since start") == true, "\(page)")
+        // Its close button ends it.
+        #expect(page["clicked"] as? Bool == true)
+        #expect(await server.process.waitForStderr(containing: "end=closed_by_admin"))
+        let closed = try await onThread { running.waitForClose() }
+        #expect(closed)
+        await echo.stop()
+    }
+
     @Test func healthReadinessAndThePACFile() async throws {
         let server = try await ServerProcess.start(Self.adminConfig)
         defer { server.process.signal(SIGKILL) }

@@ -92,13 +92,14 @@ final class SilentHandler: ChannelInboundHandler, @unchecked Sendable {
         let echo = try await TargetServer.echo()
         let (server, port) = try await server("\nlimits:\n  bandwidth_per_user: 0\n")
         defer { server.signal(SIGKILL) }
+        // A SIGHUP every 100 ms for 10 s.
         let reloads = Task {
-            for _ in 0..<40 {
+            for _ in 0..<100 {
                 server.signal(SIGHUP)
                 try? await Task.sleep(for: .milliseconds(100))
             }
         }
-        // Four transfers of 4 MiB each, started while the reloads run, each echoed back whole.
+        // Four transfers of 4 MiB each, sent over the whole 10 s, each echoed back whole.
         let results = try await withThrowingTaskGroup(of: Bool.self) { group in
             for seed in 1...4 {
                 group.addTask {
@@ -109,7 +110,7 @@ final class SilentHandler: ChannelInboundHandler, @unchecked Sendable {
                         let reader = Task.detached { try socket.receiveUntilEOF(limit: 8 << 20) }
                         for offset in stride(from: 0, to: data.count, by: 64 * 1024) {
                             try socket.send(Array(data[offset..<min(offset + 64 * 1024, data.count)]))
-                            usleep(5_000)  // spread over the reloads
+                            usleep(140_000)  // spread over the reloads: 64 chunks in about 9 s
                         }
                         socket.shutdownWrite()
                         return fnv1a(try waitSync(reader)) == fnv1a(data)
@@ -122,7 +123,8 @@ final class SilentHandler: ChannelInboundHandler, @unchecked Sendable {
         }
         await reloads.value
         #expect(results == [true, true, true, true])
-        #expect(server.stderr.components(separatedBy: "configuration reloaded").count - 1 >= 20)
+        // Signals that arrive while a reload runs are folded into it, so fewer than 100 reloads.
+        #expect(server.stderr.components(separatedBy: "configuration reloaded").count - 1 >= 50)
         let sessions = server.stderr.split(separator: "\n").filter { $0.contains("msg=session") }
         #expect(sessions.count == 4)
         #expect(sessions.allSatisfy { $0.contains("end=client_closed") || $0.contains("end=target_closed") }, "\(sessions)")
