@@ -139,8 +139,9 @@ func prometheusSamples(_ text: String) -> [String: Double] {
             guard try socket.socksConnect(to: loopback4(echo.port)).code == .succeeded else { throw TestSocketError("connect", errno: 0) }
             return socket
         }
+        // Debian's Python, which has python3-websocket (a python3 earlier on PATH may not).
         let result = try await runProcess(
-            which("python3") ?? "/usr/bin/python3",
+            "/usr/bin/python3",
             [packageRoot() + "/Tests/Integration/status_page.py", chromium, "http://127.0.0.1:\(admin)/"], timeout: 120)
         let page = (try? JSONSerialization.jsonObject(with: Data(result.stdout.utf8))) as? [String: Any] ?? [:]
         #expect(page["error"] == nil, "\(page) \(result.stderr)")
