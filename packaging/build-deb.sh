@@ -22,7 +22,7 @@ install -D -m 0644 "$here/lintian-overrides" "$stage/usr/share/lintian/overrides
 doc="$stage/usr/share/doc/sallyport"
 install -D -m 0644 "$here/debian/copyright" "$doc/copyright"
 install -m 0644 "$root/README.md" "$doc/README.md"
-sed "s/@VERSION@/$version/" "$here/debian/changelog" | gzip -9n >"$doc/changelog.Debian.gz"
+sed "s/@VERSION@/$version/" "$here/debian/changelog" | gzip -9n >"$doc/changelog.gz"
 install -d "$stage/usr/share/man/man1" "$stage/usr/share/man/man5"
 gzip -9n <"$here/man/sallyport.1" >"$stage/usr/share/man/man1/sallyport.1.gz"
 gzip -9n <"$here/man/sallyport.yaml.5" >"$stage/usr/share/man/man5/sallyport.yaml.5.gz"
