@@ -14,6 +14,9 @@ public final class ServerMetrics: Sendable {
     /// The (listener, command) pairs given a sessions_active gauge so far: a pair with no session
     /// now is written as 0, not left at its last value.
     private let activePairs = NIOLockedValueBox<Set<[String]>>([])
+    /// Asked for at every session's end: made once.
+    private let bytesUp: CoreMetrics.Counter
+    private let bytesDown: CoreMetrics.Counter
 
     /// Seconds: from 1 ms (a cache-warm PAM check, a lookup answered from the hosts file) to 10 s.
     static let durationBuckets: [Duration] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10].map { .milliseconds(Int64($0 * 1000)) }
@@ -22,11 +25,12 @@ public final class ServerMetrics: Sendable {
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.defaultDurationHistogramBuckets = Self.durationBuckets
         self.factory = factory
+        bytesUp = CoreMetrics.Counter(label: "sallyport_relay_bytes_total", dimensions: [("direction", "up")], factory: factory)
+        bytesDown = CoreMetrics.Counter(label: "sallyport_relay_bytes_total", dimensions: [("direction", "down")], factory: factory)
         CoreMetrics.Gauge(label: "sallyport_build_info", dimensions: [("version", version)], factory: factory).record(1)
         // Families that exist before their first event, so that a dashboard sees them at zero.
         for result in ["success", "failure", "throttled", "overloaded"] { counter("sallyport_auth_attempts_total", [("result", result)]).increment(by: 0) }
         for result in ["success", "failure"] { counter("sallyport_config_reloads_total", [("result", result)]).increment(by: 0) }
-        for direction in ["up", "down"] { counter("sallyport_relay_bytes_total", [("direction", direction)]).increment(by: 0) }
         for result in ["resolved", "failed", "cached", "timed_out"] { counter("sallyport_dns_lookups_total", [("result", result)]).increment(by: 0) }
         for direction in ["up", "down"] {
             counter("sallyport_udp_datagrams_total", [("direction", direction), ("outcome", "relayed")]).increment(by: 0)
@@ -51,8 +55,8 @@ public final class ServerMetrics: Sendable {
     /// A session is over: its command (`-` when it never asked), how it ended, the bytes it moved.
     func sessionEnded(command: String, end: String, up: UInt64, down: UInt64, user: String?) {
         counter("sallyport_sessions_total", [("command", command), ("end", end)]).increment()
-        if up > 0 { counter("sallyport_relay_bytes_total", [("direction", "up")]).increment(by: Int64(clamping: up)) }
-        if down > 0 { counter("sallyport_relay_bytes_total", [("direction", "down")]).increment(by: Int64(clamping: down)) }
+        if up > 0 { bytesUp.increment(by: Int64(clamping: up)) }
+        if down > 0 { bytesDown.increment(by: Int64(clamping: down)) }
         if let user {
             counter("sallyport_user_sessions_total", [("user", user)]).increment()
             counter("sallyport_user_bytes_total", [("user", user), ("direction", "up")]).increment(by: Int64(clamping: up))
