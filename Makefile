@@ -116,7 +116,7 @@ define sanitizer_run
 	  cat $(SANITIZER_REPORTS)/$(2).*; echo "$(2): reports above" | tee -a $(SANITIZER_REPORTS)/failed; \
 	else echo "$(2): no reports"; fi
 endef
-sanitize: deps-test
+sanitize: deps-test deb
 	$(call apt_install,libclang-rt-14-dev)
 	Tests/Fixtures/make-pam-fixtures.sh $(PAM_FIXTURES)
 	rm -rf $(SANITIZER_REPORTS) && mkdir -p $(SANITIZER_REPORTS) && chmod 1777 $(SANITIZER_REPORTS)
