@@ -163,4 +163,21 @@ struct PAMServerTests {
         // After the last block the right password is taken again.
         #expect(try await onThread { try loginStatus(server.port, "erin", "e-pass") } == 0)
     }
+
+    @Test(arguments: [false, true])
+    func perUserMetricsOnlyWhenAskedFor(perUser: Bool) async throws {
+        let echo = try await TargetServer.echo()
+        let server = try await server(service: "sallyport-test", auth: "admin:\n  listen: 127.0.0.1:0\n  per_user_metrics: \(perUser)")
+        defer { server.process.signal(SIGKILL) }
+        #expect(try await onThread { try timedLogin(server.port, "alice", "wonderland", echo: echo.port) } != nil)
+        #expect(await server.process.waitForStderr(containing: "msg=session"))
+        #expect(await server.process.waitForStderr(containing: "admin listening"))
+        let line = server.process.stderr.split(separator: "\n").first { $0.contains("admin listening") }.map(String.init) ?? ""
+        let admin = try #require(Int(logfmtFields(line)["address"]?.split(separator: ":").last ?? ""))
+        let samples = prometheusSamples(try await onThread { try httpRequest(port: admin, "/metrics").body })
+        #expect(samples["sallyport_auth_attempts_total{result=\"success\"}"] == 1)
+        #expect(samples["sallyport_user_sessions_total{user=\"alice\"}"] == (perUser ? 1 : nil), "\(samples)")
+        #expect(samples["sallyport_user_bytes_total{user=\"alice\",direction=\"up\"}"] == (perUser ? 1 : nil))
+        await echo.stop()
+    }
 }
