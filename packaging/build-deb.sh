@@ -18,7 +18,6 @@ install -D -m 0644 "$root/conf/sallyport.yaml" "$stage/etc/sallyport/sallyport.y
 install -D -m 0644 "$root/conf/pam.d/sallyport" "$stage/etc/pam.d/sallyport"
 install -D -m 0644 "$here/logrotate" "$stage/etc/logrotate.d/sallyport"
 install -D -m 0644 "$here/sallyport.service" "$stage/usr/lib/systemd/system/sallyport.service"
-install -D -m 0644 "$here/lintian-overrides" "$stage/usr/share/lintian/overrides/sallyport"
 doc="$stage/usr/share/doc/sallyport"
 install -D -m 0644 "$here/debian/copyright" "$doc/copyright"
 install -m 0644 "$root/README.md" "$doc/README.md"

@@ -1,7 +1,6 @@
 import NIOCore
 import SOCKSProtocol
 import SallyportPolicy
-import Yams
 
 #if canImport(Glibc)
 import Glibc
@@ -50,13 +49,13 @@ public enum ConfigurationLoader {
 
     /// Checks the configuration in `yaml`; `file` names it in errors.
     public static func parse(yaml: String, file: String) throws(ConfigurationError) -> ServerConfiguration {
-        let root: Node?
+        let root: YAMLNode?
         do {
-            root = try Yams.compose(yaml: yaml)
-        } catch let error as YamlError {
-            throw ConfigurationError(problems: [yamlProblem(error, file: file)])
+            root = try YAMLReader.compose(yaml)
         } catch {
-            throw ConfigurationError(problems: [.init(file: file, keyPath: "", message: "\(error)")])
+            throw ConfigurationError(problems: [
+                .init(file: file, line: error.mark.line, column: error.mark.column, keyPath: "", message: "not valid YAML: \(error.message)")
+            ])
         }
         let problems = ConfigProblems(file: file)
         var configuration = ServerConfiguration()
@@ -115,20 +114,6 @@ public enum ConfigurationLoader {
         public var text: String
         public var reason: String
         public var description: String { "'\(text)': \(reason)" }
-    }
-
-    private static func yamlProblem(_ error: YamlError, file: String) -> ConfigurationError.Problem {
-        switch error {
-        case .scanner(_, let problem, let mark, _), .parser(_, let problem, let mark, _),
-            .composer(_, let problem, let mark, _):
-            return .init(file: file, line: mark.line, column: mark.column, keyPath: "", message: "not valid YAML: \(problem)")
-        case .duplicatedKeysInMapping(let duplicates, let context):
-            return .init(
-                file: file, line: context.mark.line, column: context.mark.column, keyPath: "",
-                message: "duplicated keys \(duplicates.joined(separator: ", ")); give each key once")
-        default:
-            return .init(file: file, keyPath: "", message: "not valid YAML: \(error)")
-        }
     }
 
     private static func readFile(_ path: String) throws -> String {

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 
 #if canImport(Glibc)
 import Glibc
@@ -39,7 +39,7 @@ public struct SystemdNotifier: Sendable {
     /// must not stop for that).
     func send(_ lines: [String]) {
         guard let address else { return }
-        let message = Array(lines.map { $0.replacingOccurrences(of: "\n", with: " ") }.joined(separator: "\n").utf8)
+        let message = Array(lines.map { String($0.map { $0 == "\n" ? " " : $0 }) }.joined(separator: "\n").utf8)
         let fd = socket(AF_UNIX, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { return }
         defer { close(fd) }

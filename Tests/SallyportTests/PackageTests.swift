@@ -22,12 +22,11 @@ import Testing
         let result = try await runProcess(lintian, ["--fail-on", "error", deb], environment: Self.system, timeout: 300)
         #expect(result.status == 0, "\(result.stdout)\(result.stderr)")
         #expect(!result.stdout.contains("E: "), "\(result.stdout)")
-        // Installed size: the binary is stripped (an unstripped one was over 100 MB). 34 MB of
-        // what is left is ICU's data, which Yams brings in through Foundation; under 40 MB needs a
-        // configuration reader without it.
+        // Installed size: the binary is stripped (an unstripped one was over 100 MB) and links
+        // FoundationEssentials only (Foundation would bring 34 MB of ICU data).
         let info = try await runProcess("/usr/bin/dpkg-deb", ["-f", deb, "Installed-Size"], environment: Self.system)
         let kilobytes = Int(info.stdout.trimmingCharacters(in: .whitespacesAndNewlines)) ?? .max
-        #expect(kilobytes < 72 * 1024, "installed size \(kilobytes) KiB")
+        #expect(kilobytes < 40 * 1024, "installed size \(kilobytes) KiB")
     }
 
     @Test func installRunAsTheServiceUserAndPurgeWithoutLeftovers() async throws {

@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import NIOCore
 import NIOHTTP1
 
@@ -19,12 +19,31 @@ struct AdminRequest: Sendable {
         if parts.count == 2 {
             for pair in parts[1].split(separator: "&") {
                 let keyValue = pair.split(separator: "=", maxSplits: 1, omittingEmptySubsequences: false)
-                let key = String(keyValue[0]).removingPercentEncoding ?? String(keyValue[0])
-                query[key] = keyValue.count == 2 ? (String(keyValue[1]).removingPercentEncoding ?? String(keyValue[1])) : ""
+                query[percentDecoded(keyValue[0])] = keyValue.count == 2 ? percentDecoded(keyValue[1]) : ""
             }
         }
         authorization = head.headers.first(name: "authorization")
     }
+}
+
+/// `%XX` escapes and `+` decoded, as a query string writes them; a bad escape stays as it is.
+func percentDecoded(_ text: Substring) -> String {
+    var bytes: [UInt8] = []
+    var rest = Array(text.utf8)[...]
+    while let byte = rest.first {
+        rest = rest.dropFirst()
+        if byte == UInt8(ascii: "+") {
+            bytes.append(UInt8(ascii: " "))
+        } else if byte == UInt8(ascii: "%"), rest.count >= 2,
+            let value = UInt8(String(decoding: rest.prefix(2), as: UTF8.self), radix: 16)
+        {
+            bytes.append(value)
+            rest = rest.dropFirst(2)
+        } else {
+            bytes.append(byte)
+        }
+    }
+    return String(decoding: bytes, as: UTF8.self)
 }
 
 /// What the admin listener answers.
@@ -110,7 +129,7 @@ enum AdminRoutes {
     static func authorized(_ request: AdminRequest, token: String) -> Bool {
         let given: String?
         if let header = request.authorization, header.lowercased().hasPrefix("bearer ") {
-            given = String(header.dropFirst("bearer ".count)).trimmingCharacters(in: .whitespaces)
+            given = String(header.dropFirst("bearer ".count).drop { $0 == " " })
         } else {
             given = request.query["token"]
         }

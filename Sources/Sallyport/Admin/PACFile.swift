@@ -1,4 +1,4 @@
-import Foundation
+import FoundationEssentials
 import SOCKSProtocol
 import SallyportPolicy
 
@@ -32,7 +32,12 @@ enum PACFile {
         for character in text.unicodeScalars {
             switch character {
             case "\"", "\\": result += "\\\(character)"
-            case _ where character.value < 0x20 || character.value > 0x7E: result += String(format: "\\u%04x", character.value)
+            case _ where character.value < 0x20 || character.value > 0x7E:
+                // JavaScript's \uXXXX is UTF-16: a character past U+FFFF takes two of them.
+                for unit in String(character).utf16 {
+                    let hex = String(unit, radix: 16)
+                    result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                }
             default: result.unicodeScalars.append(character)
             }
         }

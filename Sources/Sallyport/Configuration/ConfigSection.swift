@@ -1,5 +1,4 @@
 import NIOCore
-import Yams
 
 /// Collects every problem of one configuration file, with where it is.
 final class ConfigProblems {
@@ -8,7 +7,7 @@ final class ConfigProblems {
 
     init(file: String) { self.file = file }
 
-    func report(_ node: Node?, _ path: String, _ message: String) {
+    func report(_ node: YAMLNode?, _ path: String, _ message: String) {
         report(line: node?.mark?.line, column: node?.mark?.column, path, message)
     }
 
@@ -24,14 +23,14 @@ struct ConfigSection {
     let problems: ConfigProblems
     /// The key path of this section (`timeouts`, `auth.pam`), empty for the file.
     let path: String
-    private let entries: [String: (key: Node, value: Node)]
+    private let entries: [String: (key: YAMLNode, value: YAMLNode)]
     private var known: [String] = []
 
-    init(_ node: Node?, path: String, problems: ConfigProblems) {
+    init(_ node: YAMLNode?, path: String, problems: ConfigProblems) {
         self.path = path
         self.problems = problems
-        var entries: [String: (key: Node, value: Node)] = [:]
-        if case .mapping(let mapping)? = node {
+        var entries: [String: (key: YAMLNode, value: YAMLNode)] = [:]
+        if case .mapping(let mapping, _)? = node {
             for (key, value) in mapping { entries[key.scalar?.string ?? "\(key)"] = (key, value) }
         }
         self.entries = entries
@@ -40,13 +39,13 @@ struct ConfigSection {
     func keyPath(_ key: String) -> String { path.isEmpty ? key : "\(path).\(key)" }
 
     /// The value of `key`, if given; marks the key as known.
-    mutating func node(_ key: String) -> Node? {
+    mutating func node(_ key: String) -> YAMLNode? {
         known.append(key)
         guard let value = entries[key]?.value, !ConfigValues.isNull(value) else { return nil }
         return value
     }
 
-    func report(_ node: Node?, _ key: String, _ message: String) {
+    func report(_ node: YAMLNode?, _ key: String, _ message: String) {
         problems.report(node, keyPath(key), message)
     }
 
@@ -166,13 +165,12 @@ enum ConfigValues {
         init(_ text: String) { self.text = text }
     }
 
-    static func isNull(_ node: Node) -> Bool {
-        if case .scalar(let scalar) = node, scalar.tag.description == "tag:yaml.org,2002:null" { return true }
-        return node.null != nil
+    static func isNull(_ node: YAMLNode) -> Bool {
+        node.scalar?.isNull ?? false
     }
 
-    static func scalar(_ node: Node, _ path: String, _ problems: ConfigProblems) -> String? {
-        guard case .scalar(let scalar) = node, !isNull(node) else {
+    static func scalar(_ node: YAMLNode, _ path: String, _ problems: ConfigProblems) -> String? {
+        guard let scalar = node.scalar, !scalar.isNull else {
             problems.report(node, path, "expected a single value")
             return nil
         }
@@ -180,11 +178,11 @@ enum ConfigValues {
     }
 
     static func list<Value>(
-        _ node: Node, _ path: String, _ problems: ConfigProblems, _ convert: (String) -> Result<Value, Message>
+        _ node: YAMLNode, _ path: String, _ problems: ConfigProblems, _ convert: (String) -> Result<Value, Message>
     ) -> [Value]? {
-        let items: [Node]
+        let items: [YAMLNode]
         switch node {
-        case .sequence(let sequence): items = Array(sequence)
+        case .sequence(let sequence, _): items = sequence
         case .scalar: items = [node]
         default:
             problems.report(node, path, "expected a list")

@@ -1,6 +1,5 @@
 import SOCKSProtocol
 import SallyportPolicy
-import Yams
 
 /// The policy's keys of the file: `rules`, `clients`, `default_action`.
 extension Policy {
@@ -13,8 +12,8 @@ extension Policy {
         if let action = section.value("default_action", EgressRule.parseAction) { defaultAction = action }
     }
 
-    static func rules(_ node: Node, _ path: String, _ problems: ConfigProblems) -> [EgressRule] {
-        guard case .sequence(let sequence) = node else {
+    static func rules(_ node: YAMLNode, _ path: String, _ problems: ConfigProblems) -> [EgressRule] {
+        guard case .sequence(let sequence, _) = node else {
             problems.report(node, path, "expected a list of rules, each a mapping with at least 'action'")
             return []
         }
@@ -43,8 +42,8 @@ extension Policy {
         return result
     }
 
-    static func clientRules(_ node: Node, _ path: String, _ problems: ConfigProblems) -> [ClientRule] {
-        guard case .sequence(let sequence) = node else {
+    static func clientRules(_ node: YAMLNode, _ path: String, _ problems: ConfigProblems) -> [ClientRule] {
+        guard case .sequence(let sequence, _) = node else {
             problems.report(node, path, "expected a list of {action, from} entries")
             return []
         }

@@ -2,7 +2,6 @@ import NIOCore
 import SOCKSProtocol
 import SallyportAuth
 import SallyportPolicy
-import Yams
 
 /// Everything the server is told by its configuration file (or the embedded default).
 public struct ServerConfiguration: Sendable, Hashable {
@@ -174,8 +173,8 @@ extension ServerConfiguration {
 }
 
 extension ListenerConfiguration {
-    static func listeners(_ node: Node, _ path: String, _ problems: ConfigProblems, defaultMethods: [AuthenticationMethod]) -> [ListenerConfiguration] {
-        guard case .sequence(let sequence) = node, !sequence.isEmpty else {
+    static func listeners(_ node: YAMLNode, _ path: String, _ problems: ConfigProblems, defaultMethods: [AuthenticationMethod]) -> [ListenerConfiguration] {
+        guard case .sequence(let sequence, _) = node, !sequence.isEmpty else {
             problems.report(node, path, "expected a list of addresses, as [127.0.0.1:1080, \"[::1]:1080\"]")
             return []
         }
@@ -211,8 +210,8 @@ extension ListenerConfiguration {
         return result
     }
 
-    static func methods(_ node: Node, _ path: String, _ problems: ConfigProblems) -> [AuthenticationMethod]? {
-        guard case .sequence(let sequence) = node, !sequence.isEmpty else {
+    static func methods(_ node: YAMLNode, _ path: String, _ problems: ConfigProblems) -> [AuthenticationMethod]? {
+        guard case .sequence(let sequence, _) = node, !sequence.isEmpty else {
             problems.report(node, path, "expected a non-empty list of methods, as [none] or [username, none]")
             return nil
         }
