@@ -76,7 +76,8 @@ struct PAMLoadTests {
         // Past the bound, logins are refused rather than queued, and the answer comes at once
         // rather than after a queue of 1 s checks.
         #expect(await proxy.logs.wait { $0.filter { $0.contains("too many logins in progress") }.count >= 12 - 4 - 2 })
-        let immediate = results.filter { $0.1 < 0.3 }
+        // "At once": before the first check of the blocking stack (1 s) could have ended.
+        let immediate = results.filter { $0.1 < 0.9 }
         #expect(immediate.count >= 12 - 4 - 2 || underSanitizer, "answers: \(results.map { $0.1 })")
         await proxy.stop()
         await pam.shutdown()
