@@ -14,6 +14,7 @@ public enum FuzzTargets {
         "udp-header": udpHeader,
         "config": configuration,
         "policy": policy,
+        "proxy-header": proxyHeader,
     ]
 
     /// The negotiation machine fed the input in pieces whose sizes the input's first bytes choose:
@@ -97,6 +98,31 @@ public enum FuzzTargets {
         if case .domain = header.endpoint.host {} else {
             // RSV (the first two bytes) is ignored on the way in and written as zero.
             precondition(Array(written.readableBytesView.dropFirst(2)) == Array(input[2..<consumed]), "an address header did not serialise back")
+        }
+    }
+
+    /// The PROXY protocol reader: whole or one byte at a time, the same outcome, and a header read
+    /// consumes the same bytes either way (the first input byte picks the expected version).
+    public static func proxyHeader(_ input: [UInt8]) {
+        guard let first = input.first else { return }
+        let version = ProxyProtocolVersion.allCases[Int(first) % ProxyProtocolVersion.allCases.count]
+        let bytes = Array(input.dropFirst())
+        var whole = ByteBuffer(bytes: bytes)
+        let wholeResult = Result { () throws(ProxyHeaderError) in try whole.readProxyHeader(version) }
+        var split = ByteBuffer()
+        var splitResult: Result<ProxyHeader?, ProxyHeaderError> = .success(nil)
+        for byte in bytes {
+            split.writeInteger(byte)
+            splitResult = Result { () throws(ProxyHeaderError) in try split.readProxyHeader(version) }
+            if case .success(nil) = splitResult { continue }
+            break
+        }
+        switch (wholeResult, splitResult) {
+        case (.success(let a), .success(let b)):
+            precondition(a == b, "split reading gave another header")
+            if a != nil { precondition(whole.readerIndex == split.readerIndex, "split reading consumed other bytes") }
+        case (.failure, .failure): break
+        default: preconditionFailure("whole and split reading disagree: \(wholeResult) vs \(splitResult)")
         }
     }
 
