@@ -82,20 +82,13 @@ extension ByteBuffer {
                 let sourcePort = Self.port(fields[4]), let destinationPort = Self.port(fields[5])
             else { throw .malformed("bad addresses or ports for \(fields[1])") }
             header = ProxyHeader(
-                source: SOCKSEndpoint(host: Self.host(source), port: sourcePort),
-                destination: SOCKSEndpoint(host: Self.host(destination), port: destinationPort))
+                source: SOCKSEndpoint(host: source.socksHost, port: sourcePort),
+                destination: SOCKSEndpoint(host: destination.socksHost, port: destinationPort))
         default:
             throw .malformed("unknown protocol '\(fields.count >= 2 ? fields[1] : "")'; expected TCP4, TCP6 or UNKNOWN")
         }
         moveReaderIndex(forwardBy: length)
         return header
-    }
-
-    private static func host(_ address: IPAddress) -> SOCKSHost {
-        switch address {
-        case .v4(let v4): return .ipv4(v4)
-        case .v6(let v6): return .ipv6(v6)
-        }
     }
 
     private static func isV6(_ address: IPAddress) -> Bool {

@@ -251,7 +251,9 @@ public final class SallyportServer: Service, Sendable {
             // TCP_NODELAY: accepted sockets inherit it from the listener, where ServerBootstrap sets it.
             .childChannelInitializer { [self] channel in
                 // Each session takes the configuration current when it is accepted.
-                let (services, negotiation) = generation.withLockedValue { ($0.services, $0.negotiations[listenerIndex]) }
+                let (services, negotiation, proxy) = generation.withLockedValue {
+                    ($0.services, $0.negotiations[listenerIndex], $0.configuration.listeners[listenerIndex].proxyProtocol)
+                }
                 let listenerName = label.withLockedValue { label in
                     if let label { return label }
                     // The address it is bound to, with the port a configured port 0 became.
@@ -262,7 +264,7 @@ public final class SallyportServer: Service, Sendable {
                 return channel.eventLoop.makeCompletedFuture {
                     try relayOptions.apply(to: channel)
                     try channel.pipeline.syncOperations.addHandler(
-                        SOCKSServerHandler(session: Session(services: services, negotiation: negotiation, listener: listenerName)))
+                        SOCKSServerHandler(session: Session(services: services, negotiation: negotiation, listener: listenerName, proxy: proxy)))
                 }
             }
         do {

@@ -67,6 +67,9 @@ public struct ListenerConfiguration: Sendable, Hashable {
     public var port: Int
     /// The authentication methods offered, most preferred first.
     public var methods: [AuthenticationMethod]
+    /// A PROXY protocol header expected before the greeting (a load balancer in front), and the
+    /// balancers it is taken from.
+    public var proxyProtocol: ProxyExpectation?
     /// Where the file gives it, for errors.
     var line: Int?
     var column: Int?
@@ -79,13 +82,14 @@ public struct ListenerConfiguration: Sendable, Hashable {
 
     /// Listeners are the same when they listen alike, wherever the file wrote them.
     public static func == (lhs: Self, rhs: Self) -> Bool {
-        lhs.host == rhs.host && lhs.port == rhs.port && lhs.methods == rhs.methods
+        lhs.host == rhs.host && lhs.port == rhs.port && lhs.methods == rhs.methods && lhs.proxyProtocol == rhs.proxyProtocol
     }
 
     public func hash(into hasher: inout Hasher) {
         hasher.combine(host)
         hasher.combine(port)
         hasher.combine(methods)
+        hasher.combine(proxyProtocol)
     }
 
     /// `host:port`, with an IPv6 host in brackets.
@@ -184,10 +188,12 @@ extension ListenerConfiguration {
             var addressNode = item
             var addressPath = itemPath
             var methods = defaultMethods
+            var proxy: ProxyExpectation?
             if case .mapping = item {
                 var entry = ConfigSection(item, path: itemPath, problems: problems)
                 let address = entry.node("address")
                 if let node = entry.node("methods") { methods = self.methods(node, entry.keyPath("methods"), problems) ?? methods }
+                proxy = ProxyExpectation.read(&entry, item)
                 entry.finish()
                 guard let address else {
                     problems.report(item, itemPath, "missing key 'address' (HOST:PORT)")
@@ -200,6 +206,7 @@ extension ListenerConfiguration {
             switch ConfigurationLoader.parseListenAddress(text) {
             case .success(let address):
                 var listener = ListenerConfiguration(host: address.host, port: address.port, methods: methods)
+                listener.proxyProtocol = proxy
                 listener.line = item.mark?.line
                 listener.column = item.mark?.column
                 result.append(listener)

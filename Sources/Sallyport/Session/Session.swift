@@ -69,8 +69,12 @@ final class Session {
     private var decided: SessionEnd?
     private(set) var finished = false
 
-    init(services: SessionServices, negotiation: ServerNegotiation.Configuration, listener: String) {
+    /// Set while the PROXY protocol header this listener expects has not been read.
+    var awaitingProxyHeader: ProxyExpectation?
+
+    init(services: SessionServices, negotiation: ServerNegotiation.Configuration, listener: String, proxy: ProxyExpectation? = nil) {
         self.services = services
+        self.awaitingProxyHeader = proxy
         self.machine = ServerNegotiation(configuration: negotiation)
         self.record = SessionRecord(id: services.registry.makeID(), listener: listener)
         self.refusals = RefusalNotice(logger: services.logger)
@@ -88,8 +92,10 @@ final class Session {
         }
     }
 
-    /// Client rules, before any negotiation: false when the client was turned away.
+    /// Client rules, before any negotiation: false when the client was turned away. Behind a load
+    /// balancer the peer must be a trusted one, and the rules wait for the header's client.
     func admit() -> Bool {
+        if let proxy = awaitingProxyHeader { return admitBalancer(proxy) }
         guard let address = record.client.flatMap(IPAddress.init) else { return true }
         let (admitted, reason) = services.policy.admitsClient(address)
         if !admitted {
@@ -105,6 +111,7 @@ final class Session {
         // Copied, not kept: holding on to the read buffer would stop the channel's receive-buffer
         // pool from reusing it, and every session would keep a second buffer for its whole life.
         buffer.writeBuffer(&bytes)
+        if let proxy = awaitingProxyHeader, !readProxyHeader(proxy) { return }
         runMachine()
     }
 

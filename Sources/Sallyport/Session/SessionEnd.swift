@@ -29,6 +29,10 @@ enum SessionEnd: Sendable, Equatable {
     case closedByServer
     /// Closed through the admin listener (`DELETE /sessions/ID`).
     case closedByAdmin
+    /// A connection to a PROXY protocol listener from an untrusted address, or without a valid header.
+    case proxyHeaderRefused
+    /// A PROXY protocol LOCAL connection: the balancer's own health check.
+    case proxyLocal
 
     /// The `end` field of the access log.
     var logName: String {
@@ -54,6 +58,8 @@ enum SessionEnd: Sendable, Equatable {
         case .clientError: return "client_error"
         case .closedByServer: return "closed_by_server"
         case .closedByAdmin: return "closed_by_admin"
+        case .proxyHeaderRefused: return "proxy_refused"
+        case .proxyLocal: return "proxy_local"
         }
     }
 
