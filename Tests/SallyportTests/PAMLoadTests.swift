@@ -53,12 +53,14 @@ struct PAMLoadTests {
         let (busy, roundTrips, connectSeconds) = try await onThread {
             // The flood is still being answered as the measurement starts.
             let busy = pam.pendingChecks > 0
-            let start = Date()
+            var slowest = 0.0
             for index in 0..<50 {
+                let start = Date()
                 try relaying.send([UInt8(index)])
                 try expectBytesHelper(try relaying.receive(exactly: 1), [UInt8(index)])
+                slowest = max(slowest, Date().timeIntervalSince(start))
             }
-            let roundTrips = Date().timeIntervalSince(start)
+            let roundTrips = slowest
             let connectStart = Date()
             let socket = try TestSocket(host: "127.0.0.1", port: nonePort)
             let reply = try socket.socksConnect(to: destination, payload: [42])
@@ -67,9 +69,10 @@ struct PAMLoadTests {
             return (busy, roundTrips, Date().timeIntervalSince(connectStart))
         }
         #expect(busy || underSanitizer, "PAM was still busy when the other clients were served")
-        // A stall would cost a whole PAM check (about 1 s) per round trip.
-        #expect(roundTrips < 1.0, "50 round trips took \(roundTrips) s while PAM was saturated")
-        #expect(connectSeconds < 1.0, "a CONNECT took \(connectSeconds) s while PAM was saturated")
+        // A stall behind PAM would cost a whole check (1 s, the stack's sleep) on some round trip;
+        // a loaded machine costs tens of milliseconds (50 round trips once took 2 s in all on CI).
+        #expect(roundTrips < 0.9, "the slowest of 50 round trips took \(roundTrips) s while PAM was saturated")
+        #expect(connectSeconds < 0.9, "a CONNECT took \(connectSeconds) s while PAM was saturated")
 
         let results = try await flood.value
         #expect(results.allSatisfy { $0.0 != 0 })
