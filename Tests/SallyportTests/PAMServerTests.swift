@@ -44,7 +44,7 @@ struct PAMServerTests {
         // alice has logged in before: her next login is answered from the cache.
         #expect(try await onThread { try timedLogin(server.port, "alice", "wonderland", echo: echo.port) } != nil)
 
-        // 20 addresses, each sending a wrong password every 0.4 s for 5 s: 50 a second. A flooding
+        // 20 addresses, each sending a wrong password every 0.4 s for 8 s: 50 a second. A flooding
         // client does not wait for its answer (2 s away): it sends greeting and credentials at once.
         let flooding = NIOLockedValueBox(true)
         let flood = Task {
@@ -54,7 +54,7 @@ struct PAMServerTests {
                         try await onThread { () throws -> Int in
                             var open: [TestSocket] = []
                             let user = Array("intruder\(index)".utf8)
-                            let deadline = Date().addingTimeInterval(5)
+                            let deadline = Date().addingTimeInterval(8)
                             while Date() < deadline, open.count < 20 {
                                 let socket = try TestSocket(host: "127.0.0.1", port: server.port, from: "127.0.1.\(index)")
                                 // A different guess each time, as a brute force goes (identical checks would be merged).
@@ -76,11 +76,11 @@ struct PAMServerTests {
         // Good users, while the flood runs: alice (cached) and bob (not) once PAM has answered
         // flooding logins (after their 2 s delay); carol (not cached) and alice again once the
         // throttle has blocked flooding addresses.
-        #expect(await server.process.waitForStderr(containing: "authentication failed", count: 20, timeout: 5))
+        #expect(await server.process.waitForStderr(containing: "authentication failed", count: 20, timeout: 10))
         var during = try await onThread {
             [try timedLogin(server.port, "alice", "wonderland", echo: echo.port), try timedLogin(server.port, "bob", "builder", echo: echo.port)]
         }
-        #expect(await server.process.waitForStderr(containing: "login throttled", count: 10, timeout: 5))
+        #expect(await server.process.waitForStderr(containing: "login throttled", count: 10, timeout: 10))
         during += try await onThread {
             [try timedLogin(server.port, "carol", "c4rol-pw", echo: echo.port), try timedLogin(server.port, "alice", "wonderland", echo: echo.port)]
         }
