@@ -98,8 +98,10 @@ final class FakeNotifySocket: @unchecked Sendable {
         // JOURNAL_STREAM names standard error's device and inode, as systemd sets it.
         // A block that holds special ranges it does not open: the server warns at start.
         let config = try temporaryFile("listen: [127.0.0.1:0]\nrules:\n  - {name: wide, action: allow, to: [0.0.0.0/0]}\n")
+        // Without the test process's pam_wrapper, whose own start-up messages are not log lines.
         let server = try BackgroundProcess(
-            "/bin/sh", ["-c", "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec \"$0\" --config \"$1\"", sallyportExecutable(), config])
+            "/bin/sh", ["-c", "JOURNAL_STREAM=$(stat -L -c %d:%i /proc/self/fd/2) exec \"$0\" --config \"$1\"", sallyportExecutable(), config],
+            environment: ["LD_PRELOAD": ""])
         defer { server.signal(SIGKILL) }
         #expect(await server.waitForStderr(containing: "msg=listening"))
         server.signal(SIGTERM)
@@ -111,7 +113,7 @@ final class FakeNotifySocket: @unchecked Sendable {
         #expect(lines.contains { $0.hasPrefix("<4>") && $0.contains("level=warning") }, "\(lines)")
 
         // JOURNAL_STREAM that names another stream (inherited, stderr redirected): plain lines.
-        let plain = try BackgroundProcess(sallyportExecutable(), ["--config", config], environment: ["JOURNAL_STREAM": "1:2"])
+        let plain = try BackgroundProcess(sallyportExecutable(), ["--config", config], environment: ["JOURNAL_STREAM": "1:2", "LD_PRELOAD": ""])
         defer { plain.signal(SIGKILL) }
         #expect(await plain.waitForStderr(containing: "msg=listening"))
         plain.signal(SIGTERM)
