@@ -20,7 +20,9 @@ chromium, url = sys.argv[1], sys.argv[2]
 screenshot = sys.argv[3] if len(sys.argv) > 3 else None
 profile = tempfile.mkdtemp(prefix="sallyport-chromium-")
 browser = subprocess.Popen(
-    [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--remote-debugging-port=0",
+    # No crash reporter: its handler would outlive the browser.
+    [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-breakpad",
+     "--disable-crash-reporter", "--remote-debugging-port=0",
      "--user-data-dir=" + profile, "--window-size=1200,700", "about:blank"],
     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 result = {}
