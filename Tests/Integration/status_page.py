@@ -19,12 +19,28 @@ import websocket  # Debian python3-websocket
 chromium, url = sys.argv[1], sys.argv[2]
 screenshot = sys.argv[3] if len(sys.argv) > 3 else None
 profile = tempfile.mkdtemp(prefix="sallyport-chromium-")
+
+
+def crash_handlers():
+    """PIDs of Chromium's crash handlers: it starts one that outlives the browser."""
+    pids = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if b"chrome_crashpad_handler" in open("/proc/%s/cmdline" % entry, "rb").read():
+                    pids.add(int(entry))
+            except OSError:
+                pass
+    return pids
+
+
+handlers_before = crash_handlers()
 browser = subprocess.Popen(
     # No crash reporter: its handler would outlive the browser.
     [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-breakpad",
      "--disable-crash-reporter", "--remote-debugging-port=0",
      "--user-data-dir=" + profile, "--window-size=1200,700", "about:blank"],
-    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, CHROME_HEADLESS="1"))
 result = {}
 try:
     # Chromium writes the port it took into DevToolsActivePort.
@@ -69,5 +85,11 @@ except Exception as error:  # reported, not raised: the test prints it
 finally:
     browser.kill()
     browser.wait()
+    # Stop what this run started: the crash handler it left behind, by its PID.
+    for pid in crash_handlers() - handlers_before:
+        try:
+            os.kill(pid, 9)
+        except OSError:
+            pass
     shutil.rmtree(profile, ignore_errors=True)
 print(json.dumps(result))
