@@ -38,7 +38,7 @@ public enum ProxyHeaderError: Error, Sendable, Hashable, CustomStringConvertible
 
 extension ProxyHeader {
     /// v2's 12-byte signature.
-    static let signature: [UInt8] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A]
+    public static let signature: [UInt8] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A]
     static let v1Prefix = Array("PROXY ".utf8)
     /// The longest v1 line, CRLF included (the specification's limit).
     static let v1MaximumLength = 107

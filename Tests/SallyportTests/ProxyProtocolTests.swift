@@ -90,8 +90,8 @@ import Testing
             (untrusted, Self.v1, "proxy_refused"),  // the balancer is not trusted
             (strict, [], "proxy_refused"),  // SOCKS straight away
             (strict, Self.v1, "proxy_refused"),  // v1 where v2 is expected
-            (strict, ProxyHeader.signatureForTests + [0x31, 0x11, 0, 0], "proxy_refused"),  // malformed
-            (strict, ProxyHeader.signatureForTests + [0x20, 0x00, 0, 0], "proxy_local"),  // a health check
+            (strict, ProxyHeader.signature + [0x31, 0x11, 0, 0], "proxy_refused"),  // malformed
+            (strict, ProxyHeader.signature + [0x20, 0x00, 0, 0], "proxy_local"),  // a health check
         ]
         for (proxy, header, end) in cases {
             let (first, closed) = try await onThread { () throws -> (Int, Bool) in
@@ -126,11 +126,6 @@ enum ProxyHeaderBytes {
 
     static func v2(source: [UInt8], port: UInt16) -> [UInt8] {
         let body = source + [198, 51, 100, 1] + [UInt8(port >> 8), UInt8(port & 0xFF), 0x04, 0x38]
-        return ProxyHeader.signatureForTests + [0x21, 0x11, 0, UInt8(body.count)] + body
+        return ProxyHeader.signature + [0x21, 0x11, 0, UInt8(body.count)] + body
     }
-}
-
-extension ProxyHeader {
-    /// The v2 signature, as the specification gives it.
-    static let signatureForTests: [UInt8] = [0x0D, 0x0A, 0x0D, 0x0A, 0x00, 0x0D, 0x0A, 0x51, 0x55, 0x49, 0x54, 0x0A]
 }
