@@ -139,12 +139,14 @@ struct PAMServerTests {
     @Test func theThrottleFromTheFileDoublesItsBlockUpToTheMaximum() async throws {
         let server = try await server(service: "sallyport-counted", auth: """
               cache_ttl: 0
-              throttle: {max_failures: 2, window: 1m, backoff: 1s, max_backoff: 4s}
+              throttle: {max_failures: 2, window: 1m, backoff: 1s, max_backoff: 8s}
             """)
         defer { server.process.signal(SIGKILL) }
         let start = checks(of: "erin")
         var blocks: [String] = []
-        for round in 1...4 {
+        // Three rounds (the cap is LoginThrottle's unit tests'): a loaded machine that stalls past
+        // max_backoff between rounds would make the throttle forgive, and start again at 1 s.
+        for round in 1...3 {
             // Two failures start a block...
             for _ in 0..<2 { #expect(try await onThread { try loginStatus(server.port, "erin", "guess") } != 0) }
             #expect(await server.process.waitForStderr(containing: "login throttled", count: round))
@@ -158,8 +160,8 @@ struct PAMServerTests {
             // The block is what is tested: wait it out.
             try await Task.sleep(for: .milliseconds((Int(seconds) ?? 4) * 1000 + 300))
         }
-        #expect(blocks == ["1", "2", "4", "4"])
-        #expect(checks(of: "erin") - start == 8)
+        #expect(blocks == ["1", "2", "4"])
+        #expect(checks(of: "erin") - start == 6)
         // After the last block the right password is taken again.
         #expect(try await onThread { try loginStatus(server.port, "erin", "e-pass") } == 0)
     }
