@@ -51,10 +51,10 @@ auth required pam_exec.so quiet /bin/sleep 1
 auth required $matrix passdb=$dir/passdb-blocking
 account required $matrix passdb=$dir/passdb-blocking
 SERVICE
-# A stack that writes a line to checks.log for each check it runs: the tests count PAM checks of
-# the real server binary (cache hits and throttled logins write none).
-printf 'dora:explorer:sallyport-counted\nerin:e-pass:sallyport-counted\n' >"$dir/passdb-counted"
-printf '#!/bin/sh\necho "$PAM_USER" >>"%s/checks.log"\n' "$dir" >"$dir/count-check.sh"
+# A stack that writes a line to checks.log for each check it runs ("user rhost"): the tests count
+# PAM checks of the real server binary (cache hits and throttled logins write none).
+printf 'dora:explorer:sallyport-counted\nerin:e-pass:sallyport-counted\nfrank:f-pass:sallyport-counted\n' >"$dir/passdb-counted"
+printf '#!/bin/sh\necho "$PAM_USER $PAM_RHOST" >>"%s/checks.log"\n' "$dir" >"$dir/count-check.sh"
 chmod +x "$dir/count-check.sh"
 cat >"$dir/services/sallyport-counted" <<SERVICE
 auth required pam_exec.so quiet $dir/count-check.sh

@@ -98,17 +98,22 @@ struct PAMServerTests {
         await echo.stop()
     }
 
-    /// PAM checks the `sallyport-counted` stack has run for `user` so far.
-    func checks(of user: String) -> Int {
+    /// PAM checks the `sallyport-counted` stack has run for `user` so far (given `PAM_RHOST`
+    /// `rhost`, when named).
+    func checks(of user: String, rhost: String? = nil) -> Int {
         let path = (ProcessInfo.processInfo.environment["SALLYPORT_PAM_FIXTURES"] ?? "") + "/checks.log"
         let log = (try? String(contentsOfFile: path, encoding: .utf8)) ?? ""
-        return log.split(separator: "\n").filter { $0 == user }.count
+        return log.split(separator: "\n").filter { line in
+            let fields = line.split(separator: " ", omittingEmptySubsequences: false).map(String.init)
+            return fields.first == user && (rhost == nil || fields.dropFirst().first == rhost)
+        }.count
     }
 
-    /// Logs in with username/password only (no request); the RFC 1929 status.
-    func loginStatus(_ port: Int, _ user: String, _ password: String) throws -> UInt8 {
+    /// Logs in with username/password only (no request), after `header` (a PROXY protocol
+    /// header); the RFC 1929 status.
+    func loginStatus(_ port: Int, _ user: String, _ password: String, header: [UInt8] = []) throws -> UInt8 {
         let socket = try TestSocket(host: "127.0.0.1", port: port)
-        try socket.send([5, 1, 2, 1, UInt8(user.utf8.count)] + Array(user.utf8) + [UInt8(password.utf8.count)] + Array(password.utf8))
+        try socket.send(header + [5, 1, 2, 1, UInt8(user.utf8.count)] + Array(user.utf8) + [UInt8(password.utf8.count)] + Array(password.utf8))
         guard try socket.receive(exactly: 2) == [5, 2] else { return 0xFF }
         return try socket.receive(exactly: 2)[1]
     }
@@ -164,6 +169,37 @@ struct PAMServerTests {
         #expect(checks(of: "erin") - start == 6)
         // After the last block the right password is taken again.
         #expect(try await onThread { try loginStatus(server.port, "erin", "e-pass") } == 0)
+    }
+
+    @Test func behindABalancerTheHeadersClientIsThrottledAndGivenToPAM() async throws {
+        let server = try await ServerProcess.start("""
+            listen:
+              - address: 127.0.0.1:0
+                proxy_protocol: any
+                trusted_proxies: [127.0.0.0/8]
+            methods: [username]
+            auth:
+              pam: {service: sallyport-counted}
+              cache_ttl: 0
+              throttle: {max_failures: 2, window: 1m, backoff: 30s}
+            """ + loopbackRules)
+        defer { server.process.signal(SIGKILL) }
+        let guesser = ProxyHeaderBytes.v1(source: "192.0.2.7")
+        let colleague = ProxyHeaderBytes.v2(source: [198, 51, 100, 9], port: 50000)
+        // Two wrong passwords from one client behind the balancer: checked with its address as
+        // PAM_RHOST, then that client is blocked...
+        for _ in 0..<2 { #expect(try await onThread { try loginStatus(server.port, "frank", "guess", header: guesser) } != 0) }
+        #expect(await server.process.waitForStderr(containing: "login throttled"))
+        let warning = server.process.stderr.split(separator: "\n").first { $0.contains("login throttled") }.map(String.init) ?? ""
+        #expect(logfmtFields(warning)["client"] == "192.0.2.7", "\(warning)")
+        #expect(checks(of: "frank", rhost: "192.0.2.7") == 2)
+        // ...even with the right password, unchecked; another client through the same balancer
+        // address logs in, checked as itself.
+        #expect(try await onThread { try loginStatus(server.port, "frank", "f-pass", header: guesser) } != 0)
+        #expect(checks(of: "frank", rhost: "192.0.2.7") == 2)
+        #expect(try await onThread { try loginStatus(server.port, "frank", "f-pass", header: colleague) } == 0)
+        #expect(checks(of: "frank", rhost: "198.51.100.9") == 1)
+        #expect(checks(of: "frank", rhost: "127.0.0.1") == 0, "the balancer's address never reaches PAM")
     }
 
     @Test(arguments: [false, true])
