@@ -1,6 +1,7 @@
 # Sallyport — build, run, test and package.
 #   make run    install what is missing, build, serve on 127.0.0.1:1080 (embedded default config)
-#   make test   install what is missing, build, run every test (PAM and interop suites included)
+#   make test   install what is missing, build, run every test (PAM, interop and cluster included)
+#   make cluster    three instances behind HAProxy: spread, client addresses, kill, rolling reload
 #   make deb    build a Debian package into dist/
 #   make bench  Sallyport against microsocks and Dante on loopback (table + bench-results/latest.json)
 #   make bench-pam  PAM logins per second through pam_matrix
@@ -16,7 +17,7 @@ VERSION := $(shell sed -n 's/^public let sallyportVersion = "\(.*\)"/\1/p' Sourc
 # Debian packages: to build and run, and what the tests drive (real clients, pam_wrapper).
 RUN_PACKAGES := libpam0g-dev
 TEST_PACKAGES := $(RUN_PACKAGES) libpam-wrapper libnss-wrapper libpam-modules curl ncat netcat-openbsd proxychains4 python3 python3-socks \
-	lintian man-db chromium python3-websocket
+	lintian man-db chromium python3-websocket haproxy
 
 # The PAM suite runs through real PAM: pam_wrapper redirects libpam to our service files (pam_matrix
 # with a password file), nss_wrapper supplies the users' groups.
@@ -36,7 +37,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build run test deps-run deps-test deb clean bench bench-pam profile fuzz sanitize soak
+.PHONY: all build run test deps-run deps-test deb clean bench bench-pam profile fuzz sanitize soak cluster cluster-run
 
 all: build
 
@@ -57,6 +58,15 @@ test: deps-test deb
 	$(SWIFT) build --build-tests
 	Tests/Fixtures/make-pam-fixtures.sh $(PAM_FIXTURES)
 	env $(PAM_TEST_ENV) $(SWIFT) test --skip-build
+	$(MAKE) --no-print-directory cluster-run
+
+# The scale-out test (Tests/Cluster): HAProxy with send-proxy-v2 and /readyz health checks in front of
+# three instances, in a network namespace of its own (root); figures in bench-results/cluster.json.
+cluster: deps-test
+	$(SWIFT) build --product sallyport
+	$(MAKE) --no-print-directory cluster-run
+cluster-run:
+	/usr/bin/python3 Tests/Cluster/cluster_test.py "$$($(SWIFT) build --show-bin-path)/sallyport" --json bench-results/cluster.json
 
 # Sallyport against microsocks and Dante (and a direct connection), one run, one load generator:
 # prints a table with ratios to the best peer and writes bench-results/latest.json.
