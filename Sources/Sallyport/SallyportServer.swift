@@ -133,13 +133,15 @@ public final class SallyportServer: Service, Sendable {
                 }
             }
             if let host = configuration.admin.host {
+                // Kept apart from the SOCKS listeners: it stays open while sessions drain, so that
+                // /readyz says 503 to balancers and /metrics and /sessions show the drain.
                 let channel = try await AdminServer.bind(host: host, port: configuration.admin.port, backend: self, group: group)
-                channels.append(channel)
-                admin.withLockedValue { $0.address = channel.localAddress }
+                admin.withLockedValue { $0.address = channel.localAddress; $0.channel = channel }
                 logger.info("admin listening", metadata: ["address": "\(channel.localAddress?.endpointText ?? host)"])
             }
         } catch {
             for channel in channels { try? await channel.close() }
+            try? await admin.withLockedValue { $0.channel }?.close()
             throw error
         }
         state.withLockedValue { $0 = .running(channels) }
@@ -304,6 +306,7 @@ public final class SallyportServer: Service, Sendable {
                 try? await Task.sleep(for: .milliseconds(10))
             }
         }
+        try? await admin.withLockedValue { $0.channel }?.close()
         await generation.withLockedValue { $0.pam }?.shutdown()
         await resolver.shutdown()
         logger.info("stopped")

@@ -159,6 +159,35 @@ func prometheusSamples(_ text: String) -> [String: Double] {
         await echo.stop()
     }
 
+    @Test func whileSessionsDrainReadinessSays503AndTheSessionsStayListed() async throws {
+        let echo = try await TargetServer.echo()
+        let server = try await ServerProcess.start(Self.adminConfig + "timeouts:\n  shutdown_grace: 30s\n")
+        defer { server.process.signal(SIGKILL) }
+        let admin = try await adminPort(server)
+        let running = try await onThread { () throws -> TestSocket in
+            let socket = try TestSocket(host: "127.0.0.1", port: server.port, timeout: 60)
+            guard try socket.socksConnect(to: loopback4(echo.port)).code == .succeeded else { throw TestSocketError("connect", errno: 0) }
+            return socket
+        }
+        server.process.signal(SIGTERM)
+        #expect(await server.process.waitForStderr(containing: "draining sessions"))
+        // A balancer's health check now takes the instance out; the drain can be watched.
+        let (ready, health, sessions) = try await onThread {
+            (try httpRequest(port: admin, "/readyz"), try httpRequest(port: admin, "/healthz"), try httpRequest(port: admin, "/sessions"))
+        }
+        #expect(ready.status == 503, "\(ready)")
+        #expect(health.status == 200)
+        let list = try JSONSerialization.jsonObject(with: Data(sessions.body.utf8)) as? [[String: Any]]
+        #expect(list?.count == 1, "\(sessions.body)")
+        // New SOCKS connections are refused already.
+        #expect((try? TestSocket(host: "127.0.0.1", port: server.port)) == nil)
+        // Once the last session ends, the process exits and the admin listener with it.
+        running.shutdownWrite()
+        #expect(await server.process.waitForExit(timeout: 10) == 0)
+        #expect((try? TestSocket(host: "127.0.0.1", port: admin)) == nil)
+        await echo.stop()
+    }
+
     @Test func healthReadinessAndThePACFile() async throws {
         let server = try await ServerProcess.start(Self.adminConfig)
         defer { server.process.signal(SIGKILL) }

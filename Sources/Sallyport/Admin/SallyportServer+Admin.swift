@@ -4,6 +4,8 @@ import NIOCore
 struct AdminState: Sendable {
     /// The admin listener's bound address.
     var address: SocketAddress?
+    /// The admin listener, closed once the sessions have drained at shutdown.
+    var channel: (any Channel)?
     /// The SOCKS listeners' bound addresses (a port 0 in the file is a real port here).
     var listeners: [SocketAddress] = []
     let started = NIODeadline.now()
