@@ -276,8 +276,19 @@ public final class SallyportServer: Service, Sendable {
         }
     }
 
-    /// Stops accepting, lets running sessions go on for up to `grace`, then closes them.
+    /// Says not ready for `timeouts.shutdown_delay` while still accepting, stops accepting, lets
+    /// running sessions go on for up to `grace`, then closes them.
     public func shutdown(grace: TimeAmount? = nil) async {
+        let delay = configuration.timeouts.shutdownDelay
+        let first = admin.withLockedValue { admin in
+            defer { admin.stopping = true }
+            return !admin.stopping
+        }
+        guard first else { return }
+        if delay > .zero, case .running = state.withLockedValue({ $0 }) {
+            logger.info("shutting down: not ready, still accepting", metadata: ["delay": "\(delay)"])
+            try? await Task.sleep(for: .nanoseconds(delay.nanoseconds))
+        }
         let (channels, alreadyStopped): ([any Channel], Bool) = state.withLockedValue { state in
             defer { state = .stopped }
             switch state {

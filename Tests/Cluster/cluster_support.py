@@ -56,6 +56,7 @@ admin:
   listen: {self.address}:9180
 timeouts:
   shutdown_grace: 10s
+  shutdown_delay: 2s
 """
         # Whole or not at all: a reload never reads half a file.
         with open(self.config + ".new", "w") as out:
@@ -128,7 +129,7 @@ listen socks
     balance leastconn
     option httpchk GET /readyz
     http-check expect status 200
-    default-server send-proxy-v2 check inter 1s fastinter 250ms downinter 1s fall 2 rise 2
+    default-server send-proxy-v2 check inter 500ms fastinter 250ms downinter 1s fall 2 rise 2
 {servers}
 """)
         self.process = None
@@ -323,10 +324,10 @@ def udp_round_trip(balancer, echo, source):
 
 
 class Result:
-    __slots__ = ("started", "ended", "ok", "client")
+    __slots__ = ("started", "ended", "ok", "client", "error")
 
-    def __init__(self, started, ended, ok, client):
-        self.started, self.ended, self.ok, self.client = started, ended, ok, client
+    def __init__(self, started, ended, ok, client, error=None):
+        self.started, self.ended, self.ok, self.client, self.error = started, ended, ok, client, error
 
 
 class Load:
@@ -346,11 +347,14 @@ class Load:
             source = self.clients[(index + n * self.count) % len(self.clients)]
             started = time.monotonic()
             try:
-                client, ok = session(self.balancer, self.echo, source), True
-            except OSError:
-                client, ok = None, False
+                client, ok, error = session(self.balancer, self.echo, source), True, None
+            except OSError as failure:
+                client, ok, error = None, False, repr(failure)
             with self.lock:
-                self.results.append(Result(started, time.monotonic(), ok, client))
+                self.results.append(Result(started, time.monotonic(), ok, client, error))
+
+    def errors(self):
+        return sorted({r.error for r in self.results if not r.ok})
 
     def start(self, limit=100_000):
         self.running, self.limit, self.issued = True, limit, 0

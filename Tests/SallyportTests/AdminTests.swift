@@ -188,6 +188,29 @@ func prometheusSamples(_ text: String) -> [String: Double] {
         await echo.stop()
     }
 
+    @Test func duringTheShutdownDelayReadinessSays503AndNewSessionsAreStillServed() async throws {
+        let echo = try await TargetServer.echo()
+        let server = try await ServerProcess.start(Self.adminConfig + "timeouts:\n  shutdown_delay: 4s\n")
+        defer { server.process.signal(SIGKILL) }
+        let admin = try await adminPort(server)
+        let signalled = Date()
+        server.process.signal(SIGTERM)
+        #expect(await server.process.waitForStderr(containing: "not ready, still accepting"))
+        let (ready, code) = try await onThread { () throws -> (Int, SOCKSReplyCode) in
+            let ready = try httpRequest(port: admin, "/readyz").status
+            let socket = try TestSocket(host: "127.0.0.1", port: server.port)
+            let code = try socket.socksConnect(to: loopback4(echo.port), payload: [9]).code
+            _ = try socket.receive(exactly: 1)
+            return (ready, code)
+        }
+        #expect(ready == 503)
+        #expect(code == .succeeded, "a connection the balancer sends before it notices is served")
+        // Then the listeners close and the process exits (no session left to drain).
+        #expect(await server.process.waitForExit(timeout: 20) == 0)
+        #expect(Date().timeIntervalSince(signalled) >= 4, "the delay is what is tested")
+        await echo.stop()
+    }
+
     @Test func healthReadinessAndThePACFile() async throws {
         let server = try await ServerProcess.start(Self.adminConfig)
         defer { server.process.signal(SIGKILL) }

@@ -6,6 +6,8 @@ struct AdminState: Sendable {
     var address: SocketAddress?
     /// The admin listener, closed once the sessions have drained at shutdown.
     var channel: (any Channel)?
+    /// Shutting down: `/readyz` says 503 from the start of `timeouts.shutdown_delay` on.
+    var stopping = false
     /// The SOCKS listeners' bound addresses (a port 0 in the file is a real port here).
     var listeners: [SocketAddress] = []
     let started = NIODeadline.now()
@@ -24,7 +26,8 @@ extension SallyportServer: AdminBackend {
     }
 
     var isReady: Bool {
-        state.withLockedValue { if case .running = $0 { return true } else { return false } }
+        guard !admin.withLockedValue({ $0.stopping }) else { return false }
+        return state.withLockedValue { if case .running = $0 { return true } else { return false } }
     }
 
     var adminToken: String? { configuration.admin.token }

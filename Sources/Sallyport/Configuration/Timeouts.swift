@@ -13,6 +13,10 @@ public struct Timeouts: Sendable, Hashable {
     public var idle: TimeAmount? = .minutes(30)
     /// On SIGTERM/SIGINT, how long running sessions may go on before they are closed.
     public var shutdownGrace: TimeAmount = .seconds(10)
+    /// On SIGTERM/SIGINT, how long to go on accepting while `/readyz` says 503, before the
+    /// listeners close: a load balancer's health checks take the instance out first, so no
+    /// connection it sends is refused or reset (those queued on a closing listener would be).
+    public var shutdownDelay: TimeAmount = .zero
 
     public init() {}
 }
@@ -24,5 +28,6 @@ extension Timeouts {
         section.duration("dns", into: &dns)
         section.duration("idle", into: &idle)
         section.durationOrZero("shutdown_grace", into: &shutdownGrace)
+        section.durationOrZero("shutdown_delay", into: &shutdownDelay)
     }
 }
