@@ -53,7 +53,12 @@ import Testing
         await echo.stop()
     }
 
-    @Test func clientRulesAndLimitsSeeTheHeadersClient() async throws {
+    @Test(arguments: [1, 2], [true, false])
+    func clientRulesAndLimitsSeeTheHeadersClient(version: Int, split: Bool) async throws {
+        @Sendable func header(_ source: String) -> [UInt8] {
+            guard version == 2 else { return ProxyHeaderBytes.v1(source: source) }
+            return ProxyHeaderBytes.v2(source: source.split(separator: ".").map { UInt8($0)! }, port: 40123)
+        }
         let echo = try await TargetServer.echo()
         let proxy = try await proxy { configuration in
             configuration.policy.clientRules = [
@@ -61,16 +66,16 @@ import Testing
             ]
             configuration.limits.sessionsPerClient = 1
         }
-        let denied = ProxyHeaderBytes.v1(source: "192.0.2.7")
+        let denied = header("192.0.2.7")
         let (refused, first, second, other) = try await onThread { () throws -> (SOCKSReplyCode?, TestSocket, SOCKSReplyCode, SOCKSReplyCode) in
-            let refused = try connect(proxy.port, header: denied, echo: echo.port, split: false)
+            let refused = try connect(proxy.port, header: denied, echo: echo.port, split: split)
             // One session at a time for 198.51.100.9, whatever the balancer's address.
             let first = try TestSocket(host: "127.0.0.1", port: proxy.port)
-            try first.send(ProxyHeaderBytes.v1(source: "198.51.100.9") + TestSocket.negotiation(.connect, to: loopback4(echo.port)))
+            try first.send(header("198.51.100.9") + TestSocket.negotiation(.connect, to: loopback4(echo.port)))
             _ = try first.receive(exactly: 2)
             _ = try first.readReply()
-            let second = try connect(proxy.port, header: ProxyHeaderBytes.v1(source: "198.51.100.9"), echo: echo.port, split: false)
-            let other = try connect(proxy.port, header: ProxyHeaderBytes.v1(source: "198.51.100.10"), echo: echo.port, split: false)
+            let second = try connect(proxy.port, header: header("198.51.100.9"), echo: echo.port, split: split)
+            let other = try connect(proxy.port, header: header("198.51.100.10"), echo: echo.port, split: split)
             return (refused, first, second ?? .generalFailure, other ?? .generalFailure)
         }
         #expect(refused == nil, "a client the rules deny is closed before any byte")
@@ -88,12 +93,17 @@ import Testing
         let strict = try await proxy(.v2)
         let cases: [(TestProxy, [UInt8], String)] = [
             (untrusted, Self.v1, "proxy_refused"),  // the balancer is not trusted
+            (untrusted, Self.v2Header, "proxy_refused"),
             (strict, [], "proxy_refused"),  // SOCKS straight away
             (strict, Self.v1, "proxy_refused"),  // v1 where v2 is expected
             (strict, ProxyHeader.signature + [0x31, 0x11, 0, 0], "proxy_refused"),  // malformed
             (strict, ProxyHeader.signature + [0x20, 0x00, 0, 0], "proxy_local"),  // a health check
         ]
+        var ended: [String: Int] = [:]
         for (proxy, header, end) in cases {
+            let key = "\(proxy.port) \(end)"
+            ended[key, default: 0] += 1
+            let expected = ended[key]!
             let (first, closed) = try await onThread { () throws -> (Int, Bool) in
                 let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
                 try socket.send(header + [5, 1, 0])
@@ -103,7 +113,7 @@ import Testing
                 return (got, got == 0 || (got < 0 && errno == ECONNRESET))
             }
             #expect(closed, "\(end): the proxy answered (\(first)) instead of closing")
-            #expect(await proxy.logs.wait { $0.contains { $0.contains("end=\(end)") } }, "\(end)")
+            #expect(await proxy.logs.wait { $0.filter { $0.contains("end=\(end)") }.count == expected }, "\(end) \(header)")
         }
         await untrusted.stop()
         await strict.stop()
