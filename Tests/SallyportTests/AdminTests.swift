@@ -42,6 +42,15 @@ func prometheusSamples(_ text: String) -> [String: Double] {
         return try #require(Int(logfmtFields(line)["address"]?.split(separator: ":").last ?? ""))
     }
 
+    /// A CONNECT session to the echo server, left open.
+    func openSession(_ server: ServerProcess, echo: TargetServer) async throws -> TestSocket {
+        try await onThread { () throws -> TestSocket in
+            let socket = try TestSocket(host: "127.0.0.1", port: server.port, timeout: 60)
+            guard try socket.socksConnect(to: loopback4(echo.port)).code == .succeeded else { throw TestSocketError("connect", errno: 0) }
+            return socket
+        }
+    }
+
     @Test func metricsAfterTrafficMatchTheAccessLog() async throws {
         let echo = try await TargetServer.echo()
         let udpEcho = try await UDPEchoServer.start()
@@ -134,11 +143,7 @@ func prometheusSamples(_ text: String) -> [String: Double] {
         let server = try await ServerProcess.start(Self.adminConfig)
         defer { server.process.signal(SIGKILL) }
         let admin = try await adminPort(server)
-        let running = try await onThread { () throws -> TestSocket in
-            let socket = try TestSocket(host: "127.0.0.1", port: server.port, timeout: 60)
-            guard try socket.socksConnect(to: loopback4(echo.port)).code == .succeeded else { throw TestSocketError("connect", errno: 0) }
-            return socket
-        }
+        let running = try await openSession(server, echo: echo)
         // Debian's Python, which has python3-websocket (a python3 earlier on PATH may not).
         let result = try await runProcess(
             "/usr/bin/python3",
@@ -164,11 +169,7 @@ func prometheusSamples(_ text: String) -> [String: Double] {
         let server = try await ServerProcess.start(Self.adminConfig + "timeouts:\n  shutdown_grace: 30s\n")
         defer { server.process.signal(SIGKILL) }
         let admin = try await adminPort(server)
-        let running = try await onThread { () throws -> TestSocket in
-            let socket = try TestSocket(host: "127.0.0.1", port: server.port, timeout: 60)
-            guard try socket.socksConnect(to: loopback4(echo.port)).code == .succeeded else { throw TestSocketError("connect", errno: 0) }
-            return socket
-        }
+        let running = try await openSession(server, echo: echo)
         server.process.signal(SIGTERM)
         #expect(await server.process.waitForStderr(containing: "draining sessions"))
         // A balancer's health check now takes the instance out; the drain can be watched.
