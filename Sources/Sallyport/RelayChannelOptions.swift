@@ -1,5 +1,9 @@
 import NIOCore
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// The receive-buffer sizing of relayed channels: NIO's adaptive sizing (reads grow towards the
 /// maximum while they fill their buffer, and shrink when they do not), without NIO's receive-buffer
 /// pool holding on to large buffers.
@@ -51,6 +55,21 @@ struct RelayChannelOptions: Sendable {
         try options.setOption(.recvAllocator, value: RelayReceiveAllocator(initial: 512, maximum: receiveBufferBytes))
         if !autoRead {
             try options.setOption(.autoRead, value: false)
+        }
+    }
+}
+
+extension TCPKeepalive {
+    /// Sets keepalive on a socket (`keepalive`), or turns it off (nil). Accepted sockets inherit
+    /// all four options from their listener, so a listener set once costs no session anything.
+    static func apply(_ keepalive: TCPKeepalive?, to options: NIOSynchronousChannelOptions) throws {
+        try options.setOption(.socketOption(.so_keepalive), value: keepalive == nil ? 0 : 1)
+        guard let keepalive else { return }
+        for (name, value) in [
+            (TCP_KEEPIDLE, keepalive.idle.nanoseconds / 1_000_000_000), (TCP_KEEPINTVL, keepalive.interval.nanoseconds / 1_000_000_000),
+            (TCP_KEEPCNT, Int64(keepalive.count)),
+        ] {
+            try options.setOption(ChannelOptions.Types.SocketOption(level: .tcp, name: .init(rawValue: name)), value: SocketOptionValue(value))
         }
     }
 }

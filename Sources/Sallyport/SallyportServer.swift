@@ -174,6 +174,14 @@ public final class SallyportServer: Service, Sendable {
             next.warnings.append("dns.threads changed; it takes effect at the next restart")
         }
         generation.withLockedValue { $0 = fresh }
+        let keepalive = next.relay.keepalive
+        if keepalive != old.configuration.relay.keepalive, case .running(let listeners) = state.withLockedValue({ $0 }) {
+            for listener in listeners {
+                listener.eventLoop.execute {
+                    if let options = listener.syncOptions { try? TCPKeepalive.apply(keepalive, to: options) }
+                }
+            }
+        }
         if let oldPAM = old.pam, fresh.pam !== oldPAM {
             Task { await oldPAM.shutdown() }
         }
@@ -225,7 +233,7 @@ public final class SallyportServer: Service, Sendable {
             limits: configuration.limits,
             egress: Egress(policy: policy, resolver: resolver),
             authenticator: authenticator,
-            connector: OutboundConnector(receiveBufferBytes: configuration.relay.receiveBufferBytes),
+            connector: OutboundConnector(receiveBufferBytes: configuration.relay.receiveBufferBytes, keepalive: configuration.relay.keepalive),
             logger: logger,
             accessLogger: accessLogger,
             registry: registry,
@@ -245,8 +253,10 @@ public final class SallyportServer: Service, Sendable {
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
             .serverChannelOption(ChannelOptions.Types.SocketOption(level: SocketOptionLevel(SOL_SOCKET), name: SocketOptionName(SO_REUSEPORT)), value: 1)
             // At the descriptor limit, pause accepting instead of retrying on every wake-up.
-            .serverChannelInitializer { [logger] channel in
+            .serverChannelInitializer { [logger, keepalive = configuration.relay.keepalive] channel in
                 channel.eventLoop.makeCompletedFuture {
+                    // Accepted sockets inherit keepalive from here (a reload sets it again).
+                    if let options = channel.syncOptions { try TCPKeepalive.apply(keepalive, to: options) }
                     try channel.pipeline.syncOperations.addHandler(AcceptBackoff(listener: name, logger: logger))
                 }
             }
@@ -289,15 +299,11 @@ public final class SallyportServer: Service, Sendable {
             logger.info("shutting down: not ready, still accepting", metadata: ["delay": "\(delay)"])
             try? await Task.sleep(for: .nanoseconds(delay.nanoseconds))
         }
-        let (channels, alreadyStopped): ([any Channel], Bool) = state.withLockedValue { state in
+        let channels: [any Channel] = state.withLockedValue { state in
             defer { state = .stopped }
-            switch state {
-            case .running(let channels): return (channels, false)
-            case .idle: return ([], false)
-            case .stopped: return ([], true)
-            }
+            if case .running(let channels) = state { return channels }
+            return []
         }
-        guard !alreadyStopped else { return }
         for channel in channels { try? await channel.close() }
         trimmer.withLockedValue { $0?.stop() }
         let grace = grace ?? configuration.timeouts.shutdownGrace

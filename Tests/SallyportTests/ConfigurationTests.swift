@@ -25,10 +25,12 @@ import Testing
               connect: 3s
               idle: 2m
               shutdown_grace: 0
+              shutdown_delay: 3s
             limits:
               early_data: 16KiB
             relay:
               receive_buffer: 128KiB
+              keepalive: {idle: 2m, interval: 15s, count: 3}
             log:
               level: debug
               format: json
@@ -45,7 +47,16 @@ import Testing
         #expect(configuration.timeouts.shutdownGrace == .zero)
         #expect(configuration.limits.earlyDataBytes == 16384)
         #expect(configuration.relay.receiveBufferBytes == 131072)
+        #expect(configuration.relay.keepalive == TCPKeepalive(idle: .minutes(2), interval: .seconds(15), count: 3))
+        #expect(configuration.timeouts.shutdownDelay == .seconds(3))
         #expect(configuration.log == LogConfiguration(level: .debug, format: .json))
+    }
+
+    @Test func keepaliveIsOnByDefaultAndZeroTurnsItOff() throws {
+        #expect(try ConfigurationLoader.parse(yaml: "", file: "f.yaml").relay.keepalive == TCPKeepalive(idle: .seconds(60), interval: .seconds(10), count: 5))
+        #expect(try ConfigurationLoader.parse(yaml: "relay:\n  keepalive: 0\n", file: "f.yaml").relay.keepalive == nil)
+        // Keys left out keep their defaults.
+        #expect(try ConfigurationLoader.parse(yaml: "relay: {keepalive: {count: 9}}", file: "f.yaml").relay.keepalive?.idle == .seconds(60))
     }
 
     @Test func idleZeroTurnsTheIdleTimeoutOff() throws {
@@ -84,6 +95,12 @@ import Testing
         ("listen: [127.0.0.1:1080\n", "not valid YAML"),
         ("- just\n- a list", "expected a mapping of keys"),
         ("relay: {receive_buffer: 1}", "relay.receive_buffer: '1' is not a size from 4096"),
+        ("relay: {keepalive: {idle: 500ms}}", "x.yaml:1:27: relay.keepalive.idle: keepalive times are whole seconds"),
+        ("relay: {keepalive: {interval: 10h}}", "relay.keepalive.interval: keepalive times are whole seconds from 1s to 32767s"),
+        ("relay: {keepalive: {count: 0}}", "relay.keepalive.count: '0' is not a whole number from 1 to 127"),
+        ("relay: {keepalive: {probes: 3}}", "relay.keepalive.probes: unknown key; known keys here: idle, interval, count"),
+        ("relay: {keepalive: yes}", "relay.keepalive: 'yes' is not 0 (off) or a mapping"),
+        ("timeouts: {shutdown_delay: soon}", "timeouts.shutdown_delay: 'soon' is not a duration"),
         ("listen:\n  - methods: [none]", "listen[0]: missing key 'address'"),
     ])
     func badValuesAreExplained(yaml: String, expected: String) {

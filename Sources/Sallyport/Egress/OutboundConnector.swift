@@ -24,6 +24,8 @@ protocol OutboundConnecting: Sendable {
 /// Connects with happy eyeballs under one timeout, and maps failures to RFC 1928 reply codes.
 struct OutboundConnector: OutboundConnecting {
     let receiveBufferBytes: Int
+    /// Keepalive on the target side (the client side inherits it from the listener).
+    var keepalive: TCPKeepalive?
 
     /// On `eventLoop` so that the relay can join the new channel with the client's; with reading
     /// off, so that no byte the target sends first is lost before the relay is in place.
@@ -35,7 +37,10 @@ struct OutboundConnector: OutboundConnecting {
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(max(timeout, .milliseconds(1)))
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture { try options.apply(to: channel, autoRead: false) }
+                channel.eventLoop.makeCompletedFuture {
+                    try options.apply(to: channel, autoRead: false)
+                    if let keepalive, let options = channel.syncOptions { try TCPKeepalive.apply(keepalive, to: options) }
+                }
             }
         let connected: EventLoopFuture<any Channel>
         if addresses.count == 1 {

@@ -146,6 +146,8 @@ struct ServerProcess {
     let process: BackgroundProcess
     /// The first listener's port, read from the server's `msg=listening` line.
     let port: Int
+    /// The configuration file (rewrite it and send SIGHUP to reload).
+    let configPath: String
     var pid: Int32 { process.process.processIdentifier }
 
     /// Starts `sallyport --config PATH` (plus `arguments`) with `yaml` written to a temporary file;
@@ -172,7 +174,7 @@ struct ServerProcess {
             process.signal(SIGKILL)
             throw TestSocketError("no port in the listening line: \(line)", errno: 0)
         }
-        return ServerProcess(process: process, port: port)
+        return ServerProcess(process: process, port: port, configPath: path)
     }
 }
 
