@@ -10,6 +10,10 @@ public enum SOCKSProtocolError: Error, Hashable, Sendable {
     case unsupportedAddressType(UInt8)
     /// A domain name of length 0 or holding a NUL byte.
     case invalidDomainName
+    /// A SOCKS4 user id or SOCKS4a name longer than `SOCKS4Request.maximumField`.
+    case fieldTooLong
+    /// SOCKS4 on a listener that does not serve it.
+    case socks4NotEnabled
 }
 
 extension SOCKSProtocolError: CustomStringConvertible {
@@ -20,6 +24,8 @@ extension SOCKSProtocolError: CustomStringConvertible {
         case .invalidCredentials: return "empty username or password, or one holding a NUL byte"
         case .unsupportedAddressType(let type): return "unsupported address type \(type)"
         case .invalidDomainName: return "empty domain name, or one holding a NUL byte"
+        case .fieldTooLong: return "SOCKS4 user id or name longer than \(SOCKS4Request.maximumField) bytes"
+        case .socks4NotEnabled: return "SOCKS4 request on a listener without socks4"
         }
     }
 }

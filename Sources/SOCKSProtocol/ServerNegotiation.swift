@@ -17,11 +17,15 @@ public struct ServerNegotiation: Sendable {
         /// How many bytes a client may send ahead of its answer (while authenticating or while the
         /// request is carried out) before it is closed.
         public var maximumEarlyData: Int
+        /// Serve SOCKS4 and SOCKS4a CONNECT too (the first byte of a connection picks the version).
+        /// Such sessions carry no password: they are anonymous.
+        public var socks4: Bool
 
-        public init(methods: [AuthenticationMethod], commands: Set<SOCKSCommand>, maximumEarlyData: Int) {
+        public init(methods: [AuthenticationMethod], commands: Set<SOCKSCommand>, maximumEarlyData: Int, socks4: Bool = false) {
             self.methods = methods
             self.commands = commands
             self.maximumEarlyData = maximumEarlyData
+            self.socks4 = socks4
         }
     }
 
@@ -69,6 +73,10 @@ public struct ServerNegotiation: Sendable {
 
     public let configuration: Configuration
     private(set) var state: State = .awaitingGreeting
+    /// The client speaks SOCKS4 (or 4a): replies are SOCKS4's.
+    public private(set) var isSOCKS4 = false
+    /// The SOCKS4 client's user id, once its request is read: logged, never trusted.
+    public private(set) var socks4UserID: [UInt8]?
 
     public init(configuration: Configuration) {
         self.configuration = configuration
@@ -87,6 +95,18 @@ public struct ServerNegotiation: Sendable {
         do {
             switch state {
             case .awaitingGreeting:
+                if buffer.readableBytesView.first == 0x04 {
+                    guard configuration.socks4 else { return protocolFailure(.socks4NotEnabled) }
+                    isSOCKS4 = true
+                    guard let request = try buffer.readSOCKS4Request() else { return .needMoreData }
+                    socks4UserID = request.userID
+                    guard request.command == .connect, configuration.commands.contains(.connect) else {
+                        return fail(.commandNotSupported(request.command), reply: .commandNotSupported)
+                    }
+                    let connect = SOCKSRequest(command: .connect, destination: request.destination)
+                    state = .executing(connect)
+                    return .execute(connect)
+                }
                 guard let greeting = try buffer.readClientGreeting() else { return .needMoreData }
                 return chooseMethod(from: greeting)
             case .awaitingCredentials:
@@ -134,7 +154,11 @@ public struct ServerNegotiation: Sendable {
         guard case .executing = state else { return .wait }
         state = .established
         var reply = ByteBuffer()
-        reply.writeSOCKSReply(SOCKSReply(code: .succeeded, bound: bound))
+        if isSOCKS4 {
+            reply.writeSOCKS4Reply(.granted, bound: bound)
+        } else {
+            reply.writeSOCKSReply(SOCKSReply(code: .succeeded, bound: bound))
+        }
         return .established(reply)
     }
 
@@ -168,10 +192,15 @@ public struct ServerNegotiation: Sendable {
         return .send(reply)
     }
 
+    /// Refuses with `code` (SOCKS4 knows only "rejected"); `reply:` keeps the SOCKS5 code for the log.
     private mutating func fail(_ failure: Failure, reply code: SOCKSReplyCode) -> Action {
         state = .closed
         var reply = ByteBuffer()
-        reply.writeSOCKSReply(SOCKSReply(code: code))
+        if isSOCKS4 {
+            reply.writeSOCKS4Reply(.rejected)
+        } else {
+            reply.writeSOCKSReply(SOCKSReply(code: code))
+        }
         return .sendAndClose(reply, failure, reply: code)
     }
 
@@ -185,6 +214,9 @@ public struct ServerNegotiation: Sendable {
         case (.awaitingRequest, .unsupportedAddressType):
             return fail(.protocolError(error), reply: .addressTypeNotSupported)
         case (.awaitingRequest, .invalidDomainName):
+            return fail(.protocolError(error), reply: .generalFailure)
+        case (.awaitingGreeting, .invalidDomainName), (.awaitingGreeting, .fieldTooLong):
+            // A SOCKS4a request whose name or user id cannot be taken.
             return fail(.protocolError(error), reply: .generalFailure)
         default:
             state = .closed

@@ -63,7 +63,8 @@ public final class SallyportServer: Service, Sendable {
             let commands: Set<SOCKSCommand> = services.udp.enabled ? [.connect, .udpAssociate] : [.connect]
             negotiations = configuration.listeners.map { listener in
                 ServerNegotiation.Configuration(
-                    methods: listener.methods, commands: commands, maximumEarlyData: configuration.limits.earlyDataBytes)
+                    methods: listener.methods, commands: commands, maximumEarlyData: configuration.limits.earlyDataBytes,
+                    socks4: listener.socks4)
             }
         }
     }

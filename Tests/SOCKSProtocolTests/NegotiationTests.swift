@@ -27,8 +27,8 @@ struct NegotiationDriver {
         case failure(SOCKSReplyCode)
     }
 
-    init(methods: [AuthenticationMethod] = [.none], commands: Set<SOCKSCommand> = [.connect], maximumEarlyData: Int = 1024) {
-        machine = ServerNegotiation(configuration: .init(methods: methods, commands: commands, maximumEarlyData: maximumEarlyData))
+    init(methods: [AuthenticationMethod] = [.none], commands: Set<SOCKSCommand> = [.connect], maximumEarlyData: Int = 1024, socks4: Bool = false) {
+        machine = ServerNegotiation(configuration: .init(methods: methods, commands: commands, maximumEarlyData: maximumEarlyData, socks4: socks4))
     }
 
     var sentBytes: [UInt8] { steps.flatMap { if case .sent(let bytes) = $0 { return bytes } else { return [] } } }

@@ -70,6 +70,8 @@ public struct ListenerConfiguration: Sendable, Hashable {
     /// A PROXY protocol header expected before the greeting (a load balancer in front), and the
     /// balancers it is taken from.
     public var proxyProtocol: ProxyExpectation?
+    /// Serve SOCKS4 and SOCKS4a CONNECT too, anonymously (SOCKS4 carries no password).
+    public var socks4 = false
     /// Where the file gives it, for errors.
     var line: Int?
     var column: Int?
@@ -83,6 +85,7 @@ public struct ListenerConfiguration: Sendable, Hashable {
     /// Listeners are the same when they listen alike, wherever the file wrote them.
     public static func == (lhs: Self, rhs: Self) -> Bool {
         lhs.host == rhs.host && lhs.port == rhs.port && lhs.methods == rhs.methods && lhs.proxyProtocol == rhs.proxyProtocol
+            && lhs.socks4 == rhs.socks4
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -90,6 +93,7 @@ public struct ListenerConfiguration: Sendable, Hashable {
         hasher.combine(port)
         hasher.combine(methods)
         hasher.combine(proxyProtocol)
+        hasher.combine(socks4)
     }
 
     /// `host:port`, with an IPv6 host in brackets.
@@ -119,6 +123,11 @@ extension ServerConfiguration {
             for listener in listeners where listener.methods.contains(.none) && !listener.isLoopback {
                 findings.errors.append((
                     "\(listener.addressDescription) is not a loopback address but offers method 'none', which would make an open proxy; offer [username] there, or set allow_unauthenticated_remote: true if that is really meant",
+                    listener))
+            }
+            for listener in listeners where listener.socks4 && !listener.isLoopback {
+                findings.errors.append((
+                    "\(listener.addressDescription) is not a loopback address but serves socks4, which carries no password: anyone who reaches it gets the rules for anonymous; set allow_unauthenticated_remote: true if that is really meant",
                     listener))
             }
         }
@@ -193,11 +202,13 @@ extension ListenerConfiguration {
             var addressPath = itemPath
             var methods = defaultMethods
             var proxy: ProxyExpectation?
+            var socks4 = false
             if case .mapping = item {
                 var entry = ConfigSection(item, path: itemPath, problems: problems)
                 let address = entry.node("address")
                 if let node = entry.node("methods") { methods = self.methods(node, entry.keyPath("methods"), problems) ?? methods }
                 proxy = ProxyExpectation.read(&entry, item)
+                entry.bool("socks4", into: &socks4)
                 entry.finish()
                 guard let address else {
                     problems.report(item, itemPath, "missing key 'address' (HOST:PORT)")
@@ -211,6 +222,7 @@ extension ListenerConfiguration {
             case .success(let address):
                 var listener = ListenerConfiguration(host: address.host, port: address.port, methods: methods)
                 listener.proxyProtocol = proxy
+                listener.socks4 = socks4
                 listener.line = item.mark?.line
                 listener.column = item.mark?.column
                 result.append(listener)

@@ -184,6 +184,9 @@ final class Session {
 
     func perform(_ action: ServerNegotiation.Action) {
         guard let channel, !finished else { return }
+        if machine.isSOCKS4, record.socks4UserID == nil {
+            record.socks4UserID = SessionRecord.printable(machine.socks4UserID ?? [])
+        }
         switch action {
         case .needMoreData, .wait:
             break

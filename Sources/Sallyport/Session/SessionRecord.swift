@@ -19,6 +19,8 @@ struct SessionRecord {
     var reply: SOCKSReplyCode?
     var counters = RelayCounters()
     var udp: UDPCounters?
+    /// A SOCKS4 session's user id, as the client gave it (untrusted); nil for SOCKS5.
+    var socks4UserID: String?
 
     init(id: UInt64, listener: String) {
         self.id = id
@@ -26,6 +28,11 @@ struct SessionRecord {
     }
 
     var idText: String { String(id, radix: 16) }
+
+    /// A user id as the log shows it: UTF-8 with control characters as `?`.
+    static func printable(_ bytes: [UInt8]) -> String {
+        String(decoding: bytes.map { $0 < 0x20 || $0 == 0x7F ? UInt8(ascii: "?") : $0 }, as: UTF8.self)
+    }
     var clientText: String { client?.endpointText ?? "-" }
 
     func metadata(end: SessionEnd) -> Logger.Metadata {
@@ -41,7 +48,13 @@ struct SessionRecord {
         metadata["remote"] = .string(remote?.endpointText ?? "-")
         metadata["rule"] = .string(end.rule?.description ?? rule ?? "-")
         // Numbers as numbers: the JSON format writes them unquoted, and only them.
-        metadata["reply"] = reply.map { .stringConvertible(Int($0.rawValue)) } ?? .string("-")
+        if let socks4UserID {
+            // SOCKS4's own codes: 90 granted, 91 rejected.
+            metadata["reply"] = reply.map { .stringConvertible(Int(($0 == .succeeded ? SOCKS4ReplyCode.granted : .rejected).rawValue)) } ?? .string("-")
+            metadata["socks4_user"] = .string(socks4UserID)
+        } else {
+            metadata["reply"] = reply.map { .stringConvertible(Int($0.rawValue)) } ?? .string("-")
+        }
         metadata["up"] = .stringConvertible(counters.clientToTarget)
         metadata["down"] = .stringConvertible(counters.targetToClient)
         metadata["duration"] = .stringConvertible((seconds * 1000).rounded() / 1000)
