@@ -17,6 +17,19 @@ public enum PolicyAction: String, Hashable, Sendable {
     case deny
 }
 
+/// How sessions a rule allows leave this host: from a source address, through an interface.
+public struct EgressRoute: Hashable, Sendable {
+    /// The source address of outbound sockets (TCP and UDP).
+    public var address: IPAddress?
+    /// The interface outbound sockets are bound to.
+    public var interface: String?
+
+    public init(address: IPAddress? = nil, interface: String? = nil) {
+        self.address = address
+        self.interface = interface
+    }
+}
+
 /// One egress rule. A rule matches a request when every part it names matches; a part left out
 /// matches everything.
 public struct EgressRule: Hashable, Sendable {
@@ -47,12 +60,14 @@ public struct EgressRule: Hashable, Sendable {
     public var to: [Destination]?
     public var ports: [ClosedRange<UInt16>]?
     public var commands: Set<SOCKSCommand>?
+    /// How the sessions it allows leave this host (nil: the policy's default route).
+    public var route: EgressRoute?
     /// Where the rule was written, for logs.
     public var line: Int?
 
     public init(
         name: String? = nil, action: PolicyAction, who: [Selector]? = nil, to: [Destination]? = nil,
-        ports: [ClosedRange<UInt16>]? = nil, commands: Set<SOCKSCommand>? = nil, line: Int? = nil
+        ports: [ClosedRange<UInt16>]? = nil, commands: Set<SOCKSCommand>? = nil, route: EgressRoute? = nil, line: Int? = nil
     ) {
         self.name = name
         self.action = action
@@ -60,6 +75,7 @@ public struct EgressRule: Hashable, Sendable {
         self.to = to
         self.ports = ports
         self.commands = commands
+        self.route = route
         self.line = line
     }
 
@@ -124,12 +140,25 @@ public struct Policy: Hashable, Sendable {
     /// The proxy host's own addresses (not loopback, which the guard holds anyway): special, each
     /// opened only by a rule that names it.
     public var hostAddresses: Set<IPAddress>
+    /// How sessions leave this host when the rule that allowed them names no route (the default
+    /// action's too).
+    public var defaultRoute: EgressRoute?
 
     public init(rules: [EgressRule], defaultAction: PolicyAction = .deny, clientRules: [ClientRule] = [], hostAddresses: Set<IPAddress> = []) {
         self.rules = rules
         self.defaultAction = defaultAction
         self.clientRules = clientRules
         self.hostAddresses = hostAddresses
+    }
+
+    /// The routes of the rules that name one, by the label decisions give them: built once per
+    /// configuration, looked up per session (`EgressRoutes`).
+    public var routesByLabel: [String: EgressRoute] {
+        var routes: [String: EgressRoute] = [:]
+        for (index, rule) in rules.enumerated() {
+            if let route = rule.route { routes[rule.label(index: index)] = route }
+        }
+        return routes
     }
 
     /// The embedded default: every public destination for everyone, the guard on.

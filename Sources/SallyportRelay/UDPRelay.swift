@@ -70,8 +70,8 @@ public enum UDPRelayEnd: String, Sendable {
 
 /// The gate's answer for a destination.
 public enum UDPGateAnswer: Sendable {
-    /// Send to this address.
-    case send(SocketAddress)
+    /// Send to this address, from the source address and interface of `binding` if given.
+    case send(SocketAddress, OutboundBinding?)
     /// Refused: datagrams to it are dropped, and it is remembered as refused.
     case refused
     /// Not now (the lookup was refused or timed out): this datagram is dropped, the next one asks again.
@@ -300,13 +300,15 @@ public final class UDPAssociation {
     private func open(_ endpoint: SOCKSEndpoint) {
         let eventLoop = self.eventLoop
         gate(endpoint).hop(to: eventLoop).assumeIsolated().flatMap { answer -> EventLoopFuture<(any Channel)?> in
-            guard case .send(let address) = answer else {
+            guard case .send(let address, let binding) = answer else {
                 if case .refused = answer, !self.ended { self.refused.set(endpoint, ()) }
                 return eventLoop.makeSucceededFuture(nil)
             }
             let handler = NIOLoopBound(UDPTargetHandler(association: self), eventLoop: eventLoop)
             return Self.datagramBootstrap(on: eventLoop) { channel in
-                channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler.value) }
+                let added = channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler.value) }
+                guard let binding else { return added }
+                return added.flatMap { binding.apply(to: channel) }
             }
             .connect(to: address)
             .map { Optional($0) }

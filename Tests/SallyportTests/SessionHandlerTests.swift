@@ -5,6 +5,7 @@ import NIOPosix
 import SOCKSProtocol
 import SallyportAuth
 import SallyportPolicy
+import SallyportRelay
 import Testing
 
 @testable import Sallyport
@@ -26,9 +27,9 @@ final class FakeResolver: NameResolving, @unchecked Sendable {
 final class FakeConnector: OutboundConnecting, @unchecked Sendable {
     var asked: [(addresses: [SocketAddress], timeout: TimeAmount, promise: EventLoopPromise<any Channel>)] = []
 
-    func connect(to addresses: [SocketAddress], name: String, port: Int, timeout: TimeAmount, on eventLoop: any EventLoop)
-        -> EventLoopFuture<any Channel>
-    {
+    func connect(
+        to addresses: [SocketAddress], name: String, port: Int, binding: OutboundBinding?, timeout: TimeAmount, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<any Channel> {
         let promise = eventLoop.makePromise(of: (any Channel).self)
         asked.append((addresses, timeout, promise))
         return promise.futureResult

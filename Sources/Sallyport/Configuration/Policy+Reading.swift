@@ -10,6 +10,7 @@ extension Policy {
         if let node = section.node("rules") { rules = Self.rules(node, section.keyPath("rules"), section.problems) }
         if let node = section.node("clients") { clientRules = Self.clientRules(node, section.keyPath("clients"), section.problems) }
         if let action = section.value("default_action", EgressRule.parseAction) { defaultAction = action }
+        if let route = EgressRoute.read(&section) { defaultRoute = route }
     }
 
     static func rules(_ node: YAMLNode, _ path: String, _ problems: ConfigProblems) -> [EgressRule] {
@@ -31,13 +32,18 @@ extension Policy {
             let to = entry.list("to", EgressRule.parseDestination)
             let ports = entry.list("ports", EgressRule.parsePorts)
             let commands = entry.list("commands", EgressRule.parseCommand)
+            let route = EgressRoute.read(&entry)
             entry.finish()
             if entry.node("action") == nil { problems.report(item, entry.path, "missing key 'action' (allow or deny)") }
             guard let action else { continue }
             if let name, !names.insert(name).inserted {
                 problems.report(item, entry.keyPath("name"), "the name '\(name)' is used by an earlier rule")
             }
-            result.append(EgressRule(name: name, action: action, who: who, to: to, ports: ports, commands: commands.map(Set.init), line: item.mark?.line))
+            if route != nil, action == .deny {
+                problems.report(item, entry.keyPath("egress"), "a deny rule sends nothing anywhere: egress belongs on allow rules")
+            }
+            result.append(
+                EgressRule(name: name, action: action, who: who, to: to, ports: ports, commands: commands.map(Set.init), route: route, line: item.mark?.line))
         }
         return result
     }
@@ -111,5 +117,28 @@ extension EgressRule {
         if parts.count == 1, let port = bounds[0], port > 0 { return .success(port...port) }
         if parts.count == 2, let low = bounds[0], let high = bounds[1], low > 0, low <= high { return .success(low...high) }
         return .failure(.init("'\(text)' is not a port (1-65535) or a range such as 8000-8100"))
+    }
+}
+
+extension EgressRoute {
+    /// `egress: {address: IP, interface: NAME}` of a rule or of the whole file; nil when absent.
+    static func read(_ section: inout ConfigSection) -> EgressRoute? {
+        var route: EgressRoute?
+        let node = section.node("egress")
+        section.section("egress") { egress in
+            var read = EgressRoute()
+            read.address = egress.value("address") { text in
+                IPAddress(text).map { .success($0) } ?? .failure(.init("'\(text)' is not an IP address (the source address outbound connections use)"))
+            }
+            read.interface = egress.value("interface") { name in
+                name.utf8.count < 16 && !name.isEmpty && !name.contains("/") && !name.contains(" ")
+                    ? .success(name) : .failure(.init("'\(name)' is not an interface name (1 to 15 characters, as eth1 or wg0)"))
+            }
+            if read.address == nil && read.interface == nil, egress.node("address") == nil, egress.node("interface") == nil {
+                egress.problems.report(node, egress.path, "egress needs address (a source IP) or interface (a network interface), or both")
+            }
+            route = read
+        }
+        return route
     }
 }

@@ -147,6 +147,7 @@ extension ServerConfiguration {
             findings.warnings.append(
                 "rule \(rule): \(block) holds special ranges that stay closed (\(shown)): a block opens a special range only when it lies inside it; name a range (as to: [\(closed[0])]) to open it")
         }
+        findings.warnings += egressRouteWarnings()
         if timeouts.shutdownDelay + timeouts.shutdownGrace > .seconds(40) {
             findings.warnings.append(
                 "timeouts.shutdown_delay and shutdown_grace add up to more than 40 s: the packaged systemd unit kills the process 45 s after SIGTERM (TimeoutStopSec); raise it with a drop-in, or shorten them")

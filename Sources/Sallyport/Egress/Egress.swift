@@ -2,6 +2,7 @@ import Logging
 import NIOCore
 import SOCKSProtocol
 import SallyportPolicy
+import SallyportRelay
 
 /// Where a destination may be reached, as the egress path decided it.
 enum EgressDecision: Sendable {
@@ -24,6 +25,22 @@ enum EgressDecision: Sendable {
 struct Egress: Sendable {
     let policy: Policy
     let resolver: any NameResolving
+    /// The routes of the rules that name one.
+    private let routes: [String: EgressRoute]
+    private let defaultBinding: OutboundBinding?
+
+    init(policy: Policy, resolver: any NameResolving) {
+        self.policy = policy
+        self.resolver = resolver
+        self.routes = policy.routesByLabel
+        self.defaultBinding = policy.defaultRoute.map(OutboundBinding.init)
+    }
+
+    /// Where the sessions `rule` allowed leave from: the rule's route, else the default route.
+    func binding(for rule: Policy.Reason) -> OutboundBinding? {
+        guard !routes.isEmpty, case .rule(let label) = rule, let route = routes[label] else { return defaultBinding }
+        return OutboundBinding(route)
+    }
 
     /// The decision when it needs no lookup: an IP literal, or a name that a rule refuses by name.
     /// Nil when the name must be looked up (`resolve`).
@@ -110,5 +127,11 @@ struct RefusalNotice {
         if unlogged > 1 { metadata["refused"] = .stringConvertible(unlogged) }
         logger.notice(message, metadata: metadata)
         unlogged = 0
+    }
+}
+
+extension OutboundBinding {
+    init(_ route: EgressRoute) {
+        self.init(address: route.address, interface: route.interface)
     }
 }

@@ -1,6 +1,7 @@
 import NIOCore
 import NIOPosix
 import SOCKSProtocol
+import SallyportRelay
 
 #if canImport(Glibc)
 import Glibc
@@ -10,6 +11,9 @@ import Glibc
 struct ConnectFailure: Error, CustomStringConvertible {
     var code: SOCKSReplyCode
     var reason: String
+    /// The source address or interface of the egress rule could not be used: a configuration
+    /// problem, worth a warning.
+    var binding = false
     var description: String { reason }
 }
 
@@ -17,8 +21,11 @@ struct ConnectFailure: Error, CustomStringConvertible {
 protocol OutboundConnecting: Sendable {
     /// Connects to one of `addresses` (all of one name, already allowed by the policy) within
     /// `timeout`, on `eventLoop`. The channel comes with reading off: the relay turns it on.
-    func connect(to addresses: [SocketAddress], name: String, port: Int, timeout: TimeAmount, on eventLoop: any EventLoop)
-        -> EventLoopFuture<any Channel>
+    /// `binding`: the source address and interface the egress rule names, applied before connect;
+    /// only addresses of the source address's family are tried.
+    func connect(
+        to addresses: [SocketAddress], name: String, port: Int, binding: OutboundBinding?, timeout: TimeAmount, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<any Channel>
 }
 
 /// Connects with happy eyeballs under one timeout, and maps failures to RFC 1928 reply codes.
@@ -29,18 +36,28 @@ struct OutboundConnector: OutboundConnecting {
 
     /// On `eventLoop` so that the relay can join the new channel with the client's; with reading
     /// off, so that no byte the target sends first is lost before the relay is in place.
-    func connect(to addresses: [SocketAddress], name: String, port: Int, timeout: TimeAmount, on eventLoop: any EventLoop)
-        -> EventLoopFuture<any Channel>
-    {
+    func connect(
+        to addresses: [SocketAddress], name: String, port: Int, binding: OutboundBinding?, timeout: TimeAmount, on eventLoop: any EventLoop
+    ) -> EventLoopFuture<any Channel> {
+        var addresses = addresses
+        if let binding {
+            addresses = addresses.filter(binding.reaches)
+            if addresses.isEmpty {
+                return eventLoop.makeFailedFuture(ConnectFailure(code: .hostUnreachable, reason: "no address of the egress address's family"))
+            }
+        }
         // ClientBootstrap sets TCP_NODELAY itself.
         let options = RelayChannelOptions(receiveBufferBytes: receiveBufferBytes)
+        let keepalive = self.keepalive
         let bootstrap = ClientBootstrap(group: eventLoop)
             .connectTimeout(max(timeout, .milliseconds(1)))
             .channelInitializer { channel in
-                channel.eventLoop.makeCompletedFuture {
+                let configured = channel.eventLoop.makeCompletedFuture {
                     try options.apply(to: channel, autoRead: false)
                     if let keepalive, let options = channel.syncOptions { try TCPKeepalive.apply(keepalive, to: options) }
                 }
+                guard let binding else { return configured }
+                return configured.flatMap { binding.apply(to: channel) }
             }
         let connected: EventLoopFuture<any Channel>
         if addresses.count == 1 {
@@ -59,6 +76,8 @@ struct OutboundConnector: OutboundConnecting {
         switch error {
         case let failure as ConnectFailure:
             return failure
+        case let error as OutboundBindingError:
+            return ConnectFailure(code: .generalFailure, reason: error.reason, binding: true)
         case let error as NIOConnectionError:
             // Report the most telling of the per-address failures.
             let failures = error.connectionErrors.map { failure(for: $0.error) }

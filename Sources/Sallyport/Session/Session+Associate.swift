@@ -62,8 +62,13 @@ extension Session {
             .assumeIsolated()
             .map { [self] decision -> UDPGateAnswer in
                 switch decision {
-                case .allowed(let addresses, _):
-                    return .send(addresses[0])
+                case .allowed(let addresses, let rule):
+                    let binding = services.egress.binding(for: rule)
+                    guard let address = addresses.first(where: { binding?.reaches($0) ?? true }) else {
+                        noteRefused(endpoint, reason: "no address of the egress address's family")
+                        return .refused
+                    }
+                    return .send(address, binding)
                 case .denied(let reason):
                     noteRefused(endpoint, reason: reason.description)
                     return .refused

@@ -80,7 +80,8 @@ extension Session {
             let name: String
             if case .domain(let domain) = request.destination.host { name = domain } else { name = "" }
             services.connector.connect(
-                to: addresses, name: name, port: Int(request.destination.port), timeout: deadline - eventLoop.now, on: eventLoop
+                to: addresses, name: name, port: Int(request.destination.port), binding: services.egress.binding(for: rule),
+                timeout: deadline - eventLoop.now, on: eventLoop
             )
             .assumeIsolated()
             .whenComplete { [self] result in connected(result, request: request) }
@@ -100,7 +101,9 @@ extension Session {
         case .failure(let error):
             guard !finished, phase == .connecting else { return }
             let failure = OutboundConnector.failure(for: error)
-            services.logger.debug(
+            // A source address or interface that cannot be used is the configuration's problem.
+            services.logger.log(
+                level: failure.binding ? .warning : .debug,
                 "connect failed", metadata: ["session": "\(record.idText)", "dst": "\(request.destination)", "error": "\(failure.reason)"])
             fail(.requestFailed(failure.code), reply: failure.code)
         }
