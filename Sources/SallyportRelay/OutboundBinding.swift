@@ -32,6 +32,24 @@ public struct OutboundBinding: Hashable, Sendable {
     /// connections as it has destinations, not only as many ports as it has). Call before connect,
     /// on the channel's event loop.
     public func apply(to channel: any Channel) -> EventLoopFuture<Void> {
+        let ready = bindInterface(channel)
+        guard let address else { return ready }
+        return ready.flatMapThrowing {
+            try channel.syncOptions?.setOption(
+                ChannelOptions.Types.SocketOption(level: .ip, name: .init(rawValue: Self.bindAddressNoPort)), value: 1)
+        }.flatMap {
+            channel.bind(to: address.socketAddress(port: 0))
+        }.flatMapErrorThrowing { error in
+            if error is OutboundBindingError { throw error }
+            throw OutboundBindingError(reason: "cannot use source address \(address.socketAddress(port: 0).ipAddress ?? "?"): \(error)")
+        }
+    }
+
+    /// The source address as a socket address with port 0 (the kernel picks the port).
+    public var sourceAddress: SocketAddress? { address?.socketAddress(port: 0) }
+
+    /// Binds the socket to the interface, if one is named (before bind and connect).
+    public func bindInterface(_ channel: any Channel) -> EventLoopFuture<Void> {
         var ready = channel.eventLoop.makeSucceededVoidFuture()
         if let interface {
             guard let provider = channel as? any SocketOptionProvider else {
@@ -48,16 +66,7 @@ public struct OutboundBinding: Hashable, Sendable {
                     throw OutboundBindingError(reason: "cannot bind to interface \(interface): \(error)")
                 }
         }
-        guard let address else { return ready }
-        return ready.flatMapThrowing {
-            try channel.syncOptions?.setOption(
-                ChannelOptions.Types.SocketOption(level: .ip, name: .init(rawValue: Self.bindAddressNoPort)), value: 1)
-        }.flatMap {
-            channel.bind(to: address.socketAddress(port: 0))
-        }.flatMapErrorThrowing { error in
-            if error is OutboundBindingError { throw error }
-            throw OutboundBindingError(reason: "cannot use source address \(address.socketAddress(port: 0).ipAddress ?? "?"): \(error)")
-        }
+        return ready
     }
 
     /// `IP_BIND_ADDRESS_NO_PORT` (Linux 4.2), which Glibc's headers do not always name.

@@ -305,13 +305,22 @@ public final class UDPAssociation {
                 return eventLoop.makeSucceededFuture(nil)
             }
             let handler = NIOLoopBound(UDPTargetHandler(association: self), eventLoop: eventLoop)
-            return Self.datagramBootstrap(on: eventLoop) { channel in
+            // Kept to close it if its bind fails (NIO leaves such a channel open, see `bindFirst`).
+            let attempt = NIOLoopBoundBox<(any Channel)?>(nil, eventLoop: eventLoop)
+            let bootstrap = Self.datagramBootstrap(on: eventLoop) { channel in
+                attempt.value = channel
                 let added = channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(handler.value) }
                 guard let binding else { return added }
-                return added.flatMap { binding.apply(to: channel) }
+                return added.flatMap { binding.bindInterface(channel) }
             }
-            .connect(to: address)
-            .map { Optional($0) }
+            // A source address: bound first (a datagram channel binds once registered), then connected.
+            let opened = binding?.sourceAddress.map { source in
+                bootstrap.bind(to: source).flatMap { channel in channel.connect(to: address).map { channel } }
+            } ?? bootstrap.connect(to: address)
+            return opened.map { Optional($0) }.flatMapErrorThrowing { error in
+                attempt.value?.close(promise: nil)
+                throw error
+            }
         }
         .whenComplete { [self] result in
             let queued = pending.removeValue(forKey: endpoint) ?? []

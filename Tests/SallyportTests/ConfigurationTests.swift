@@ -52,6 +52,21 @@ import Testing
         #expect(configuration.log == LogConfiguration(level: .debug, format: .json))
     }
 
+    @Test func egressRoutesAreReadAndCheckedAgainstThisHost() throws {
+        let configuration = try ConfigurationLoader.parse(yaml: """
+            egress: {address: 127.0.0.2}
+            rules:
+              - {name: lab, action: allow, to: ["*"], egress: {address: 192.0.2.99, interface: nosuch0}}
+            """, file: "e.yaml")
+        #expect(configuration.policy.defaultRoute == EgressRoute(address: IPAddress("127.0.0.2")))
+        #expect(configuration.policy.rules[0].route == EgressRoute(address: IPAddress("192.0.2.99"), interface: "nosuch0"))
+        let warnings = configuration.validate().warnings
+        #expect(warnings.contains { $0.contains("rule lab: egress address 192.0.2.99 is not an address of this host now") }, "\(warnings)")
+        #expect(warnings.contains { $0.contains("rule lab: interface nosuch0 does not exist now") }, "\(warnings)")
+        // Loopback addresses are always this host's.
+        #expect(!warnings.contains { $0.contains("127.0.0.2") })
+    }
+
     @Test func keepaliveIsOnByDefaultAndZeroTurnsItOff() throws {
         #expect(try ConfigurationLoader.parse(yaml: "", file: "f.yaml").relay.keepalive == TCPKeepalive(idle: .seconds(60), interval: .seconds(10), count: 5))
         #expect(try ConfigurationLoader.parse(yaml: "relay:\n  keepalive: 0\n", file: "f.yaml").relay.keepalive == nil)
@@ -101,6 +116,11 @@ import Testing
         ("relay: {keepalive: {probes: 3}}", "relay.keepalive.probes: unknown key; known keys here: idle, interval, count"),
         ("relay: {keepalive: yes}", "relay.keepalive: 'yes' is not 0 (off) or a mapping"),
         ("timeouts: {shutdown_delay: soon}", "timeouts.shutdown_delay: 'soon' is not a duration"),
+        ("rules: [{action: allow, egress: {address: nowhere}}]", "rules[0].egress.address: 'nowhere' is not an IP address"),
+        ("egress: {}", "egress needs address (a source IP) or interface"),
+        ("rules: [{action: deny, egress: {address: 192.0.2.1}}]", "rules[0].egress: a deny rule sends nothing anywhere"),
+        ("egress: {interface: far-too-long-a-name}", "egress.interface: 'far-too-long-a-name' is not an interface name"),
+        ("egress: {address: 192.0.2.1, via: x}", "egress.via: unknown key"),
         ("listen:\n  - methods: [none]", "listen[0]: missing key 'address'"),
     ])
     func badValuesAreExplained(yaml: String, expected: String) {
