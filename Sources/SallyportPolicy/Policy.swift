@@ -60,6 +60,10 @@ public struct EgressRule: Hashable, Sendable {
     public var to: [Destination]?
     public var ports: [ClosedRange<UInt16>]?
     public var commands: Set<SOCKSCommand>?
+    /// Destinations read from a file (`to_file`), in place of `to`.
+    public var list: DestinationList?
+    /// The file `list` was read from, for messages.
+    public var listFile: String?
     /// How the sessions it allows leave this host (nil: the policy's default route).
     public var route: EgressRoute?
     /// Where the rule was written, for logs.
@@ -89,6 +93,33 @@ public struct EgressRule: Hashable, Sendable {
     func appliesTo(_ subject: PolicySubject, port: UInt16, command: SOCKSCommand) -> Bool {
         if let ports, !ports.contains(where: { $0.contains(port) }) { return false }
         return appliesTo(subject, command: command)
+    }
+
+    /// Whether a normalized name is among the rule's destinations (`*` included).
+    func matches(name: String) -> Bool {
+        if let list { return list.matches(name: name) }
+        return (to ?? [.any]).contains { Policy.matches($0, name: name) }
+    }
+
+    /// Whether every address matches (`*`, or no `to`).
+    var matchesEveryAddress: Bool {
+        if let list { return list.matchesEverything }
+        return to.map { $0.contains(.any) } ?? true
+    }
+
+    /// Whether the rule names address blocks, which only a name's addresses can be judged by.
+    var hasBlocks: Bool {
+        if let list { return list.hasBlocks }
+        return (to ?? []).contains { if case .block = $0 { return true } else { return false } }
+    }
+
+    /// The rule's blocks that hold `address` or its judged form.
+    func blocks(containing address: IPAddress, judged: IPAddress) -> [CIDR] {
+        if let list { return list.blocks(containing: address) + (judged == address.unmapped ? [] : list.blocks(containing: judged)) }
+        return (to ?? []).compactMap { destination in
+            if case .block(let block) = destination, block.contains(address) || block.contains(judged) { return block }
+            return nil
+        }
     }
 
     /// Whether the rule is for this subject and command, whatever the port.
@@ -231,8 +262,7 @@ public struct Policy: Hashable, Sendable {
     public func refusesEveryDestination(_ command: SOCKSCommand, subject: PolicySubject) -> Reason? {
         for (index, rule) in rules.enumerated() where rule.appliesTo(subject, command: command) {
             if rule.action == .allow { return nil }
-            let everywhere = rule.to.map { $0.contains(.any) } ?? true
-            if everywhere && rule.ports == nil { return .rule(rule.label(index: index)) }
+            if rule.matchesEveryAddress && rule.ports == nil { return .rule(rule.label(index: index)) }
         }
         return defaultAction == .allow ? nil : .defaultAction
     }
@@ -241,14 +271,11 @@ public struct Policy: Hashable, Sendable {
     public func checkName(_ name: String, port: UInt16, command: SOCKSCommand, subject: PolicySubject) -> NameDecision {
         let normalized = Self.normalize(name)
         for (index, rule) in rules.enumerated() where rule.appliesTo(subject, port: port, command: command) {
-            let destinations = rule.to ?? [.any]
-            if destinations.contains(where: { Self.matches($0, name: normalized) }) {
+            if rule.matches(name: normalized) {
                 return rule.action == .deny ? .deny(.rule(rule.label(index: index))) : .resolve
             }
             // An address rule may judge the name's addresses: only they can tell.
-            if destinations.contains(where: { if case .block = $0 { return true } else { return false } }) {
-                return .resolve
-            }
+            if rule.hasBlocks { return .resolve }
         }
         return defaultAction == .deny ? .deny(.defaultAction) : .resolve
     }
@@ -290,20 +317,13 @@ public struct Policy: Hashable, Sendable {
         let judged = SpecialAddressGuard.judged(address)
         let special = specialBlock(containing: address)
         for (index, rule) in rules.enumerated() where rule.appliesTo(subject, port: port, command: command) {
-            let destinations = rule.to ?? [.any]
             var byBlock = false
             var opensSpecial = false
-            for case .block(let block) in destinations where block.contains(address) || block.contains(judged) {
+            for block in rule.blocks(containing: address, judged: judged) {
                 byBlock = true
                 if let special, special.holds(block) { opensSpecial = true }
             }
-            let byOther = destinations.contains { destination in
-                switch destination {
-                case .any: return true
-                case .block: return false
-                case .host, .domainSuffix: return name.map { Self.matches(destination, name: $0) } ?? false
-                }
-            }
+            let byOther = rule.matchesEveryAddress || (name.map { rule.matches(name: $0) } ?? false)
             guard byBlock || byOther else { continue }
             let label = Reason.rule(rule.label(index: index))
             if rule.action == .deny { return .failure(Refusal(reason: label)) }

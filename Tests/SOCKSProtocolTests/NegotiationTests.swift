@@ -161,9 +161,14 @@ let credentials: [UInt8] = [1, 5] + Array("alice".utf8) + [6] + Array("s3cret".u
 
     @Test func badVersionClosesWithoutReply() {
         var driver = NegotiationDriver()
-        driver.feed([4, 1, 0, 1, 0, 80, 1, 2, 3, 4, 0])
+        driver.feed([6, 1, 0])
         #expect(driver.sentBytes == [])
-        #expect(driver.closeReason == .protocolError(.invalidVersion(4)))
+        #expect(driver.closeReason == .protocolError(.invalidVersion(6)))
+        // SOCKS4 where it is not served: no reply either.
+        var socks4 = NegotiationDriver()
+        socks4.feed([4, 1, 0, 80, 1, 2, 3, 4, 0])
+        #expect(socks4.sentBytes == [])
+        #expect(socks4.closeReason == .protocolError(.socks4NotEnabled))
     }
 
     @Test func badVersionInRequestCloses() {

@@ -33,6 +33,12 @@ extension Policy {
             let ports = entry.list("ports", EgressRule.parsePorts)
             let commands = entry.list("commands", EgressRule.parseCommand)
             let route = EgressRoute.read(&entry)
+            let listFile = entry.string("to_file")
+            var list: DestinationList?
+            if let listFile {
+                if to != nil { problems.report(entry.node("to_file"), entry.keyPath("to_file"), "a rule takes either to or to_file, not both") }
+                list = Self.readList(listFile, node: entry.node("to_file"), path: entry.keyPath("to_file"), problems: problems)
+            }
             entry.finish()
             if entry.node("action") == nil { problems.report(item, entry.path, "missing key 'action' (allow or deny)") }
             guard let action else { continue }
@@ -42,10 +48,32 @@ extension Policy {
             if route != nil, action == .deny {
                 problems.report(item, entry.keyPath("egress"), "a deny rule sends nothing anywhere: egress belongs on allow rules")
             }
-            result.append(
-                EgressRule(name: name, action: action, who: who, to: to, ports: ports, commands: commands.map(Set.init), route: route, line: item.mark?.line))
+            var rule = EgressRule(name: name, action: action, who: who, to: to, ports: ports, commands: commands.map(Set.init), route: route, line: item.mark?.line)
+            if let list {
+                rule.list = list
+                rule.listFile = listFile
+            }
+            result.append(rule)
         }
         return result
+    }
+
+    /// A `to_file`, relative to the configuration file's directory unless absolute.
+    static func readList(_ file: String, node: YAMLNode?, path: String, problems: ConfigProblems) -> DestinationList? {
+        var resolved = file
+        if !file.hasPrefix("/"), let slash = problems.file.lastIndex(of: "/") {
+            resolved = String(problems.file[...slash]) + file
+        }
+        switch DestinationFile.read(resolved) {
+        case .success(let list):
+            return list
+        case .failure(let failure):
+            if let reason = failure.reason { problems.report(node, path, reason) }
+            for (line, message) in failure.lines {
+                problems.report(node, path, "\(resolved):\(line): \(message)")
+            }
+            return nil
+        }
     }
 
     static func clientRules(_ node: YAMLNode, _ path: String, _ problems: ConfigProblems) -> [ClientRule] {

@@ -24,6 +24,8 @@ enum EgressDecision: Sendable {
 /// rules and the special-address guard.
 struct Egress: Sendable {
     let policy: Policy
+    /// The policy's rules as an index: what decisions go through.
+    let compiled: CompiledPolicy
     let resolver: any NameResolving
     /// The routes of the rules that name one.
     private let routes: [String: EgressRoute]
@@ -31,6 +33,7 @@ struct Egress: Sendable {
 
     init(policy: Policy, resolver: any NameResolving) {
         self.policy = policy
+        self.compiled = CompiledPolicy(policy)
         self.resolver = resolver
         self.routes = policy.routesByLabel
         self.defaultBinding = policy.defaultRoute.map(OutboundBinding.init)
@@ -50,7 +53,7 @@ struct Egress: Sendable {
             guard let address = destination.socketAddress else { return .unresolved("not an address", transient: false) }
             return check([address], name: nil, port: destination.port, command: command, subject: subject)
         case .domain(let name):
-            if case .deny(let reason) = policy.checkName(name, port: destination.port, command: command, subject: subject) {
+            if case .deny(let reason) = compiled.checkName(name, port: destination.port, command: command, subject: subject) {
                 return .denied(reason)
             }
             return nil
@@ -88,7 +91,7 @@ struct Egress: Sendable {
     /// Every address against the rules; only those that pass may be used.
     private func check(_ addresses: [SocketAddress], name: String?, port: UInt16, command: SOCKSCommand, subject: PolicySubject) -> EgressDecision {
         let ips = addresses.compactMap(IPAddress.init)
-        switch policy.checkAddresses(ips, name: name, port: port, command: command, subject: subject) {
+        switch compiled.checkAddresses(ips, name: name, port: port, command: command, subject: subject) {
         case .deny(let reason):
             return .denied(reason)
         case .allow(let allowed, let reason):
