@@ -95,9 +95,11 @@ def raise_limits():
 class Proxy:
     """A proxy under test. `make_argv(port)` writes its configuration and returns its command line;
     the port is picked just before it starts, so that nothing else takes it meanwhile."""
-    def __init__(self, name, make_argv, env=None, udp=True, user=None, password=None, log=None, memory=True):
+    def __init__(self, name, make_argv, env=None, udp=True, user=None, password=None, log=None, memory=True, connections_only=False):
         self.name, self.make_argv, self.env, self.udp, self.memory = name, make_argv, env, udp, memory
         self.user, self.password, self.log = user, password, log
+        self.connections_only = connections_only
+        self.started_s = None
         self.process = None
         self.argv = None
         self.port = 0
@@ -110,10 +112,12 @@ class Proxy:
         environment = dict(os.environ)
         environment.update(self.env or {})
         out = open(self.log, "w") if self.log else subprocess.DEVNULL
+        began = time.monotonic()
         self.process = subprocess.Popen(self.argv, env=environment, stdout=out, stderr=out, stdin=subprocess.DEVNULL,
                                         preexec_fn=raise_limits)
-        if not wait_port(self.port):
+        if not wait_port(self.port, timeout=60):
             raise SystemExit(f"{self.name} did not start: {self.argv}")
+        self.started_s = time.monotonic() - began
         time.sleep(0.3)
 
     def stop(self):
@@ -227,6 +231,7 @@ def main():
     parser.add_argument("--workers", type=int, default=8)
     parser.add_argument("--json", default=os.path.join(ROOT, "bench-results", "latest.json"))
     parser.add_argument("--only", default="")
+    parser.add_argument("--blocklists", type=int, default=1, help="0 leaves out the blocklist proxies (1, 10,000 and 1,000,000 entries)")
     parser.add_argument("--compare", default="",
                         help="a directory holding another build's sallyport, measured in the same run as 'sallyport-compare'")
     args = parser.parse_args()
@@ -261,6 +266,30 @@ def main():
         # floor-proxy), to show what NIO itself costs per connection.
         Proxy("nio-floor", lambda port: [bench, "floor-proxy", "--listen", f"{PROXY_HOST}:{port}"], udp=False, memory=False),
     ]
+    # Blocklists: a deny rule with a to_file list of N entries ahead of the loopback rule, so that
+    # every connection's decision goes through it (connections only: the relay is the same).
+    def blocklist_proxy(entries):
+        path = os.path.join(work, f"blocklist-{entries}.list")
+        with open(path, "w") as f:
+            for i in range(entries):
+                kind = i % 4
+                if kind < 2:
+                    f.write(f"h{i}.ads.example\n")
+                elif kind == 2:
+                    f.write(f".z{i}.tracker.test\n")
+                else:
+                    f.write(f"{11 + (i >> 16) % 100}.{(i >> 8) & 255}.{i & 255}.0/24\n")
+        extra_rule = f"  - name: blocklist\n    action: deny\n    to_file: {path}\n"
+        def make_argv(port):
+            config = os.path.join(work, f"blocklist-{entries}.yaml")
+            with open(config, "w") as f:
+                f.write(f"listen:\n  - address: {PROXY_HOST}:{port}\n    methods: [none]\n"
+                        f"rules:\n{extra_rule}  - name: bench-loopback\n    action: allow\n    to: [127.0.0.0/8]\n")
+            return [sallyport, "--config", config]
+        return Proxy(f"blocklist-{entries}", make_argv, log=os.path.join(work, f"blocklist-{entries}.log"), memory=False,
+                     connections_only=True)
+    if args.blocklists:
+        proxies += [blocklist_proxy(n) for n in (1, 10_000, 1_000_000)]
     if args.compare:
         # Another build (an earlier commit, say) side by side with this one, in the same rounds.
         compare = os.path.join(args.compare, "sallyport")
@@ -293,11 +322,15 @@ def main():
         # and a peer measured minutes after another would be compared with a different machine.
         for proxy in proxies:
             proxy.start()
+            if proxy.connections_only:
+                # Its load time (start to listening) and resident memory with its list loaded.
+                results[proxy.name]["startup_s"] = proxy.started_s
+                results[proxy.name]["pss_kib"] = pss_kib(proxy.pid)
         scenarios = [
-            ("bulk1", lambda p, c: [bench, "bulk", "--streams", "1", "--seconds", s] if p.user is None else None),
-            ("bulk4", lambda p, c: [bench, "bulk", "--streams", "4", "--seconds", s] if p.user is None else None),
+            ("bulk1", lambda p, c: [bench, "bulk", "--streams", "1", "--seconds", s] if p.user is None and not p.connections_only else None),
+            ("bulk4", lambda p, c: [bench, "bulk", "--streams", "4", "--seconds", s] if p.user is None and not p.connections_only else None),
             ("connections", lambda p, c: [bench, "connections", "--workers", str(args.workers), "--seconds", s] + c),
-            ("udp", lambda p, c: [bench, "udp", "--seconds", s] if p.udp and p.user is None else None),
+            ("udp", lambda p, c: [bench, "udp", "--seconds", s] if p.udp and p.user is None and not p.connections_only else None),
         ]
         for round_index in range(args.rounds):
             order = proxies[round_index % len(proxies):] + proxies[:round_index % len(proxies)]
@@ -396,6 +429,21 @@ def report(results, args):
             figure = median_of(lambda r: r.get("connections", {}).get("per_second"))(results[proxy_name])
             table.append([title] + [fmt(figure) if n == proxy_name else "-" for n in names] + ["-"])
             summary[key] = figure
+    blocklists = [n for n in names if n.startswith("blocklist-")]
+    if blocklists:
+        connections = lambda n: median_of(lambda r: r.get("connections", {}).get("per_second"))(results[n])
+        one = connections("blocklist-1") if "blocklist-1" in results else None
+        base_pss = results.get("blocklist-1", {}).get("pss_kib")
+        for n in blocklists:
+            entries = int(n.split("-")[1])
+            rate = connections(n)
+            pss = results[n].get("pss_kib")
+            per_entry = (pss - base_pss) * 1024 / (entries - 1) if pss and base_pss and entries > 1 else None
+            summary[n] = {"entries": entries, "conn_per_s": rate, "vs_1_entry": (rate / one) if rate and one else None,
+                          "startup_s": results[n].get("startup_s"), "pss_kib": pss, "bytes_per_entry": per_entry}
+            table.append([f"{n}: connections/s {fmt(rate)}, ×{fmt(summary[n]['vs_1_entry'])} of 1 entry, "
+                          f"load {fmt(results[n].get('startup_s'))} s, PSS {fmt(pss)} KiB"
+                          + (f", {per_entry:.0f} B/entry" if per_entry else "")] + ["-" for _ in names] + ["-"])
     widths = [max(len(str(row[i])) for row in [header] + table) for i in range(len(header))]
     line = lambda row: "  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(row))
     print(line(header))
