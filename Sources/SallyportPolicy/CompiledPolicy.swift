@@ -76,7 +76,8 @@ public final class CompiledPolicy: Sendable {
             let rule = policy.rules[Int(index)]
             guard rule.appliesTo(subject, port: port, command: command) else { continue }
             if named.contains(index) || rule.matchesEveryAddress || (rule.list?.matches(name: normalized) ?? false) {
-                return rule.action == .deny ? .deny(.rule(rule.label(index: Int(index)))) : .resolve
+                if rule.action == .deny { return .deny(.rule(rule.label(index: Int(index)))) }
+                return rule.route?.via != nil ? .upstream(.rule(rule.label(index: Int(index)))) : .resolve
             }
             if rule.hasBlocks { return .resolve }
         }

@@ -17,16 +17,50 @@ public enum PolicyAction: String, Hashable, Sendable {
     case deny
 }
 
-/// How sessions a rule allows leave this host: from a source address, through an interface.
+/// How sessions a rule allows leave this host: from a source address, through an interface,
+/// through another proxy.
 public struct EgressRoute: Hashable, Sendable {
     /// The source address of outbound sockets (TCP and UDP).
     public var address: IPAddress?
     /// The interface outbound sockets are bound to.
     public var interface: String?
+    /// The proxy CONNECT sessions go through (UDP goes direct).
+    public var via: UpstreamProxy?
 
-    public init(address: IPAddress? = nil, interface: String? = nil) {
+    public init(address: IPAddress? = nil, interface: String? = nil, via: UpstreamProxy? = nil) {
         self.address = address
         self.interface = interface
+        self.via = via
+    }
+}
+
+/// Another proxy a rule sends its CONNECT sessions through: `socks5://[user:password@]host:port`
+/// or `http://[user:password@]host:port` (HTTP CONNECT).
+public struct UpstreamProxy: Hashable, Sendable, CustomStringConvertible {
+    public enum Kind: String, Hashable, Sendable {
+        case socks5
+        case http
+    }
+
+    public var kind: Kind
+    /// An IP literal or a name.
+    public var host: String
+    public var port: UInt16
+    public var username: String?
+    public var password: String?
+
+    public init(kind: Kind, host: String, port: UInt16, username: String? = nil, password: String? = nil) {
+        self.kind = kind
+        self.host = host
+        self.port = port
+        self.username = username
+        self.password = password
+    }
+
+    /// The URL without credentials: what logs show.
+    public var description: String {
+        let shown = host.contains(":") ? "[\(host)]" : host
+        return "\(kind.rawValue)://\(shown):\(port)"
     }
 }
 
@@ -217,6 +251,9 @@ public struct Policy: Hashable, Sendable {
         /// Resolve the name and check its addresses.
         case resolve
         case deny(Reason)
+        /// An allow rule that sends its sessions through another proxy matched the name itself:
+        /// the name goes to that proxy unresolved (it resolves it).
+        case upstream(Reason)
     }
 
     /// The outcome of an address check.
@@ -272,7 +309,8 @@ public struct Policy: Hashable, Sendable {
         let normalized = Self.normalize(name)
         for (index, rule) in rules.enumerated() where rule.appliesTo(subject, port: port, command: command) {
             if rule.matches(name: normalized) {
-                return rule.action == .deny ? .deny(.rule(rule.label(index: index))) : .resolve
+                if rule.action == .deny { return .deny(.rule(rule.label(index: index))) }
+                return rule.route?.via != nil ? .upstream(.rule(rule.label(index: index))) : .resolve
             }
             // An address rule may judge the name's addresses: only they can tell.
             if rule.hasBlocks { return .resolve }

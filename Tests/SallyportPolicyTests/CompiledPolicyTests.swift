@@ -42,6 +42,7 @@ import Testing
             var rule = EgressRule(
                 name: "r\(index)", action: Bool.random(using: &random) ? .allow : .deny, who: selectors.randomElement(using: &random)!, to: to,
                 ports: Bool.random(using: &random) ? nil : [80...80, 1000...2000], commands: Bool.random(using: &random) ? nil : [.connect])
+            if Int.random(in: 0..<4, using: &random) == 0 { rule.route = EgressRoute(via: UpstreamProxy(kind: .socks5, host: "127.0.0.1", port: 1)) }
             if let entries = to, Int.random(in: 0..<3, using: &random) == 0 {
                 rule.list = DestinationList(entries)
                 rule.to = nil

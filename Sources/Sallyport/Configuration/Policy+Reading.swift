@@ -32,7 +32,12 @@ extension Policy {
             let to = entry.list("to", EgressRule.parseDestination)
             let ports = entry.list("ports", EgressRule.parsePorts)
             let commands = entry.list("commands", EgressRule.parseCommand)
-            let route = EgressRoute.read(&entry)
+            var route = EgressRoute.read(&entry)
+            if let via = entry.value("via", UpstreamProxy.parse) {
+                route = route ?? EgressRoute()
+                route?.via = via
+                if action == .deny { problems.report(entry.node("via"), entry.keyPath("via"), "a deny rule sends nothing anywhere: via belongs on allow rules") }
+            }
             let listFile = entry.string("to_file")
             var list: DestinationList?
             if let listFile {
@@ -45,7 +50,7 @@ extension Policy {
             if let name, !names.insert(name).inserted {
                 problems.report(item, entry.keyPath("name"), "the name '\(name)' is used by an earlier rule")
             }
-            if route != nil, action == .deny {
+            if entry.node("egress") != nil, action == .deny {
                 problems.report(item, entry.keyPath("egress"), "a deny rule sends nothing anywhere: egress belongs on allow rules")
             }
             var rule = EgressRule(name: name, action: action, who: who, to: to, ports: ports, commands: commands.map(Set.init), route: route, line: item.mark?.line)
@@ -168,5 +173,67 @@ extension EgressRoute {
             route = read
         }
         return route
+    }
+}
+
+extension UpstreamProxy {
+    /// `socks5://[user:password@]host:port` or `http://[user:password@]host:port`; user and
+    /// password may be percent-encoded.
+    static func parse(_ text: String) -> Result<UpstreamProxy, ConfigValues.Message> {
+        let usage = "write socks5://[user:password@]host:port or http://[user:password@]host:port"
+        let kind: Kind
+        var rest: Substring
+        if text.hasPrefix("socks5://") || text.hasPrefix("socks5h://") {
+            kind = .socks5
+            rest = text[text.index(after: text.firstIndex(of: "/")!)...].dropFirst()
+        } else if text.hasPrefix("http://") {
+            kind = .http
+            rest = text.dropFirst("http://".count)
+        } else {
+            return .failure(.init("'\(text)' is not a proxy URL; \(usage)"))
+        }
+        if rest.hasSuffix("/") { rest = rest.dropLast() }
+        var username: String?
+        var password: String?
+        if let at = rest.lastIndex(of: "@") {
+            let userinfo = rest[..<at]
+            rest = rest[rest.index(after: at)...]
+            let parts = userinfo.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
+            guard let user = percentDecoded(parts[0]), !user.isEmpty, let secret = parts.count == 2 ? percentDecoded(parts[1]) : "" else {
+                return .failure(.init("the user and password of '\(kind.rawValue)://...@\(rest)' are not valid; percent-encode : @ / and %"))
+            }
+            username = user
+            password = secret
+        }
+        let host: String
+        let portText: Substring
+        if rest.hasPrefix("["), let close = rest.firstIndex(of: "]") {
+            host = String(rest[rest.index(after: rest.startIndex)..<close])
+            portText = rest[rest.index(after: close)...].drop { $0 == ":" }
+        } else if let colon = rest.lastIndex(of: ":") {
+            host = String(rest[..<colon])
+            portText = rest[rest.index(after: colon)...]
+        } else {
+            return .failure(.init("'\(kind.rawValue)://\(rest)' names no port; \(usage)"))
+        }
+        guard !host.isEmpty, !host.contains("/"), let port = UInt16(portText), port > 0 else {
+            return .failure(.init("'\(kind.rawValue)://\(rest)' is not host:port with a port from 1 to 65535; \(usage)"))
+        }
+        return .success(UpstreamProxy(kind: kind, host: host, port: port, username: username, password: password))
+    }
+
+    private static func percentDecoded(_ text: Substring) -> String? {
+        var bytes: [UInt8] = []
+        var iterator = text.utf8.makeIterator()
+        while let byte = iterator.next() {
+            guard byte == UInt8(ascii: "%") else {
+                bytes.append(byte)
+                continue
+            }
+            guard let high = iterator.next(), let low = iterator.next(), let value = UInt8(String(decoding: [high, low], as: UTF8.self), radix: 16)
+            else { return nil }
+            bytes.append(value)
+        }
+        return String(validating: bytes, as: UTF8.self)
     }
 }

@@ -11,6 +11,9 @@ enum EgressDecision: Sendable {
     case allowed([SocketAddress], rule: Policy.Reason)
     /// The policy refuses the destination: reply 0x02.
     case denied(Policy.Reason)
+    /// A rule that sends its sessions through an upstream proxy allowed the name itself: the
+    /// name goes there unresolved.
+    case upstream(rule: Policy.Reason)
     /// The name could not be resolved for this client now (no answer, no address, over its share
     /// of lookups, the queue full): reply 0x04. `transient` when asking again later may succeed.
     case unresolved(String, transient: Bool)
@@ -39,6 +42,12 @@ struct Egress: Sendable {
         self.defaultBinding = policy.defaultRoute.map(OutboundBinding.init)
     }
 
+    /// The upstream proxy of the sessions `rule` allowed, if its route names one.
+    func upstream(for rule: Policy.Reason) -> UpstreamProxy? {
+        guard !routes.isEmpty, case .rule(let label) = rule else { return policy.defaultRoute?.via }
+        return routes[label]?.via ?? policy.defaultRoute?.via
+    }
+
     /// Where the sessions `rule` allowed leave from: the rule's route, else the default route.
     func binding(for rule: Policy.Reason) -> OutboundBinding? {
         guard !routes.isEmpty, case .rule(let label) = rule, let route = routes[label] else { return defaultBinding }
@@ -53,10 +62,12 @@ struct Egress: Sendable {
             guard let address = destination.socketAddress else { return .unresolved("not an address", transient: false) }
             return check([address], name: nil, port: destination.port, command: command, subject: subject)
         case .domain(let name):
-            if case .deny(let reason) = compiled.checkName(name, port: destination.port, command: command, subject: subject) {
-                return .denied(reason)
+            switch compiled.checkName(name, port: destination.port, command: command, subject: subject) {
+            case .deny(let reason): return .denied(reason)
+            // UDP has no upstream: its datagrams go direct, to the name's addresses.
+            case .upstream(let rule) where command == .connect: return .upstream(rule: rule)
+            case .upstream, .resolve: return nil
             }
-            return nil
         }
     }
 

@@ -11,9 +11,10 @@ import Glibc
 struct ConnectFailure: Error, CustomStringConvertible {
     var code: SOCKSReplyCode
     var reason: String
-    /// The source address or interface of the egress rule could not be used: a configuration
-    /// problem, worth a warning.
-    var binding = false
+    /// A problem of the configuration or of an upstream proxy (the source address or interface
+    /// of the egress rule could not be used, the upstream is down or refused our login), not of
+    /// the destination: worth a warning.
+    var configuration = false
     var description: String { reason }
 }
 
@@ -77,7 +78,7 @@ struct OutboundConnector: OutboundConnecting {
         case let failure as ConnectFailure:
             return failure
         case let error as OutboundBindingError:
-            return ConnectFailure(code: .generalFailure, reason: error.reason, binding: true)
+            return ConnectFailure(code: .generalFailure, reason: error.reason, configuration: true)
         case let error as NIOConnectionError:
             // Report the most telling of the per-address failures.
             let failures = error.connectionErrors.map { failure(for: $0.error) }

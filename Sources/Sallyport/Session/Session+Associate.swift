@@ -72,6 +72,9 @@ extension Session {
                 case .denied(let reason):
                     noteRefused(endpoint, reason: reason.description)
                     return .refused
+                case .upstream:
+                    // Not for UDP: `Egress` resolves UDP destinations whatever the rule.
+                    return .dropped
                 case .unresolved(let reason, let transient):
                     noteRefused(endpoint, reason: reason)
                     return transient ? .dropped : .refused

@@ -1,3 +1,4 @@
+import Logging
 import NIOCore
 import SOCKSProtocol
 import SallyportPolicy
@@ -74,8 +75,19 @@ extension Session {
         case .unresolved(let reason, _):
             services.logger.debug("lookup failed", metadata: ["session": "\(record.idText)", "dst": "\(request.destination)", "error": "\(reason)"])
             fail(.requestFailed(.hostUnreachable), reply: .hostUnreachable)
+        case .upstream(let rule):
+            // The name goes to the upstream unresolved.
+            record.rule = rule.description
+            guard let upstream = services.egress.upstream(for: rule) else { return }
+            connect(via: upstream, to: request.destination, binding: services.egress.binding(for: rule), request: request, deadline: deadline)
         case .allowed(let addresses, let rule):
             record.rule = rule.description
+            if let upstream = services.egress.upstream(for: rule) {
+                // The address the policy allowed, with the port asked for.
+                let destination = SOCKSEndpoint(addresses[0])
+                connect(via: upstream, to: destination, binding: services.egress.binding(for: rule), request: request, deadline: deadline)
+                return
+            }
             phase = .connecting
             let name: String
             if case .domain(let domain) = request.destination.host { name = domain } else { name = "" }
@@ -88,7 +100,7 @@ extension Session {
         }
     }
 
-    private func connected(_ result: Result<any Channel, any Error>, request: SOCKSRequest) {
+    func connected(_ result: Result<any Channel, any Error>, request: SOCKSRequest) {
         switch result {
         case .success(let target):
             guard !finished, phase == .connecting else {
@@ -101,16 +113,17 @@ extension Session {
         case .failure(let error):
             guard !finished, phase == .connecting else { return }
             let failure = OutboundConnector.failure(for: error)
-            // A source address or interface that cannot be used is the configuration's problem.
-            services.logger.log(
-                level: failure.binding ? .warning : .debug,
-                "connect failed", metadata: ["session": "\(record.idText)", "dst": "\(request.destination)", "error": "\(failure.reason)"])
+            // A source address or interface that cannot be used, or an upstream down, is the
+            // configuration's problem.
+            var metadata: Logger.Metadata = ["session": "\(record.idText)", "dst": "\(request.destination)", "error": "\(failure.reason)"]
+            if let upstream = record.upstream { metadata["via"] = .string(upstream) }
+            services.logger.log(level: failure.configuration ? .warning : .debug, "connect failed", metadata: metadata)
             fail(.requestFailed(failure.code), reply: failure.code)
         }
     }
 
     /// `timeouts.connect` ran out while the name was looked up (0x04) or connected to (0x06).
-    private func requestTimedOut() {
+    func requestTimedOut() {
         timer = nil
         switch phase {
         case .resolving:
@@ -144,6 +157,12 @@ extension Session {
             return
         }
         guard let target = outbound else { return }
+        // What the target said along with the upstream's answer, before anything relayed.
+        let leftover = UInt64(targetLeftover?.readableBytes ?? 0)
+        if let bytes = targetLeftover {
+            channel.writeAndFlush(bytes, promise: nil)
+            targetLeftover = nil
+        }
         let payload = buffer.readableBytes > 0 ? buffer : nil
         buffer = ByteBuffer()
         do {
@@ -153,6 +172,7 @@ extension Session {
                 client: channel, target: target, configuration: configuration, initialPayload: payload, clientInputClosed: clientInputClosed
             ) { [self] outcome in
                 record.counters = outcome.counters
+                record.counters.targetToClient += leftover
                 finish(.relay(outcome.end))
             }
             phase = .relaying

@@ -62,6 +62,9 @@ final class Session {
     /// Told when the session ends, so that a login check still queued for it is dropped.
     var loginWaiter: LoginWaiter?
     var outbound: (any Channel)?
+    /// Bytes of the target that came with an upstream proxy's last answer: the client gets them
+    /// right after the success reply.
+    var targetLeftover: ByteBuffer?
     var relay: RelaySession?
     var association: UDPAssociation?
     var refusals: RefusalNotice

@@ -21,6 +21,8 @@ struct SessionRecord {
     var udp: UDPCounters?
     /// A SOCKS4 session's user id, as the client gave it (untrusted); nil for SOCKS5.
     var socks4UserID: String?
+    /// The upstream proxy a CONNECT went through (no credentials).
+    var upstream: String?
 
     init(id: UInt64, listener: String) {
         self.id = id
@@ -59,6 +61,7 @@ struct SessionRecord {
         metadata["down"] = .stringConvertible(counters.targetToClient)
         metadata["duration"] = .stringConvertible((seconds * 1000).rounded() / 1000)
         metadata["end"] = .string(end.logName)
+        if let upstream { metadata["via"] = .string(upstream) }
         if let udp {
             metadata["dgrams_up"] = .stringConvertible(udp.datagramsUp)
             metadata["dgrams_down"] = .stringConvertible(udp.datagramsDown)
