@@ -96,6 +96,17 @@ import Testing
         }
     }
 
+    @Test func upstreamURLsAreReadWithPercentEncodedCredentials() throws {
+        let configuration = try ConfigurationLoader.parse(yaml: """
+            rules:
+              - {name: a, action: allow, via: "socks5://us%40er:p%3Ass@[::1]:1080"}
+              - {name: b, action: allow, via: "http://proxy.example:3128/", egress: {address: 127.0.0.1}}
+            """, file: "u.yaml")
+        #expect(configuration.policy.rules[0].route?.via == UpstreamProxy(kind: .socks5, host: "::1", port: 1080, username: "us@er", password: "p:ss"))
+        #expect(configuration.policy.rules[0].route?.via?.description == "socks5://[::1]:1080")
+        #expect(configuration.policy.rules[1].route == EgressRoute(address: IPAddress("127.0.0.1"), via: UpstreamProxy(kind: .http, host: "proxy.example", port: 3128)))
+    }
+
     @Test func keepaliveIsOnByDefaultAndZeroTurnsItOff() throws {
         #expect(try ConfigurationLoader.parse(yaml: "", file: "f.yaml").relay.keepalive == TCPKeepalive(idle: .seconds(60), interval: .seconds(10), count: 5))
         #expect(try ConfigurationLoader.parse(yaml: "relay:\n  keepalive: 0\n", file: "f.yaml").relay.keepalive == nil)
@@ -150,6 +161,10 @@ import Testing
         ("rules: [{action: deny, egress: {address: 192.0.2.1}}]", "rules[0].egress: a deny rule sends nothing anywhere"),
         ("egress: {interface: far-too-long-a-name}", "egress.interface: 'far-too-long-a-name' is not an interface name"),
         ("egress: {address: 192.0.2.1, via: x}", "egress.via: unknown key"),
+        ("rules: [{action: allow, via: \"ftp://proxy:21\"}]", "rules[0].via: 'ftp://proxy:21' is not a proxy URL"),
+        ("rules: [{action: allow, via: \"socks5://proxy\"}]", "rules[0].via: 'socks5://proxy' names no port"),
+        ("rules: [{action: allow, via: \"http://proxy:0\"}]", "is not host:port with a port from 1 to 65535"),
+        ("rules: [{action: deny, via: \"http://proxy:3128\"}]", "rules[0].via: a deny rule sends nothing anywhere"),
         ("listen:\n  - methods: [none]", "listen[0]: missing key 'address'"),
     ])
     func badValuesAreExplained(yaml: String, expected: String) {

@@ -1,0 +1,62 @@
+import NIOCore
+import SOCKSProtocol
+import Testing
+
+@testable import Sallyport
+
+/// HTTP CONNECT towards an upstream: the request, and the response head whole or split.
+@Suite struct HTTPConnectHandshakeTests {
+    static let destination = SOCKSEndpoint(host: .domain("example.com"), port: 443)
+
+    @Test func theRequestCarriesBasicCredentials() {
+        let handshake = HTTPConnectHandshake(destination: Self.destination, username: "alice", password: "pw")
+        #expect(String(buffer: handshake.opening())
+            == "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nProxy-Authorization: Basic YWxpY2U6cHc=\r\n\r\n")
+        let anonymous = HTTPConnectHandshake(destination: SOCKSEndpoint(host: .ipv6(.init(high: 0, low: 1)), port: 22), username: nil, password: nil)
+        #expect(String(buffer: anonymous.opening()) == "CONNECT [::1]:22 HTTP/1.1\r\nHost: [::1]:22\r\n\r\n")
+    }
+
+    @Test(arguments: [1, 7, 1000])
+    func aSuccessKeepsTheTargetsFirstBytes(chunk: Int) {
+        var handshake = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)
+        let bytes = Array("HTTP/1.1 200 Connection established\r\nVia: test\r\n\r\nSSH-2.0-x\r\n".utf8)
+        var buffer = ByteBuffer()
+        var step = UpstreamStep.needMoreData
+        var index = 0
+        while index < bytes.count, step == .needMoreData {
+            buffer.writeBytes(bytes[index..<min(index + chunk, bytes.count)])
+            index += chunk
+            step = handshake.process(&buffer)
+        }
+        buffer.writeBytes(bytes[min(index, bytes.count)...])
+        #expect(step == .established)
+        #expect(String(buffer: buffer) == "SSH-2.0-x\r\n")
+    }
+
+    @Test(arguments: [
+        ("HTTP/1.1 403 Forbidden\r\n\r\n", SOCKSReplyCode.notAllowed),
+        ("HTTP/1.0 407 Proxy Authentication Required\r\n\r\n", .notAllowed),
+        ("HTTP/1.1 502 Bad Gateway\r\n\r\n", .hostUnreachable),
+        ("HTTP/1.1 504 Gateway Timeout\r\n\r\n", .ttlExpired),
+        ("HTTP/1.1 500 Oops\r\n\r\n", .generalFailure),
+        ("SSH-2.0-not-http\r\n\r\n", .generalFailure),
+    ])
+    func refusalsMapToReplyCodes(response: String, code: SOCKSReplyCode) {
+        var handshake = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)
+        var buffer = ByteBuffer(string: response)
+        guard case .failed(let got, _) = handshake.process(&buffer) else {
+            Issue.record("no failure for \(response)")
+            return
+        }
+        #expect(got == code)
+    }
+
+    @Test func aHeadThatNeverEndsIsRefused() {
+        var handshake = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)
+        var buffer = ByteBuffer(string: "HTTP/1.1 200 OK\r\n" + String(repeating: "X-Padding: 1\r\n", count: 2000))
+        guard case .failed(.generalFailure, _) = handshake.process(&buffer) else {
+            Issue.record("a 28 KB head was taken")
+            return
+        }
+    }
+}
