@@ -83,6 +83,37 @@ struct UpstreamTests {
         #expect(!first.process.stderr.contains("s3cret"))
     }
 
+    @Test func theTargetsFirstBytesThatComeWithTheUpstreamsAnswerReachTheClient() async throws {
+        // An HTTP upstream that answers and passes on a server's banner in one segment.
+        let upstream = try BackgroundProcess("/usr/bin/python3", ["-c", """
+            import socket, sys
+            server = socket.create_server(("127.0.0.1", 0))
+            print("port %d" % server.getsockname()[1], file=sys.stderr, flush=True)
+            conn, _ = server.accept()
+            head = b""
+            while b"\\r\\n\\r\\n" not in head:
+                head += conn.recv(1024)
+            conn.sendall(b"HTTP/1.1 200 Connection established\\r\\n\\r\\nSSH-2.0-banner\\r\\n")
+            print(head.decode().split("\\r\\n")[0], file=sys.stderr, flush=True)
+            conn.recv(1024)
+            """], environment: withoutWrappers)
+        defer { upstream.signal(SIGKILL) }
+        #expect(await upstream.waitForStderr(containing: "port "))
+        let port = try #require(Int(upstream.stderr.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? ""))
+        let first = try await ServerProcess.start("""
+            listen: [127.0.0.1:0]
+            rules: [{action: allow, to: [ssh.example], via: "http://127.0.0.1:\(port)"}]
+            """)
+        defer { first.process.signal(SIGKILL) }
+        let banner = try await onThread { () throws -> [UInt8] in
+            let socket = try TestSocket(host: "127.0.0.1", port: first.port)
+            guard try socket.socksConnect(to: SOCKSEndpoint(host: .domain("ssh.example"), port: 22)).code == .succeeded else { return [] }
+            return try socket.receive(exactly: 16)
+        }
+        #expect(banner == Array("SSH-2.0-banner\r\n".utf8))
+        #expect(await upstream.waitForStderr(containing: "CONNECT ssh.example:22 HTTP/1.1"))
+    }
+
     /// Dante and tinyproxy listen on fixed ports in a namespace of the test's own, with the
     /// target inside it too: the name "localhost" is resolved there, by the upstream.
     @Test(arguments: ["dante", "tinyproxy"])
