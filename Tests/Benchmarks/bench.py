@@ -99,6 +99,9 @@ class Proxy:
         self.name, self.make_argv, self.env, self.udp, self.memory = name, make_argv, env, udp, memory
         self.user, self.password, self.log = user, password, log
         self.connections_only = connections_only
+        # Proxies whose CPU this one's figures include (an upstream it goes through), and whether
+        # it is measured itself (an upstream is not, on its own).
+        self.also_counts, self.measured = [], True
         self.started_s = None
         self.process = None
         self.argv = None
@@ -160,12 +163,16 @@ def run_json(argv, timeout=120):
 def measured(proxy, argv):
     """Runs a scenario; returns its result with the proxy's CPU seconds during it (user and system
     apart) and the load generator's own (it holds the echo target and the sink too)."""
-    before = cpu_seconds(proxy.pid) if proxy.pid else None
+    def proxy_cpu():
+        # A proxy with an upstream hop counts both proxies.
+        parts = [cpu_seconds(p) for p in [proxy.pid] + [other.pid for other in proxy.also_counts]]
+        return sum(part[0] for part in parts), sum(part[1] for part in parts)
+    before = proxy_cpu() if proxy.pid else None
     generator_before = children_cpu_seconds()
     result = run_json(argv)
     generator_after = children_cpu_seconds()
     if before is not None:
-        after = cpu_seconds(proxy.pid)
+        after = proxy_cpu()
         result["cpu_user_s"] = after[0] - before[0]
         result["cpu_sys_s"] = after[1] - before[1]
         result["cpu_s"] = result["cpu_user_s"] + result["cpu_sys_s"]
@@ -232,6 +239,7 @@ def main():
     parser.add_argument("--json", default=os.path.join(ROOT, "bench-results", "latest.json"))
     parser.add_argument("--only", default="")
     parser.add_argument("--blocklists", type=int, default=1, help="0 leaves out the blocklist proxies (1, 10,000 and 1,000,000 entries)")
+    parser.add_argument("--routes", type=int, default=1, help="0 leaves out the egress-address and upstream-hop proxies")
     parser.add_argument("--compare", default="",
                         help="a directory holding another build's sallyport, measured in the same run as 'sallyport-compare'")
     args = parser.parse_args()
@@ -290,14 +298,35 @@ def main():
                      connections_only=True)
     if args.blocklists:
         proxies += [blocklist_proxy(n) for n in (1, 10_000, 1_000_000)]
+    if args.routes:
+        # An egress address (the loopback target's own source, bound explicitly), and a hop
+        # through a second Sallyport (both proxies' CPU counted).
+        proxies.append(Proxy("egress-address", lambda port: sallyport_argv(
+            sallyport, os.path.join(work, "egress.yaml"), port, "none", "egress: {address: 127.0.0.1}\n"),
+            log=os.path.join(work, "egress.log"), memory=False, connections_only=True))
+        upstream = sallyport_proxy("upstream", "none")
+        upstream.measured, upstream.memory, upstream.connections_only = False, False, True
+        def via_argv(port):
+            config = os.path.join(work, "via.yaml")
+            with open(config, "w") as f:
+                f.write(f"listen:\n  - address: {PROXY_HOST}:{port}\n    methods: [none]\n"
+                        f"rules:\n  - name: via-upstream\n    action: allow\n    to: [127.0.0.0/8]\n"
+                        f"    via: socks5://{PROXY_HOST}:{upstream.port}\n")
+            return [sallyport, "--config", config]
+        via = Proxy("upstream-hop", via_argv, log=os.path.join(work, "via.log"), memory=False, connections_only=True)
+        via.also_counts = [upstream]
+        proxies += [upstream, via]
     if args.compare:
         # Another build (an earlier commit, say) side by side with this one, in the same rounds.
         compare = os.path.join(args.compare, "sallyport")
         proxies.append(Proxy("sallyport-compare", lambda port: sallyport_argv(compare, os.path.join(work, "compare.yaml"), port),
                              log=os.path.join(work, "compare.log")))
     if args.only:
-        proxies = [p for p in proxies if p.name in args.only.split(",")]
-    results = {proxy.name: {"runs": []} for proxy in proxies}
+        chosen = [p for p in proxies if p.name in args.only.split(",")]
+        # An upstream goes with the proxy that goes through it, started first.
+        needed = [other for p in chosen for other in p.also_counts if other not in chosen]
+        proxies = needed + chosen
+    results = {proxy.name: {"runs": []} for proxy in proxies if proxy.measured}
     s = str(args.seconds)
     try:
         # Memory first, each proxy on a fresh process: what earlier runs left in the allocator
@@ -322,7 +351,7 @@ def main():
         # and a peer measured minutes after another would be compared with a different machine.
         for proxy in proxies:
             proxy.start()
-            if proxy.connections_only:
+            if proxy.connections_only and proxy.measured:
                 # Its load time (start to listening) and resident memory with its list loaded.
                 results[proxy.name]["startup_s"] = proxy.started_s
                 results[proxy.name]["pss_kib"] = pss_kib(proxy.pid)
@@ -337,6 +366,8 @@ def main():
             runs = {proxy.name: {} for proxy in proxies}
             for name, argv_for in scenarios:
                 for proxy in order:
+                    if not proxy.measured:
+                        continue
                     credentials = ["--user", proxy.user, "--password", proxy.password] if proxy.user else []
                     argv = argv_for(proxy, credentials)
                     if argv is None:
@@ -348,7 +379,8 @@ def main():
                         print(f"{name} via {proxy.name} failed: {failure}", file=sys.stderr)
                         results[proxy.name].setdefault("failed", []).append(f"round {round_index + 1} {name}: {failure}")
             for proxy in proxies:
-                results[proxy.name]["runs"].append(runs[proxy.name])
+                if proxy.measured:
+                    results[proxy.name]["runs"].append(runs[proxy.name])
             print(f"round {round_index + 1} of {args.rounds} measured", file=sys.stderr)
     finally:
         for proxy in proxies:
@@ -444,6 +476,16 @@ def report(results, args):
             table.append([f"{n}: connections/s {fmt(rate)}, ×{fmt(summary[n]['vs_1_entry'])} of 1 entry, "
                           f"load {fmt(results[n].get('startup_s'))} s, PSS {fmt(pss)} KiB"
                           + (f", {per_entry:.0f} B/entry" if per_entry else "")] + ["-" for _ in names] + ["-"])
+    plain_rate = median_of(lambda r: r.get("connections", {}).get("per_second"))(results["sallyport"]) if "sallyport" in results else None
+    plain_cpu = summary.get("conn_cpu_us", {}).get("values", {}).get("sallyport")
+    for n, title in (("egress-address", "egress address (source bound)"), ("upstream-hop", "through an upstream Sallyport (both proxies' CPU)")):
+        if n in results:
+            rate = median_of(lambda r: r.get("connections", {}).get("per_second"))(results[n])
+            cpu = summary.get("conn_cpu_us", {}).get("values", {}).get(n)
+            summary[n] = {"conn_per_s": rate, "cpu_us": cpu, "vs_plain": (rate / plain_rate) if rate and plain_rate else None,
+                          "extra_cpu_us": (cpu - plain_cpu) if cpu and plain_cpu else None}
+            table.append([f"{title}: connections/s {fmt(rate)} (×{fmt(summary[n]['vs_plain'])} of plain), CPU µs/conn {fmt(cpu)}"
+                          f" (+{fmt(summary[n]['extra_cpu_us'])})"] + ["-" for _ in names] + ["-"])
     widths = [max(len(str(row[i])) for row in [header] + table) for i in range(len(header))]
     line = lambda row: "  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(row))
     print(line(header))

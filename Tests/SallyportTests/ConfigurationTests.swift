@@ -165,6 +165,7 @@ import Testing
         ("rules: [{action: allow, via: \"socks5://proxy\"}]", "rules[0].via: 'socks5://proxy' names no port"),
         ("rules: [{action: allow, via: \"http://proxy:0\"}]", "is not host:port with a port from 1 to 65535"),
         ("rules: [{action: deny, via: \"http://proxy:3128\"}]", "rules[0].via: a deny rule sends nothing anywhere"),
+        ("rules: [{action: allow, commands: [udp], via: \"http://proxy:3128\"}]", "rules[0].via: via carries CONNECT sessions only"),
         ("listen:\n  - methods: [none]", "listen[0]: missing key 'address'"),
     ])
     func badValuesAreExplained(yaml: String, expected: String) {

@@ -37,6 +37,9 @@ extension Policy {
                 route = route ?? EgressRoute()
                 route?.via = via
                 if action == .deny { problems.report(entry.node("via"), entry.keyPath("via"), "a deny rule sends nothing anywhere: via belongs on allow rules") }
+                if let commands, !commands.contains(.connect) {
+                    problems.report(entry.node("via"), entry.keyPath("via"), "via carries CONNECT sessions only, and this rule allows only udp: drop via, or add connect to commands")
+                }
             }
             let listFile = entry.string("to_file")
             var list: DestinationList?
