@@ -157,11 +157,19 @@ public enum FuzzTargets {
             EgressRule(name: "lan", action: .allow, to: [.block(CIDR("10.1.0.0/16")!)], ports: [22...22]),
             EgressRule(name: "public", action: .allow, to: [.any]),
         ])
+        // The server's compiled form must decide as the rules tried one by one do.
+        let compiled = CompiledPolicy(policy, indexFrom: 0)
         let subject = PolicySubject(user: input.first.map { "user\($0)" }, groups: [])
-        _ = policy.checkName(text, port: UInt16(input.count % 65_536), command: .connect, subject: subject)
+        let port = UInt16(input.count % 65_536)
+        let byName = policy.checkName(text, port: port, command: .connect, subject: subject)
+        precondition(compiled.checkName(text, port: port, command: .connect, subject: subject) == byName, "compiled name check differs for \(text)")
         if input.count >= 16 {
             let addresses = [IPAddress.v6(SOCKSIPv6Address(bytes: input.prefix(16))), .v4(SOCKSIPv4Address(input[0], input[1], input[2], input[3]))]
-            switch policy.checkAddresses(addresses, name: text, port: 22, command: .connect, subject: subject) {
+            let decision = policy.checkAddresses(addresses, name: text, port: 22, command: .connect, subject: subject)
+            precondition(
+                compiled.checkAddresses(addresses, name: text, port: 22, command: .connect, subject: subject) == decision,
+                "compiled address check differs for \(addresses)")
+            switch decision {
             case .allow(let allowed, _):
                 // Only the LAN rule's block opens a special address (NAT64 and mapped ones judged as IPv4).
                 for address in allowed {

@@ -57,7 +57,8 @@ import Testing
         var random = Generator(state: 0x9E37_79B9_7F4A_7C15 &+ UInt64(batch) &* 1_000_003)
         for round in 0..<400 {
             let policy = Self.randomPolicy(&random)
-            let compiled = CompiledPolicy(policy)
+            // The index always, however small the policy.
+            let compiled = CompiledPolicy(policy, indexFrom: 0)
             for _ in 0..<20 {
                 let subject = Self.subjects.randomElement(using: &random)!
                 let port: UInt16 = [80, 443, 1500].randomElement(using: &random)!
@@ -84,7 +85,7 @@ import Testing
         var deny = EgressRule(name: "blocklist", action: .deny)
         deny.list = DestinationList(entries)
         let policy = Policy(rules: [deny, EgressRule(name: "rest", action: .allow, to: [.any])])
-        let compiled = CompiledPolicy(policy)
+        let compiled = CompiledPolicy(policy, indexFrom: 0)
         let anyone = PolicySubject(user: nil)
         #expect(compiled.checkName("h999999.blocked.test", port: 443, command: .connect, subject: anyone) == .deny(.rule("blocklist")))
         #expect(compiled.checkName("h1000000.blocked.test", port: 443, command: .connect, subject: anyone) == .resolve)
