@@ -22,12 +22,15 @@ final class TestSocket: @unchecked Sendable {
     /// 127.0.1.7: all of 127/8 is this host's, so one machine can be many clients).
     init(host: String, port: Int, from source: String? = nil, timeout: Double = 10) throws {
         let address = try SocketAddress(ipAddress: host, port: port)
-        fd = socket(address.protocol == .inet6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        // Held in a local until it is connected: a class whose initializer throws once its stored
+        // properties are set runs its deinit, which would close the descriptor a second time
+        // (by then, perhaps, another test's socket).
+        let local = try source.map { try SocketAddress(ipAddress: $0, port: 0) }
+        let fd = socket(address.protocol == .inet6 ? AF_INET6 : AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         guard fd >= 0 else { throw TestSocketError("socket") }
-        if let source {
-            let local = try SocketAddress(ipAddress: source, port: 0)
+        if let local {
             guard local.withSockAddr({ bind(fd, $0, socklen_t($1)) }) == 0 else {
-                let error = TestSocketError("bind \(source)")
+                let error = TestSocketError("bind \(source ?? "")")
                 close(fd)
                 throw error
             }
@@ -41,6 +44,7 @@ final class TestSocket: @unchecked Sendable {
             close(fd)
             throw error
         }
+        self.fd = fd
     }
 
     deinit { close(fd) }
