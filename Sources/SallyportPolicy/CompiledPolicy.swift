@@ -73,6 +73,16 @@ public final class CompiledPolicy: Sendable {
 
     // MARK: Decisions
 
+    /// `Policy.admitsClient`.
+    public func admitsClient(_ address: IPAddress) -> (Bool, Policy.Reason) {
+        policy.admitsClient(address)
+    }
+
+    /// `Policy.refusesEveryDestination`.
+    public func refusesEveryDestination(_ command: SOCKSCommand, subject: PolicySubject) -> Policy.Reason? {
+        policy.refusesEveryDestination(command, subject: subject)
+    }
+
     /// `Policy.checkName`, through the index.
     public func checkName(_ name: String, port: UInt16, command: SOCKSCommand, subject: PolicySubject) -> Policy.NameDecision {
         if tryRulesInTurn { return policy.checkName(name, port: port, command: command, subject: subject) }

@@ -26,31 +26,41 @@ enum EgressDecision: Sendable {
 /// lookup), the lookup (through the shared resolver and its cache), then every address against the
 /// rules and the special-address guard.
 struct Egress: Sendable {
-    let policy: Policy
-    /// The policy's rules as an index: what decisions go through.
+    /// The policy, with its rules as an index: what decisions go through. (A reference: every
+    /// session holds a copy of this struct, which stays a few words.)
     let compiled: CompiledPolicy
     let resolver: any NameResolving
-    /// The routes of the rules that name one.
-    private let routes: [String: EgressRoute]
-    private let defaultBinding: OutboundBinding?
+    /// The routes of the rules that name one (a reference: every session holds a copy of this).
+    private let routes: Routes
+
+    /// Built once per configuration.
+    private final class Routes: Sendable {
+        let byLabel: [String: EgressRoute]
+        let defaultRoute: EgressRoute?
+        let defaultBinding: OutboundBinding?
+
+        init(_ policy: Policy) {
+            byLabel = policy.routesByLabel
+            defaultRoute = policy.defaultRoute
+            defaultBinding = policy.defaultRoute.map(OutboundBinding.init)
+        }
+    }
 
     init(policy: Policy, resolver: any NameResolving) {
-        self.policy = policy
         self.compiled = CompiledPolicy(policy)
         self.resolver = resolver
-        self.routes = policy.routesByLabel
-        self.defaultBinding = policy.defaultRoute.map(OutboundBinding.init)
+        self.routes = Routes(policy)
     }
 
     /// The upstream proxy of the sessions `rule` allowed, if its route names one.
     func upstream(for rule: Policy.Reason) -> UpstreamProxy? {
-        guard !routes.isEmpty, case .rule(let label) = rule else { return policy.defaultRoute?.via }
-        return routes[label]?.via ?? policy.defaultRoute?.via
+        guard !routes.byLabel.isEmpty, case .rule(let label) = rule else { return routes.defaultRoute?.via }
+        return routes.byLabel[label]?.via ?? routes.defaultRoute?.via
     }
 
     /// Where the sessions `rule` allowed leave from: the rule's route, else the default route.
     func binding(for rule: Policy.Reason) -> OutboundBinding? {
-        guard !routes.isEmpty, case .rule(let label) = rule, let route = routes[label] else { return defaultBinding }
+        guard !routes.byLabel.isEmpty, case .rule(let label) = rule, let route = routes.byLabel[label] else { return routes.defaultBinding }
         return OutboundBinding(route)
     }
 

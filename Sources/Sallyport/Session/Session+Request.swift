@@ -116,7 +116,7 @@ extension Session {
             // A source address or interface that cannot be used, or an upstream down, is the
             // configuration's problem.
             var metadata: Logger.Metadata = ["session": "\(record.idText)", "dst": "\(request.destination)", "error": "\(failure.reason)"]
-            if let upstream = record.upstream { metadata["via"] = .string(upstream) }
+            if let upstream = record.notes?.upstream { metadata["via"] = .string(upstream) }
             services.logger.log(level: failure.configuration ? .warning : .debug, "connect failed", metadata: metadata)
             fail(.requestFailed(failure.code), reply: failure.code)
         }
@@ -158,10 +158,10 @@ extension Session {
         }
         guard let target = outbound else { return }
         // What the target said along with the upstream's answer, before anything relayed.
-        let leftover = UInt64(targetLeftover?.readableBytes ?? 0)
-        if let bytes = targetLeftover {
+        let leftover = UInt64(record.notes?.targetLeftover?.readableBytes ?? 0)
+        if let bytes = record.notes?.targetLeftover {
             channel.writeAndFlush(bytes, promise: nil)
-            targetLeftover = nil
+            record.notes?.targetLeftover = nil
         }
         let payload = buffer.readableBytes > 0 ? buffer : nil
         buffer = ByteBuffer()

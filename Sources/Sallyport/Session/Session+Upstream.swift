@@ -11,7 +11,7 @@ extension Session {
     func connect(via upstream: UpstreamProxy, to destination: SOCKSEndpoint, binding: OutboundBinding?, request: SOCKSRequest, deadline: NIODeadline) {
         guard let eventLoop = channel?.eventLoop else { return }
         phase = .connecting
-        record.upstream = upstream.description
+        record.notesForWriting().upstream = upstream.description
         if timer == nil {
             timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in requestTimedOut() }
         }
@@ -55,7 +55,7 @@ extension Session {
         .whenComplete { [self] result in
             switch result {
             case .success(let (target, leftover)):
-                targetLeftover = leftover
+                record.notes?.targetLeftover = leftover
                 connected(.success(target), request: request)
             case .failure(let error):
                 connected(.failure(error), request: request)

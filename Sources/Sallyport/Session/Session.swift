@@ -23,7 +23,7 @@ struct SessionServices: Sendable {
     /// Count sessions and bytes per user name too.
     var perUserMetrics = false
 
-    var policy: Policy { egress.policy }
+    var policy: CompiledPolicy { egress.compiled }
 }
 
 /// One client connection, from accept to its access-log line: what it costs the server (the
@@ -62,9 +62,6 @@ final class Session {
     /// Told when the session ends, so that a login check still queued for it is dropped.
     var loginWaiter: LoginWaiter?
     var outbound: (any Channel)?
-    /// Bytes of the target that came with an upstream proxy's last answer: the client gets them
-    /// right after the success reply.
-    var targetLeftover: ByteBuffer?
     var relay: RelaySession?
     var association: UDPAssociation?
     var refusals: RefusalNotice
@@ -187,8 +184,8 @@ final class Session {
 
     func perform(_ action: ServerNegotiation.Action) {
         guard let channel, !finished else { return }
-        if machine.isSOCKS4, record.socks4UserID == nil {
-            record.socks4UserID = SessionRecord.printable(machine.socks4UserID ?? [])
+        if machine.isSOCKS4, record.notes?.socks4UserID == nil {
+            record.notesForWriting().socks4UserID = SessionRecord.printable(machine.socks4UserID ?? [])
         }
         switch action {
         case .needMoreData, .wait:

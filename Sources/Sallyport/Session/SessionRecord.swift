@@ -19,10 +19,9 @@ struct SessionRecord {
     var reply: SOCKSReplyCode?
     var counters = RelayCounters()
     var udp: UDPCounters?
-    /// A SOCKS4 session's user id, as the client gave it (untrusted); nil for SOCKS5.
-    var socks4UserID: String?
-    /// The upstream proxy a CONNECT went through (no credentials).
-    var upstream: String?
+    /// What few sessions have (SOCKS4, an upstream): one reference here rather than their room in
+    /// every session.
+    var notes: SessionNotes?
 
     init(id: UInt64, listener: String) {
         self.id = id
@@ -50,7 +49,7 @@ struct SessionRecord {
         metadata["remote"] = .string(remote?.endpointText ?? "-")
         metadata["rule"] = .string(end.rule?.description ?? rule ?? "-")
         // Numbers as numbers: the JSON format writes them unquoted, and only them.
-        if let socks4UserID {
+        if let socks4UserID = notes?.socks4UserID {
             // SOCKS4's own codes: 90 granted, 91 rejected.
             metadata["reply"] = reply.map { .stringConvertible(Int(($0 == .succeeded ? SOCKS4ReplyCode.granted : .rejected).rawValue)) } ?? .string("-")
             metadata["socks4_user"] = .string(socks4UserID)
@@ -61,7 +60,7 @@ struct SessionRecord {
         metadata["down"] = .stringConvertible(counters.targetToClient)
         metadata["duration"] = .stringConvertible((seconds * 1000).rounded() / 1000)
         metadata["end"] = .string(end.logName)
-        if let upstream { metadata["via"] = .string(upstream) }
+        if let upstream = notes?.upstream { metadata["via"] = .string(upstream) }
         if let udp {
             metadata["dgrams_up"] = .stringConvertible(udp.datagramsUp)
             metadata["dgrams_down"] = .stringConvertible(udp.datagramsDown)
@@ -70,5 +69,26 @@ struct SessionRecord {
             metadata["dropped"] = .stringConvertible(udp.dropped)
         }
         return metadata
+    }
+}
+
+/// The parts of a session's record and state that only some sessions have.
+final class SessionNotes {
+    /// A SOCKS4 session's user id, as the client gave it (untrusted).
+    var socks4UserID: String?
+    /// The upstream proxy a CONNECT went through (no credentials).
+    var upstream: String?
+    /// Bytes of the target that came with an upstream proxy's last answer: the client gets them
+    /// right after the success reply.
+    var targetLeftover: ByteBuffer?
+}
+
+extension SessionRecord {
+    /// The notes, made when first written.
+    mutating func notesForWriting() -> SessionNotes {
+        if let notes { return notes }
+        let made = SessionNotes()
+        notes = made
+        return made
     }
 }
