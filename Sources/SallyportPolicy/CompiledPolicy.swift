@@ -108,20 +108,7 @@ public final class CompiledPolicy: Sendable {
         if tryRulesInTurn { return policy.checkAddresses(addresses, name: name, port: port, command: command, subject: subject) }
         let normalized = name.map(Policy.normalize)
         let named = normalized.map(rules(naming:)) ?? []
-        var allowed: [IPAddress] = []
-        var firstAllow: Policy.Reason?
-        var firstDeny: Policy.Reason?
-        for address in addresses {
-            switch checkAddress(address, name: normalized, named: named, port: port, command: command, subject: subject) {
-            case .success(let reason):
-                allowed.append(address)
-                if firstAllow == nil { firstAllow = reason }
-            case .failure(let refusal):
-                if firstDeny == nil { firstDeny = refusal.reason }
-            }
-        }
-        if let firstAllow { return .allow(allowed, firstAllow) }
-        return .deny(firstDeny ?? .defaultAction)
+        return Policy.decide(addresses) { checkAddress($0, name: normalized, named: named, port: port, command: command, subject: subject) }
     }
 
     private func checkAddress(

@@ -322,11 +322,18 @@ public struct Policy: Hashable, Sendable {
     public func checkAddresses(
         _ addresses: [IPAddress], name: String?, port: UInt16, command: SOCKSCommand, subject: PolicySubject
     ) -> Decision {
+        let normalized = name.map(Self.normalize)
+        return Self.decide(addresses) { checkAddress($0, name: normalized, port: port, command: command, subject: subject) }
+    }
+
+    /// The decision over several addresses from each one's: those allowed, named by the rule that
+    /// allowed the first; else the refusal of the first.
+    static func decide(_ addresses: [IPAddress], _ check: (IPAddress) -> Result<Reason, Refusal>) -> Decision {
         var allowed: [IPAddress] = []
         var firstAllow: Reason?
         var firstDeny: Reason?
         for address in addresses {
-            switch checkAddress(address, name: name.map(Self.normalize), port: port, command: command, subject: subject) {
+            switch check(address) {
             case .success(let reason):
                 allowed.append(address)
                 if firstAllow == nil { firstAllow = reason }

@@ -34,12 +34,6 @@ struct EgressTests {
             """, address], environment: withoutWrappers)
     }
 
-    /// Runs `ip` with `arguments`, failing the test when it fails.
-    func run(_ arguments: [String]) async throws {
-        let result = try await runProcess(ip, arguments, environment: withoutWrappers)
-        guard result.status == 0 else { throw TestSocketError("ip \(arguments.joined(separator: " ")): \(result.stderr)", errno: 0) }
-    }
-
     /// Logs in as `user` and connects to `destination`; the target's "peer=IP" line, or the reply
     /// code when the CONNECT failed.
     func peerSeen(port: Int, user: String, password: String, destination: SOCKSEndpoint) throws -> String {
@@ -61,24 +55,9 @@ struct EgressTests {
         let (office, lab, viaSecond, targetIP) = ("\(subnet).1", "\(subnet).2", "\(subnet).3", "\(subnet).100")
         try await withNetworkNamespace(resolvConf: "", hosts: "") { targetA in
             try await withNetworkNamespace(resolvConf: "", hosts: "") { targetB in
-                defer {
-                    for link in [first, second] {
-                        let delete = Process()
-                        delete.executableURL = URL(fileURLWithPath: ip)
-                        delete.arguments = ["link", "delete", link]
-                        delete.standardError = FileHandle.nullDevice
-                        try? delete.run()
-                        delete.waitUntilExit()
-                    }
-                }
-                for (link, namespace, addresses) in [(first, targetA, [office, lab]), (second, targetB, [viaSecond])] {
-                    try await run(["link", "add", link, "type", "veth", "peer", "name", link + "n"])
-                    try await run(["link", "set", link + "n", "netns", namespace])
-                    for address in addresses { try await run(["addr", "add", address + "/24", "dev", link]) }
-                    try await run(["link", "set", link, "up"])
-                    try await run(["netns", "exec", namespace, ip, "addr", "add", targetIP + "/24", "dev", link + "n"])
-                    try await run(["netns", "exec", namespace, ip, "link", "set", link + "n", "up"])
-                }
+                defer { for link in [first, second] { deleteLink(link) } }
+                try await addLink(first, to: targetA, hostAddresses: [office + "/24", lab + "/24"], farAddress: targetIP + "/24")
+                try await addLink(second, to: targetB, hostAddresses: [viaSecond + "/24"], farAddress: targetIP + "/24")
                 let targets = [try target(in: targetA, at: targetIP), try target(in: targetB, at: targetIP)]
                 defer { for target in targets { target.signal(SIGKILL) } }
                 var ports: [Int] = []
@@ -124,20 +103,8 @@ struct EgressTests {
         let subnet = "10.205.\(tag)"
         let (primary, chosen, targetIP) = ("\(subnet).1", "\(subnet).2", "\(subnet).100")
         try await withNetworkNamespace(resolvConf: "", hosts: "") { namespace in
-            defer {
-                let delete = Process()
-                delete.executableURL = URL(fileURLWithPath: ip)
-                delete.arguments = ["link", "delete", link]
-                delete.standardError = FileHandle.nullDevice
-                try? delete.run()
-                delete.waitUntilExit()
-            }
-            try await run(["link", "add", link, "type", "veth", "peer", "name", link + "n"])
-            try await run(["link", "set", link + "n", "netns", namespace])
-            for address in [primary, chosen] { try await run(["addr", "add", address + "/24", "dev", link]) }
-            try await run(["link", "set", link, "up"])
-            try await run(["netns", "exec", namespace, ip, "addr", "add", targetIP + "/24", "dev", link + "n"])
-            try await run(["netns", "exec", namespace, ip, "link", "set", link + "n", "up"])
+            defer { deleteLink(link) }
+            try await addLink(link, to: namespace, hostAddresses: [primary + "/24", chosen + "/24"], farAddress: targetIP + "/24")
             let target = try target(in: namespace, at: targetIP)
             defer { target.signal(SIGKILL) }
             #expect(await target.waitForStderr(containing: "port "))

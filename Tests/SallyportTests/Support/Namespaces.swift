@@ -44,32 +44,44 @@ struct Cable: Sendable {
     }
 }
 
+/// Adds a veth pair: `link` on this host with `hostAddresses`, its peer (`link` + "n") in
+/// `namespace` with `farAddress` (each "IP/prefix"), both up.
+func addLink(_ link: String, to namespace: String, hostAddresses: [String], farAddress: String) async throws {
+    let ip = which("ip") ?? "/usr/sbin/ip"
+    let far = link + "n"
+    var commands = [["link", "add", link, "type", "veth", "peer", "name", far], ["link", "set", far, "netns", namespace]]
+    commands += hostAddresses.map { ["addr", "add", $0, "dev", link] }
+    commands += [
+        ["link", "set", link, "up"], ["netns", "exec", namespace, ip, "addr", "add", farAddress, "dev", far],
+        ["netns", "exec", namespace, ip, "link", "set", far, "up"],
+    ]
+    for arguments in commands {
+        let result = try await runProcess(ip, arguments, environment: withoutWrappers)
+        guard result.status == 0 else { throw TestSocketError("ip \(arguments.joined(separator: " ")): \(result.stderr)", errno: 0) }
+    }
+}
+
+/// Deletes a link of this host (and its peer), quietly when it is gone already: for `defer`.
+func deleteLink(_ link: String) {
+    let delete = Process()
+    delete.executableURL = URL(fileURLWithPath: which("ip") ?? "/usr/sbin/ip")
+    delete.arguments = ["link", "delete", link]
+    delete.environment = ProcessInfo.processInfo.environment.merging(withoutWrappers) { $1 }
+    delete.standardError = FileHandle.nullDevice
+    try? delete.run()
+    delete.waitUntilExit()
+}
+
 /// Runs `body` with a cable into a namespace of its own; both are removed when it ends.
 func withCable<T>(_ body: (Cable) async throws -> T) async throws -> T {
-    let ip = which("ip") ?? "/usr/sbin/ip"
     let tag = UInt16.random(in: 1...65_000)
-    let (hostSide, farSide) = ("spv-h\(tag)", "spv-n\(tag)")
+    let hostSide = "spv-h\(tag)"
     let subnet = "10.199.\(tag % 250).\(tag % 2 * 4)"
     let (hostIP, farIP) = (subnet.replacingLastOctet(+1), subnet.replacingLastOctet(+2))
     return try await withNetworkNamespace(resolvConf: "", hosts: "127.0.0.1 localhost\n") { namespace in
-        defer {
-            // Gone already when the test cut it: the error is expected.
-            let delete = Process()
-            delete.executableURL = URL(fileURLWithPath: ip)
-            delete.arguments = ["link", "delete", hostSide]
-            delete.standardError = FileHandle.nullDevice
-            try? delete.run()
-            delete.waitUntilExit()
-        }
-        for arguments in [
-            ["link", "add", hostSide, "type", "veth", "peer", "name", farSide], ["link", "set", farSide, "netns", namespace],
-            ["addr", "add", hostIP + "/30", "dev", hostSide], ["link", "set", hostSide, "up"],
-            ["netns", "exec", namespace, ip, "addr", "add", farIP + "/30", "dev", farSide],
-            ["netns", "exec", namespace, ip, "link", "set", farSide, "up"],
-        ] {
-            let result = try await runProcess(ip, arguments, environment: withoutWrappers)
-            guard result.status == 0 else { throw TestSocketError("ip \(arguments.joined(separator: " ")): \(result.stderr)", errno: 0) }
-        }
+        // Gone already when the test cut it.
+        defer { deleteLink(hostSide) }
+        try await addLink(hostSide, to: namespace, hostAddresses: [hostIP + "/30"], farAddress: farIP + "/30")
         return try await body(Cable(namespace: namespace, hostSide: hostSide, hostIP: hostIP, farIP: farIP))
     }
 }
