@@ -511,7 +511,7 @@ def report(results, args):
 
 
 def targets(summary):
-    """Each target of issue 6 against this run's figures, and for the CPU-bound ones what it would
+    """Each performance target against this run's figures, and for the CPU-bound ones what it would
     take: the load generator, its echo target and the proxy share the machine's cores, so a proxy
     costing p µs per connection allows at most cores ÷ (generator's µs + p) connections a second."""
     def value(key, name="sallyport"):
