@@ -7,7 +7,9 @@ import Testing
 @Suite(.serialized, .stopsItsServers, .enabled(if: underPAMWrapper, "needs pam_wrapper: run through `make test`"))
 struct UpstreamTests {
     static let body = "hello through two proxies\n"
-    let cleanEnvironment = ["http_proxy": "", "https_proxy": "", "all_proxy": "", "HTTP_PROXY": "", "HTTPS_PROXY": "", "ALL_PROXY": "", "no_proxy": ""]
+    // No proxy variables of the machine; no pam_wrapper (clients need none, and its set-up races
+    // between programs that start at once).
+    let cleanEnvironment = ["http_proxy": "", "https_proxy": "", "all_proxy": "", "HTTP_PROXY": "", "HTTPS_PROXY": "", "ALL_PROXY": "", "no_proxy": "", "LD_PRELOAD": ""]
     let ip = which("ip") ?? "/usr/sbin/ip"
 
     func curl(_ proxyPort: Int, _ url: String) async throws -> ProcessResult {

@@ -19,8 +19,11 @@ import Testing
             sock.sendall(b"\\x05\\x01\\x00\\x05\\x01\\x00\\x01\\x7f\\x00\\x00\\x01" + struct.pack(">H", int(sys.argv[3])) + b"!")
             got = b""
             while len(got) < 13:
-                got += sock.recv(64)
-            print("ready" if got[1] == 0 and got[3] == 0 and got[-1:] == b"!" else "failed %r" % got, file=sys.stderr, flush=True)
+                chunk = sock.recv(64)
+                if not chunk:
+                    break
+                got += chunk
+            print("ready" if len(got) >= 13 and got[1] == 0 and got[3] == 0 and got[-1:] == b"!" else "failed %r" % got, file=sys.stderr, flush=True)
             time.sleep(60)
             """, cable.hostIP, "\(server.port)", "\(echo)"], environment: withoutWrappers)
         defer { client.signal(SIGKILL) }
