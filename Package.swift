@@ -30,11 +30,18 @@ let package = Package(
             path: "Sources/CPAM",
             providers: [.apt(["libpam0g-dev"])]
         ),
-        // Authentication: the Authenticator protocol, PAM on its own thread pool, login throttling.
+        // libxcrypt's crypt_r, from Debian's libcrypt-dev: the user file's password hashes.
+        .systemLibrary(
+            name: "CCrypt",
+            path: "Sources/CCrypt",
+            providers: [.apt(["libcrypt-dev"])]
+        ),
+        // Authentication: the Authenticator protocol, PAM and the user file on a bounded thread
+        // pool, login throttling.
         .target(
             name: "SallyportAuth",
             dependencies: [
-                "CPAM", "SOCKSProtocol",
+                "CPAM", "CCrypt", "SOCKSProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -37,34 +37,34 @@ public final class SallyportServer: Service, Sendable {
     public let metrics: ServerMetrics
     /// Tells systemd when the server is ready, reloading and stopping.
     public let notifier: SystemdNotifier
+    /// Each user's bytes, saved in `state_dir`, and the quotas judged against them; outlives reloads.
+    let usage: UsageKeeper
 
     /// One configuration and what was made from it; new sessions take the current one.
     struct Generation: Sendable {
         var configuration: ServerConfiguration
         var services: SessionServices
-        /// The PAM authenticator made for this configuration, if the server made one.
-        var pam: PAMAuthenticator?
-        /// The cache of successful logins in front of it.
-        var cache: CachingAuthenticator?
-        /// The login throttle behind the cache.
-        var throttle: ThrottledAuthenticator?
-        /// What each listener negotiates, by listener index (a reload keeps the bound listeners).
+        /// What the server made to check logins (none when they are checked by an injected one).
+        var checkers: LoginCheckers
+        /// By listener index (a reload keeps the bound listeners): what each negotiates, and the
+        /// services its sessions get (its own login checker).
         var negotiations: [ServerNegotiation.Configuration]
+        var listenerServices: [SessionServices]
 
-        init(
-            configuration: ServerConfiguration, services: SessionServices, pam: PAMAuthenticator?, cache: CachingAuthenticator?,
-            throttle: ThrottledAuthenticator?
-        ) {
+        init(configuration: ServerConfiguration, services: SessionServices, checkers: LoginCheckers, injected: (any Authenticator)?) {
             self.configuration = configuration
             self.services = services
-            self.pam = pam
-            self.cache = cache
-            self.throttle = throttle
+            self.checkers = checkers
             let commands: Set<SOCKSCommand> = services.udp.enabled ? [.connect, .udpAssociate] : [.connect]
             negotiations = configuration.listeners.map { listener in
                 ServerNegotiation.Configuration(
                     methods: listener.methods, commands: commands, maximumEarlyData: configuration.limits.earlyDataBytes,
                     socks4: listener.socks4)
+            }
+            listenerServices = configuration.listeners.map { listener in
+                var own = services
+                own.authenticator = injected ?? checkers.authenticator(for: configuration.checker(for: listener))
+                return own
             }
         }
     }
@@ -96,10 +96,13 @@ public final class SallyportServer: Service, Sendable {
         self.metrics = metrics
         let resolver = NameResolver(settings: .init(configuration), observe: { metrics.dnsLookup($0, duration: $1) })
         self.resolver = resolver
+        let usage = UsageKeeper(ledger: UsageLedger(), settings: configuration.usage, registry: registry, logger: logger)
+        self.usage = usage
         self.generation = NIOLockedValueBox(
             Self.makeGeneration(
                 configuration, previous: nil, injectedAuthenticator: authenticator, logger: logger,
-                accessLogger: accessLogger ?? logger, registry: registry, limiter: limiter, resolver: resolver, metrics: metrics))
+                accessLogger: accessLogger ?? logger, registry: registry, limiter: limiter, resolver: resolver, metrics: metrics,
+                usage: usage.ledger))
     }
 
     /// The configuration new sessions use.
@@ -115,6 +118,8 @@ public final class SallyportServer: Service, Sendable {
     public func start() async throws -> [SocketAddress] {
         let configuration = self.configuration
         try validate(configuration)
+        // The saved totals first: no session may start before a quota can be judged.
+        try usage.start(on: group.next(), persist: configuration.usesUsernameMethod)
         var channels: [any Channel] = []
         var addresses: [SocketAddress] = []
         do {
@@ -169,8 +174,9 @@ public final class SallyportServer: Service, Sendable {
         let old = generation.withLockedValue { $0 }
         let fresh = Self.makeGeneration(
             next, previous: old, injectedAuthenticator: injectedAuthenticator, logger: logger, accessLogger: accessLogger,
-            registry: registry, limiter: limiter, resolver: resolver, metrics: metrics)
+            registry: registry, limiter: limiter, resolver: resolver, metrics: metrics, usage: usage.ledger)
         resolver.update(.init(next))
+        if let warning = usage.update(next.usage) { next.warnings.append(warning) }
         if next.dns.threads != old.configuration.dns.threads {
             next.warnings.append("dns.threads changed; it takes effect at the next restart")
         }
@@ -183,8 +189,8 @@ public final class SallyportServer: Service, Sendable {
                 }
             }
         }
-        if let oldPAM = old.pam, fresh.pam !== oldPAM {
-            Task { await oldPAM.shutdown() }
+        if let oldPool = old.checkers.pool, fresh.checkers.pool !== oldPool {
+            Task { await oldPool.shutdown() }
         }
         admin.withLockedValue { $0.lastReload = "succeeded at \(LineLogHandler.timestamp())" }
         metrics.configReload(succeeded: true)
@@ -200,40 +206,21 @@ public final class SallyportServer: Service, Sendable {
     /// Builds what sessions need from a configuration, keeping what did not change.
     private static func makeGeneration(
         _ configuration: ServerConfiguration, previous: Generation?, injectedAuthenticator: (any Authenticator)?, logger: Logger,
-        accessLogger: Logger, registry: SessionRegistry, limiter: SessionLimiter, resolver: NameResolver, metrics: ServerMetrics
+        accessLogger: Logger, registry: SessionRegistry, limiter: SessionLimiter, resolver: NameResolver, metrics: ServerMetrics,
+        usage: UsageLedger
     ) -> Generation {
-        var authenticator = injectedAuthenticator
-        var pam: PAMAuthenticator?
-        var cache: CachingAuthenticator?
-        var throttle: ThrottledAuthenticator?
-        if injectedAuthenticator == nil, configuration.usesUsernameMethod {
-            if let previous, let previousPAM = previous.pam, previous.configuration.auth == configuration.auth {
-                // Same settings: keep the checker and the throttling record; forget cached logins.
-                pam = previousPAM
-                cache = previous.cache
-                throttle = previous.throttle
-                cache?.clear()
-                authenticator = previous.services.authenticator
-            } else {
-                let made = previous?.pam.flatMap { $0.configuration == configuration.auth.pam ? $0 : nil }
-                    ?? PAMAuthenticator(configuration: configuration.auth.pam, observe: { metrics.pamTransaction($0) })
-                pam = made
-                // The cache comes first: a remembered or merged login is no guess, and the throttle
-                // counts the checks that reach PAM.
-                let throttled = ThrottledAuthenticator(base: made, configuration: configuration.auth.throttle, logger: logger)
-                throttle = throttled
-                let cached = CachingAuthenticator(base: throttled, lifetime: configuration.auth.cacheTTL)
-                cache = cached
-                authenticator = cached
-            }
-        }
+        let checkers =
+            injectedAuthenticator != nil
+            ? LoginCheckers.none
+            : LoginCheckers.make(
+                configuration, previous: previous.map { ($0.configuration.auth, $0.checkers) }, logger: logger, metrics: metrics)
         var policy = configuration.policy
         policy.hostAddresses = Self.hostAddresses()
         let services = SessionServices(
             timeouts: configuration.timeouts,
             limits: configuration.limits,
             egress: Egress(policy: policy, resolver: resolver),
-            authenticator: authenticator,
+            authenticator: injectedAuthenticator,
             connector: OutboundConnector(receiveBufferBytes: configuration.relay.receiveBufferBytes, keepalive: configuration.relay.keepalive),
             logger: logger,
             accessLogger: accessLogger,
@@ -241,8 +228,10 @@ public final class SallyportServer: Service, Sendable {
             limiter: limiter,
             udp: configuration.udp,
             metrics: metrics,
-            perUserMetrics: configuration.admin.perUserMetrics)
-        return Generation(configuration: configuration, services: services, pam: pam, cache: cache, throttle: throttle)
+            perUserMetrics: configuration.admin.perUserMetrics,
+            usage: usage,
+            quotas: configuration.usage.quotas)
+        return Generation(configuration: configuration, services: services, checkers: checkers, injected: injectedAuthenticator)
     }
 
     private func bind(listenerIndex: Int, _ listener: ListenerConfiguration, on loop: any EventLoop) async throws -> any Channel {
@@ -265,7 +254,7 @@ public final class SallyportServer: Service, Sendable {
             .childChannelInitializer { [self] channel in
                 // Each session takes the configuration current when it is accepted.
                 let (services, negotiation, proxy) = generation.withLockedValue {
-                    ($0.services, $0.negotiations[listenerIndex], $0.configuration.listeners[listenerIndex].proxyProtocol)
+                    ($0.listenerServices[listenerIndex], $0.negotiations[listenerIndex], $0.configuration.listeners[listenerIndex].proxyProtocol)
                 }
                 let listenerName = label.withLockedValue { label in
                     if let label { return label }
@@ -324,8 +313,9 @@ public final class SallyportServer: Service, Sendable {
                 try? await Task.sleep(for: .milliseconds(10))
             }
         }
+        await usage.stop()
         try? await admin.withLockedValue { $0.channel }?.close()
-        await generation.withLockedValue { $0.pam }?.shutdown()
+        await generation.withLockedValue { $0.checkers.pool }?.shutdown()
         await resolver.shutdown()
         logger.info("stopped")
     }

@@ -174,6 +174,13 @@ public final class ThrottledAuthenticator: Authenticator {
         self.logger = logger
     }
 
+    /// In front of a new checker, with the record of `previous` (a reload that kept the settings).
+    public init(base: any Authenticator, continuing previous: ThrottledAuthenticator) {
+        self.base = base
+        self.throttle = previous.throttle
+        self.logger = previous.logger
+    }
+
     /// Clients blocked now.
     public var blockedClients: Int { throttle.withLockedValue { $0.blockedClients(now: .now()) } }
 

@@ -74,6 +74,17 @@ public struct EgressRule: Hashable, Sendable {
         case anonymous
         case user(String)
         case group(String)
+
+        /// Whether the selector names this subject.
+        public func matches(_ subject: PolicySubject) -> Bool {
+            switch self {
+            case .anyone: return true
+            case .authenticated: return subject.user != nil
+            case .anonymous: return subject.user == nil
+            case .user(let name): return subject.user == name
+            case .group(let group): return subject.user != nil && subject.groups.contains(group)
+            }
+        }
     }
 
     /// Where the rule applies.
@@ -160,15 +171,7 @@ public struct EgressRule: Hashable, Sendable {
     func appliesTo(_ subject: PolicySubject, command: SOCKSCommand) -> Bool {
         if let commands, !commands.contains(command) { return false }
         guard let who else { return true }
-        return who.contains { selector in
-            switch selector {
-            case .anyone: return true
-            case .authenticated: return subject.user != nil
-            case .anonymous: return subject.user == nil
-            case .user(let name): return subject.user == name
-            case .group(let group): return subject.user != nil && subject.groups.contains(group)
-            }
-        }
+        return who.contains { $0.matches(subject) }
     }
 }
 

@@ -19,7 +19,7 @@ struct SallyportCommand: AsyncParsableCommand {
             reachable from this host only.
             """,
         version: sallyportVersion,
-        subcommands: [Run.self, CheckConfig.self, CheckAuth.self],
+        subcommands: [Run.self, CheckConfig.self, CheckAuth.self, Passwd.self],
         defaultSubcommand: Run.self)
 }
 

@@ -80,6 +80,8 @@ protocol AdminBackend: Sendable {
     func pacFile() -> String
     /// Counts and states for the status page.
     func status(on eventLoop: any EventLoop) -> EventLoopFuture<AdminStatus>
+    /// Each user's byte totals and quotas.
+    func usage(on eventLoop: any EventLoop) -> EventLoopFuture<UsageReport>
 }
 
 /// The routes of the admin listener: a pure mapping from request to response over a backend.
@@ -113,9 +115,11 @@ enum AdminRoutes {
                 AdminResponse(status: .ok, contentType: "application/x-ns-proxy-autoconfig", body: backend.pacFile()))
         case (.GET, "/status"):
             return backend.status(on: eventLoop).map { .json($0) }
+        case (.GET, "/usage"):
+            return backend.usage(on: eventLoop).map { .json($0) }
         case (.GET, "/"):
             return eventLoop.makeSucceededFuture(AdminResponse(status: .ok, contentType: "text/html; charset=utf-8", body: StatusPage.html))
-        case (_, "/healthz"), (_, "/readyz"), (_, "/metrics"), (_, "/sessions"), (_, "/proxy.pac"), (_, "/status"), (_, "/"):
+        case (_, "/healthz"), (_, "/readyz"), (_, "/metrics"), (_, "/sessions"), (_, "/proxy.pac"), (_, "/status"), (_, "/usage"), (_, "/"):
             var response = AdminResponse.text(.methodNotAllowed, "method \(request.method) not allowed here")
             response.headers.append(("Allow", "GET"))
             return eventLoop.makeSucceededFuture(response)

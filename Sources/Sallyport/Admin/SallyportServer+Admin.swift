@@ -41,9 +41,18 @@ extension SallyportServer: AdminBackend {
     }
 
     func metricsText(on eventLoop: any EventLoop) -> EventLoopFuture<String> {
-        let pamQueue = generation.withLockedValue { $0.pam?.pendingChecks ?? 0 }
+        let pamQueue = generation.withLockedValue { $0.checkers.pendingChecks }
         let listeners = admin.withLockedValue { $0.listeners.map(\.endpointText) }
-        return sessions(on: eventLoop).map { [metrics] in metrics.exposition(sessions: $0, listeners: listeners, pamQueue: pamQueue) }
+        let perUser = configuration.admin.perUserMetrics
+        return sessions(on: eventLoop).flatMap { [metrics, usage] sessions in
+            // Per-user totals only when asked for: user names are labels then.
+            let report = perUser ? usage.report(on: eventLoop).map(Optional.some) : eventLoop.makeSucceededFuture(nil)
+            return report.map { metrics.exposition(sessions: sessions, listeners: listeners, pamQueue: pamQueue, usage: $0) }
+        }
+    }
+
+    func usage(on eventLoop: any EventLoop) -> EventLoopFuture<UsageReport> {
+        usage.report(on: eventLoop)
     }
 
     func pacFile() -> String {
@@ -65,7 +74,7 @@ extension SallyportServer: AdminBackend {
             return AdminStatus(
                 version: sallyportVersion, uptimeSeconds: Double((NIODeadline.now() - admin.started).nanoseconds) / 1e9,
                 sessions: counts.values.sorted { ($0.listener, $0.command) < ($1.listener, $1.command) }, lastReload: admin.lastReload,
-                pamQueue: generation.pam?.pendingChecks ?? 0, throttledClients: generation.throttle?.blockedClients ?? 0)
+                pamQueue: generation.checkers.pendingChecks, throttledClients: generation.checkers.blockedClients)
         }
     }
 }

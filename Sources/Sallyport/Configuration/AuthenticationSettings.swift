@@ -1,5 +1,10 @@
+import FoundationEssentials
 import NIOCore
 import SallyportAuth
+
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// How username/password logins are checked.
 public struct AuthenticationSettings: Sendable, Hashable {
@@ -8,13 +13,41 @@ public struct AuthenticationSettings: Sendable, Hashable {
     /// How long a successful login is remembered (user + keyed hash of the password); 0 turns the
     /// cache off. Cleared on reload.
     public var cacheTTL: TimeAmount = .seconds(30)
+    /// `auth.file`: the user file's path as resolved (relative to the configuration's directory),
+    /// and its accounts as read at load (and again at each reload).
+    public var file: String?
+    public var users: UserFile?
+    /// A failed login against the user file is answered this long after its check began.
+    public var failDelay: TimeAmount = .seconds(1)
+    /// Things worth saying about the user file (readable by everyone).
+    var warnings: [String] = []
 
     public init() {}
+}
+
+/// What checks a listener's username/password logins.
+public enum LoginChecker: String, Sendable, Hashable {
+    case pam, file
 }
 
 extension AuthenticationSettings {
     mutating func read(_ section: inout ConfigSection) {
         section.durationOrZero("cache_ttl", into: &cacheTTL)
+        section.durationOrZero("fail_delay", into: &failDelay)
+        if let node = section.node("file"), let path = ConfigValues.scalar(node, section.keyPath("file"), section.problems) {
+            var resolved = path
+            if !path.hasPrefix("/"), let slash = section.problems.file.lastIndex(of: "/") {
+                resolved = String(section.problems.file[...slash]) + path
+            }
+            file = resolved
+            switch Self.readUserFile(resolved) {
+            case .success(let (users, warning)):
+                self.users = users
+                if let warning { warnings.append(warning) }
+            case .failure(let error):
+                for message in error.messages { section.report(node, "file", message) }
+            }
+        }
         section.section("pam") { pam in
             if let service = pam.value("service", { service in
                 service.isEmpty || service.contains("/")
@@ -33,4 +66,27 @@ extension AuthenticationSettings {
             throttle.duration("max_backoff", into: &self.throttle.maxBackoff)
         }
     }
+
+    /// Reads a user file: its accounts, and a warning when everyone may read it; or what is wrong
+    /// (the first few bad lines, each as `path:line: message`).
+    public static func readUserFile(_ path: String) -> Result<(UserFile, String?), UserFileError> {
+        guard let data = FileManager.default.contents(atPath: path) else {
+            return .failure(UserFileError(messages: ["cannot read \(path); check the path and its permissions (the server's user must be able to read it)"]))
+        }
+        switch UserFile.parse(String(decoding: data, as: UTF8.self)) {
+        case .success(let users):
+            var status = stat()
+            let everyone = stat(path, &status) == 0 && status.st_mode & S_IROTH != 0
+            let warning = everyone ? "\(path) is readable by every user of this host: its hashes can be guessed offline; chmod 0640 it" : nil
+            return .success((users, warning))
+        case .failure(let problems):
+            return .failure(UserFileError(messages: problems.lines.prefix(5).map { "\(path):\($0.line): \($0.message)" }))
+        }
+    }
+}
+
+/// Why a user file cannot be used: each message names the file (and the line).
+public struct UserFileError: Error, Sendable, CustomStringConvertible {
+    public var messages: [String]
+    public var description: String { messages.joined(separator: "\n") }
 }

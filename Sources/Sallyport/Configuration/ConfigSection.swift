@@ -217,7 +217,7 @@ enum ConfigValues {
     }
 
     static func byteSize(_ text: String) -> Int? {
-        let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30)]
+        let units: [(String, Int)] = [("KiB", 1 << 10), ("MiB", 1 << 20), ("GiB", 1 << 30), ("TiB", 1 << 40)]
         var number = Substring(text)
         var scale = 1
         for (suffix, bytes) in units where text.hasSuffix(suffix) {

@@ -16,6 +16,8 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var dns = DNSSettings()
     /// The admin listener (metrics, sessions, status page); off by default.
     public var admin = AdminSettings()
+    /// Per-user usage totals, where they are saved, and quotas.
+    public var usage = UsageSettings()
     /// Let a listener on a non-loopback address offer method `none` (an open proxy for whoever
     /// reaches it). Off by default: such a configuration is refused.
     public var allowUnauthenticatedRemote: Bool
@@ -54,6 +56,16 @@ public struct ServerConfiguration: Sendable, Hashable {
         listeners.contains { $0.methods.contains(.usernamePassword) }
     }
 
+    /// What checks the logins of `listener`: its own `auth`, else the user file when there is one.
+    public func checker(for listener: ListenerConfiguration) -> LoginChecker {
+        listener.checker ?? (auth.file != nil ? .file : .pam)
+    }
+
+    /// The checkers some listener offering username/password uses.
+    public var checkersInUse: Set<LoginChecker> {
+        Set(listeners.filter { $0.methods.contains(.usernamePassword) }.map { checker(for: $0) })
+    }
+
     /// The embedded default: loopback only, method none, every public destination allowed and the
     /// special-address guard on.
     public static let embeddedDefault = ServerConfiguration()
@@ -72,6 +84,8 @@ public struct ListenerConfiguration: Sendable, Hashable {
     public var proxyProtocol: ProxyExpectation?
     /// Serve SOCKS4 and SOCKS4a CONNECT too, anonymously (SOCKS4 carries no password).
     public var socks4 = false
+    /// What checks this listener's logins; nil: the user file when `auth.file` is set, else PAM.
+    public var checker: LoginChecker?
     /// Where the file gives it, for errors.
     var line: Int?
     var column: Int?
@@ -85,7 +99,7 @@ public struct ListenerConfiguration: Sendable, Hashable {
     /// Listeners are the same when they listen alike, wherever the file wrote them.
     public static func == (lhs: Self, rhs: Self) -> Bool {
         lhs.host == rhs.host && lhs.port == rhs.port && lhs.methods == rhs.methods && lhs.proxyProtocol == rhs.proxyProtocol
-            && lhs.socks4 == rhs.socks4
+            && lhs.socks4 == rhs.socks4 && lhs.checker == rhs.checker
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -94,6 +108,7 @@ public struct ListenerConfiguration: Sendable, Hashable {
         hasher.combine(methods)
         hasher.combine(proxyProtocol)
         hasher.combine(socks4)
+        hasher.combine(checker)
     }
 
     /// `host:port`, with an IPv6 host in brackets.
@@ -138,8 +153,18 @@ extension ServerConfiguration {
                     nil))
             }
         }
-        if usesUsernameMethod, !externalAuthenticator, auth.pam.service.isEmpty {
+        if checkersInUse.contains(.pam), !externalAuthenticator, auth.pam.service.isEmpty {
             findings.errors.append(("a listener offers method 'username' but auth.pam.service is empty", nil))
+        }
+        for listener in listeners where listener.checker == .file && auth.file == nil {
+            findings.errors.append(("auth: file, but there is no user file: set auth.file to its path", listener))
+        }
+        if auth.file != nil, !checkersInUse.contains(.file) {
+            findings.warnings.append("auth.file is set, but no listener offering method 'username' checks logins with it")
+        }
+        findings.warnings += auth.warnings
+        if !usage.quotas.isEmpty, !usesUsernameMethod {
+            findings.warnings.append("quotas are set, but no listener offers method 'username': quotas count only authenticated users")
         }
         for (rule, block, closed) in policy.specialRangesLeftClosed() {
             let names = closed.map(\.description)
@@ -187,6 +212,7 @@ extension ServerConfiguration {
         root.section("udp") { udp.read(&$0) }
         root.section("dns") { dns.read(&$0) }
         root.section("admin") { admin.read(&$0) }
+        usage.read(&root)
     }
 }
 
@@ -204,12 +230,16 @@ extension ListenerConfiguration {
             var methods = defaultMethods
             var proxy: ProxyExpectation?
             var socks4 = false
+            var checker: LoginChecker?
             if case .mapping = item {
                 var entry = ConfigSection(item, path: itemPath, problems: problems)
                 let address = entry.node("address")
                 if let node = entry.node("methods") { methods = self.methods(node, entry.keyPath("methods"), problems) ?? methods }
                 proxy = ProxyExpectation.read(&entry, item)
                 entry.bool("socks4", into: &socks4)
+                checker = entry.value("auth") { text in
+                    LoginChecker(rawValue: text).map { .success($0) } ?? .failure(.init("'\(text)' is not pam or file"))
+                }
                 entry.finish()
                 guard let address else {
                     problems.report(item, itemPath, "missing key 'address' (HOST:PORT)")
@@ -224,6 +254,7 @@ extension ListenerConfiguration {
                 var listener = ListenerConfiguration(host: address.host, port: address.port, methods: methods)
                 listener.proxyProtocol = proxy
                 listener.socks4 = socks4
+                listener.checker = checker
                 listener.line = item.mark?.line
                 listener.column = item.mark?.column
                 result.append(listener)

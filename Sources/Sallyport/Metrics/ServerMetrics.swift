@@ -105,7 +105,7 @@ public final class ServerMetrics: Sendable {
 
     /// The exposition text, with the gauges of what is alive now set first.
     /// `listeners`: every listener has a gauge for CONNECT and UDP, at 0 when idle.
-    func exposition(sessions: [SessionSnapshot], listeners: [String], pamQueue: Int) -> String {
+    func exposition(sessions: [SessionSnapshot], listeners: [String], pamQueue: Int, usage: UsageReport? = nil) -> String {
         var active: [[String]: Int] = [:]
         for session in sessions { active[[session.listener, session.command ?? "negotiating"], default: 0] += 1 }
         let pairs = activePairs.withLockedValue { pairs in
@@ -117,6 +117,16 @@ public final class ServerMetrics: Sendable {
             gauge("sallyport_sessions_active", [("listener", pair[0]), ("command", pair[1])]).record(active[pair] ?? 0)
         }
         gauge("sallyport_pam_queue_depth", []).record(pamQueue)
+        for user in usage?.users ?? [] {
+            for (period, up, down) in [("day", user.day.up, user.day.down), ("month", user.month.up, user.month.down), ("total", user.total.up, user.total.down)] {
+                gauge("sallyport_user_usage_bytes", [("user", user.user), ("period", period), ("direction", "up")]).record(Int64(clamping: up))
+                gauge("sallyport_user_usage_bytes", [("user", user.user), ("period", period), ("direction", "down")]).record(Int64(clamping: down))
+            }
+            for quota in user.quotas {
+                gauge("sallyport_user_quota_used_ratio", [("user", user.user), ("period", quota.period)])
+                    .record(Double(quota.used) / Double(max(quota.bytes, 1)))
+            }
+        }
         return registry.emitToString()
     }
 }

@@ -15,6 +15,11 @@ extension Session {
         record.command = request.command
         record.destination = request.destination
 
+        // A user over a quota gets nothing more this period.
+        if let quota = overQuota() {
+            fail(.quota(quota), reply: .notAllowed)
+            return
+        }
         // Limits first: a refused session costs no lookup.
         switch services.limiter.acquire(user: identity.user, client: clientNetwork, limits: services.limits) {
         case .failure(let refusal):

@@ -11,7 +11,7 @@ struct SessionServices: Sendable {
     let timeouts: Timeouts
     let limits: Limits
     let egress: Egress
-    let authenticator: (any Authenticator)?
+    var authenticator: (any Authenticator)?
     let connector: any OutboundConnecting
     let logger: Logger
     let accessLogger: Logger
@@ -22,6 +22,9 @@ struct SessionServices: Sendable {
     var metrics: ServerMetrics? = nil
     /// Count sessions and bytes per user name too.
     var perUserMetrics = false
+    /// Where each user's bytes are counted (nil: not counted), and the quotas judged against them.
+    var usage: UsageLedger? = nil
+    var quotas: [Quota] = []
 
     var policy: CompiledPolicy { egress.compiled }
 }
@@ -65,6 +68,8 @@ final class Session {
     var relay: RelaySession?
     var association: UDPAssociation?
     var refusals: RefusalNotice
+    /// The bytes already given to the usage ledger.
+    var accounted = RelayCounters()
     /// The first end decided; what the access log says even if other events follow.
     private var decided: SessionEnd?
     private(set) var finished = false
@@ -147,17 +152,21 @@ final class Session {
 
     /// What the admin listener shows of this session now. Call on the session's event loop.
     var snapshot: SessionSnapshot {
-        var bytes = record.counters
-        if let relay { bytes = relay.bytesSoFar }
-        if let association {
-            let counters = association.countersSoFar
-            bytes = RelayCounters(clientToTarget: counters.bytesUp, targetToClient: counters.bytesDown)
-        }
+        let bytes = bytesSoFar
         return SessionSnapshot(
             id: record.idText, listener: record.listener, client: record.clientText, user: record.user,
             command: record.command?.description, destination: record.destination?.description,
             bytesUp: bytes.clientToTarget, bytesDown: bytes.targetToClient,
             ageSeconds: Double((NIODeadline.now() - record.start).nanoseconds) / 1e9)
+    }
+
+    /// The bytes relayed so far, each way. Call on the session's event loop.
+    var bytesSoFar: RelayCounters {
+        if let association {
+            let counters = association.countersSoFar
+            return RelayCounters(clientToTarget: counters.bytesUp, targetToClient: counters.bytesDown)
+        }
+        return relay?.bytesSoFar ?? record.counters
     }
 
     func closeForShutdown() {
@@ -308,6 +317,7 @@ final class Session {
             self.grant = nil
         }
         let final = decided ?? end
+        account(record.counters)
         services.accessLogger.info("session", metadata: record.metadata(end: final))
         if let metrics = services.metrics {
             metrics.sessionEnded(

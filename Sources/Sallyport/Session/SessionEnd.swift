@@ -33,6 +33,8 @@ enum SessionEnd: Sendable, Equatable {
     case proxyHeaderRefused
     /// A PROXY protocol LOCAL connection: the balancer's own health check.
     case proxyLocal
+    /// The user has used up a quota: refused at the request, or closed while running.
+    case quota(Quota)
 
     /// The `end` field of the access log.
     var logName: String {
@@ -60,6 +62,7 @@ enum SessionEnd: Sendable, Equatable {
         case .closedByAdmin: return "closed_by_admin"
         case .proxyHeaderRefused: return "proxy_refused"
         case .proxyLocal: return "proxy_local"
+        case .quota: return "quota"
         }
     }
 

@@ -156,7 +156,9 @@ struct ServerProcess {
     static func start(
         _ yaml: String, arguments: [String] = [], environment: [String: String]? = nil, namespace: String? = nil
     ) async throws -> ServerProcess {
-        let path = try temporaryFile(yaml)
+        // Usage totals go to a directory of the test's own, never /var/lib/sallyport.
+        let stateDirectory = NSTemporaryDirectory() + "sallyport-state-\(UUID().uuidString)"
+        let path = try temporaryFile(yaml.contains("state_dir:") ? yaml : yaml + "\nstate_dir: \(stateDirectory)\n")
         let command = [sallyportExecutable(), "--config", path] + arguments
         let ip = which("ip") ?? "/usr/sbin/ip"
         let process = try namespace.map { try BackgroundProcess(ip, ["netns", "exec", $0] + command, environment: environment) }

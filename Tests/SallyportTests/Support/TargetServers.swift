@@ -183,6 +183,8 @@ struct TestProxy {
     ) async throws -> TestProxy {
         var configuration = ServerConfiguration(listeners: [ListenerConfiguration(host: "127.0.0.1", port: 0)])
         configuration.timeouts.shutdownGrace = .zero
+        // Usage totals in memory only: a test never writes /var/lib/sallyport.
+        configuration.usage.stateDirectory = nil
         // The targets of these tests live on loopback, which the special-address guard keeps out of
         // reach: an explicit rule allows it, as a real configuration would have to.
         configuration.policy = Policy(rules: [

@@ -1,0 +1,34 @@
+import Logging
+import SallyportRelay
+
+/// Each user's bytes into the usage ledger as the session goes, and the quotas judged against them.
+extension Session {
+    /// Gives the ledger what was relayed since the last call (`counters`: so far, or the final).
+    func account(_ counters: RelayCounters) {
+        guard let user = identity.user, let usage = services.usage else { return }
+        let up = counters.clientToTarget &- accounted.clientToTarget
+        let down = counters.targetToClient &- accounted.targetToClient
+        // Counters only grow; a smaller reading is one taken before the last.
+        guard counters.clientToTarget >= accounted.clientToTarget, counters.targetToClient >= accounted.targetToClient else { return }
+        usage.add(user, groups: identity.groups, up: up, down: down)
+        accounted = counters
+    }
+
+    /// The keeper's tick: report the bytes so far, and close the session when its user has used
+    /// up a quota. Call on the session's event loop.
+    func usageTick(quotas: [Quota]) {
+        guard !finished, identity.user != nil else { return }
+        account(bytesSoFar)
+        guard !quotas.isEmpty, phase == .relaying || phase == .associated, let quota = overQuota(quotas) else { return }
+        decide(.quota(quota))
+        closeForShutdown()
+    }
+
+    /// The quota the session's user has used up, logged; nil when none.
+    func overQuota(_ quotas: [Quota]? = nil) -> Quota? {
+        guard let quota = services.usage?.exceeded(subject, quotas: quotas ?? services.quotas) else { return nil }
+        services.logger.notice(
+            "quota used up", metadata: ["session": "\(record.idText)", "user": "\(identity.user ?? "-")", "quota": "\(quota.label)"])
+        return quota
+    }
+}

@@ -1,0 +1,155 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+
+/// Keeps the usage ledger: loads it from `state_dir` at start, has running sessions report their
+/// bytes every `usage.check_interval` (closing those of users over a quota), saves it every
+/// `usage.save_interval` and at shutdown. File work runs on a thread of its own.
+final class UsageKeeper: Sendable {
+    let ledger: UsageLedger
+    private let registry: SessionRegistry
+    private let logger: Logger
+    private struct State {
+        var settings: UsageSettings
+        /// Where the totals are saved; nil: in memory only.
+        var directory: String?
+        var check: RepeatedTask?
+        var save: RepeatedTask?
+        var lastSave: String?
+        var eventLoop: (any EventLoop)?
+    }
+
+    private let state: NIOLockedValueBox<State>
+    private static let files: NIOThreadPool = {
+        let pool = NIOThreadPool(numberOfThreads: 1)
+        pool.start()
+        return pool
+    }()
+
+    init(ledger: UsageLedger, settings: UsageSettings, registry: SessionRegistry, logger: Logger) {
+        self.ledger = ledger
+        self.registry = registry
+        self.logger = logger
+        self.state = NIOLockedValueBox(State(settings: settings))
+    }
+
+    /// Where the totals are saved now (nil: memory only), and when they last were.
+    var persistence: (directory: String?, lastSave: String?) { state.withLockedValue { ($0.directory, $0.lastSave) } }
+
+    var quotas: [Quota] { state.withLockedValue { $0.settings.quotas } }
+
+    /// Loads the saved totals and starts the timers. `persist`: some listener authenticates users
+    /// (else nothing is ever counted, and `state_dir` is left alone). Throws when quotas are set
+    /// and the totals cannot be kept: a restart would forget what each user used.
+    func start(on eventLoop: any EventLoop, persist: Bool) throws {
+        let settings = state.withLockedValue { $0.settings }
+        var directory: String?
+        if persist, let configured = settings.stateDirectory {
+            if let problem = UsageStore.prepare(configured) {
+                guard settings.quotas.isEmpty else {
+                    throw StartupError(description: "state_dir: \(problem); quotas need the usage totals to outlive a restart")
+                }
+                logger.warning("usage totals are kept in memory only: state_dir: \(problem)")
+            } else {
+                directory = configured
+                let loaded = UsageStore.load(from: configured, now: LineLogHandler.timestamp())
+                for error in loaded.errors { logger.error("\(error)") }
+                for note in loaded.notes { logger.info("\(note)") }
+                ledger.replace(with: loaded.book)
+            }
+        }
+        state.withLockedValue {
+            $0.directory = directory
+            $0.eventLoop = eventLoop
+        }
+        schedule()
+    }
+
+    /// A reload: new quotas and intervals (a new `state_dir` waits for a restart).
+    func update(_ settings: UsageSettings) -> String? {
+        let changedDirectory = state.withLockedValue { state -> Bool in
+            let changed = state.settings.stateDirectory != settings.stateDirectory
+            state.settings = settings
+            return changed
+        }
+        schedule()
+        return changedDirectory ? "state_dir changed; it takes effect at the next restart" : nil
+    }
+
+    private func schedule() {
+        let (settings, eventLoop, old) = state.withLockedValue { state in
+            let old = (state.check, state.save)
+            state.check = nil
+            state.save = nil
+            return (state.settings, state.eventLoop, old)
+        }
+        old.0?.cancel()
+        old.1?.cancel()
+        guard let eventLoop else { return }
+        let check = eventLoop.scheduleRepeatedTask(initialDelay: settings.checkInterval, delay: settings.checkInterval) { [self] _ in
+            tick(quotas: settings.quotas)
+        }
+        let saving = eventLoop.scheduleRepeatedAsyncTask(initialDelay: settings.saveInterval, delay: settings.saveInterval) { [self] _ in
+            self.save(on: eventLoop)
+        }
+        state.withLockedValue {
+            $0.check = check
+            $0.save = saving
+        }
+    }
+
+    /// Every running session reports its bytes (and, with quotas, closes when its user is over one).
+    @discardableResult
+    func tick(quotas: [Quota]?, on eventLoop: (any EventLoop)? = nil) -> EventLoopFuture<Void>? {
+        let sessions = registry.all()
+        let reports = sessions.map { session in
+            session.eventLoop.submit { session.value.usageTick(quotas: quotas ?? []) }
+        }
+        guard let eventLoop else { return nil }
+        return EventLoopFuture.andAllComplete(reports, on: eventLoop)
+    }
+
+    /// Running sessions report, then the book is written if it changed.
+    func save(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        let reported = tick(quotas: nil, on: eventLoop) ?? eventLoop.makeSucceededVoidFuture()
+        return reported.flatMap { [self] in
+            guard let directory = persistence.directory, let book = ledger.takeChanges() else { return eventLoop.makeSucceededVoidFuture() }
+            return Self.files.runIfActive(eventLoop: eventLoop) { [self] in
+                do {
+                    try UsageStore.save(book, to: directory)
+                    let now = LineLogHandler.timestamp()
+                    state.withLockedValue { $0.lastSave = now }
+                } catch {
+                    ledger.markUnsaved()
+                    logger.error("cannot save the usage totals; the previous snapshot stays: \(error)")
+                }
+            }
+            .recover { _ in }
+        }
+    }
+
+    /// The report for `/usage`, once running sessions have reported.
+    func report(on eventLoop: any EventLoop) -> EventLoopFuture<UsageReport> {
+        let reported = tick(quotas: nil, on: eventLoop) ?? eventLoop.makeSucceededVoidFuture()
+        return reported.map { [self] in
+            var report = ledger.report(quotas: quotas)
+            let (directory, lastSave) = persistence
+            report.stateFile = directory.map(UsageStore.file(in:))
+            report.lastSaved = lastSave
+            return report
+        }
+    }
+
+    /// At shutdown, once sessions are gone: stop the timers and save.
+    func stop() async {
+        let (timers, eventLoop) = state.withLockedValue { state in
+            defer { state.check = nil; state.save = nil }
+            return ((state.check, state.save), state.eventLoop)
+        }
+        timers.0?.cancel()
+        timers.1?.cancel()
+        guard let eventLoop else { return }
+        try? await save(on: eventLoop).get()
+    }
+}

@@ -1,0 +1,95 @@
+import CCrypt
+import SOCKSProtocol
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Password hashes in crypt(3) formats, through libxcrypt's reentrant calls. Every buffer that held
+/// a password or its work area is wiped before it is freed.
+public enum PasswordHash {
+    /// The methods `sallyport passwd` writes.
+    public enum Method: String, Sendable, CaseIterable {
+        case yescrypt, bcrypt, sha512
+
+        /// The setting prefix crypt_gensalt takes.
+        var prefix: String {
+            switch self {
+            case .yescrypt: "$y$"
+            case .bcrypt: "$2b$"
+            case .sha512: "$6$"
+            }
+        }
+
+        /// The cost crypt_gensalt is given: 0 is libxcrypt's default (yescrypt's is sound; bcrypt's
+        /// 5 and SHA-512's 5,000 rounds are cheap for today's guessing, so these are raised).
+        var cost: UInt {
+            switch self {
+            case .yescrypt: 0
+            case .bcrypt: 11
+            case .sha512: 65_536
+            }
+        }
+    }
+
+    /// Prefixes of the methods a user file may hold: strong, salted and slow by design.
+    static let acceptedPrefixes = ["$y$", "$gy$", "$7$", "$2b$", "$2y$", "$2a$", "$6$", "$5$"]
+
+    /// Why a hash is not taken, or nil when it is. A hash that starts with `!` or `*` is a locked
+    /// account: valid, and no password matches it.
+    public static func problem(with hash: String) -> String? {
+        if isLocked(hash) { return nil }
+        guard acceptedPrefixes.contains(where: { hash.hasPrefix($0) }) else {
+            return "the hash is not yescrypt ($y$), bcrypt ($2b$), SHA-512 ($6$) or SHA-256 ($5$); write it with `sallyport passwd`"
+        }
+        guard crypt_checksalt(hash) == CRYPT_SALT_OK else {
+            return "the hash is malformed or uses a method this libxcrypt does not offer; write it again with `sallyport passwd`"
+        }
+        return nil
+    }
+
+    /// A locked account's hash: `!...` or `*...`.
+    public static func isLocked(_ hash: String) -> Bool {
+        hash.hasPrefix("!") || hash.hasPrefix("*")
+    }
+
+    /// The hash of `password` with the setting (method, cost and salt) of `setting`; nil when the
+    /// password holds a NUL byte or crypt refuses. Slow by design: call off the event loops.
+    static func compute(_ password: Password, setting: String) -> [UInt8]? {
+        password.withUnsafeBytes { bytes -> [UInt8]? in
+            guard !bytes.contains(0) else { return nil }
+            let phrase = UnsafeMutablePointer<CChar>.allocate(capacity: bytes.count + 1)
+            let data = UnsafeMutablePointer<crypt_data>.allocate(capacity: 1)
+            defer {
+                explicit_bzero(phrase, bytes.count + 1)
+                phrase.deallocate()
+                explicit_bzero(data, MemoryLayout<crypt_data>.size)
+                data.deallocate()
+            }
+            memset(data, 0, MemoryLayout<crypt_data>.size)
+            if let base = bytes.baseAddress { memcpy(phrase, base, bytes.count) }
+            phrase[bytes.count] = 0
+            guard let result = crypt_rn(phrase, setting, data, Int32(MemoryLayout<crypt_data>.size)), result[0] != CChar(UInt8(ascii: "*")) else {
+                return nil
+            }
+            return Array(UnsafeRawBufferPointer(start: result, count: strlen(result)))
+        }
+    }
+
+    /// Whether `password` matches `hash`, compared in time that does not depend on where they differ.
+    public static func verify(_ password: Password, hash: String) -> Bool {
+        guard !isLocked(hash), let computed = compute(password, setting: hash) else { return false }
+        let stored = Array(hash.utf8)
+        var difference = UInt8(computed.count == stored.count ? 0 : 1)
+        for index in 0..<min(computed.count, stored.count) { difference |= computed[index] ^ stored[index] }
+        return difference == 0
+    }
+
+    /// A new hash of `password` with a fresh random salt and the method's default cost.
+    public static func make(_ password: Password, method: Method = .yescrypt) -> String? {
+        var setting = [CChar](repeating: 0, count: Int(CRYPT_GENSALT_OUTPUT_SIZE))
+        guard crypt_gensalt_rn(method.prefix, method.cost, nil, 0, &setting, Int32(setting.count)) != nil else { return nil }
+        let text = String(decoding: setting.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self)
+        return compute(password, setting: text).map { String(decoding: $0, as: UTF8.self) }
+    }
+}
