@@ -42,10 +42,32 @@ public enum PasswordHash {
         guard acceptedPrefixes.contains(where: { hash.hasPrefix($0) }) else {
             return "the hash is not yescrypt ($y$), bcrypt ($2b$), SHA-512 ($6$) or SHA-256 ($5$); write it with `sallyport passwd`"
         }
-        guard crypt_checksalt(hash) == CRYPT_SALT_OK else {
+        // libxcrypt counts SHA-256 as legacy; it is still accepted here, as the prefixes above say.
+        let check = crypt_checksalt(hash)
+        guard check == CRYPT_SALT_OK || check == CRYPT_SALT_METHOD_LEGACY, isWellFormed(hash) else {
             return "the hash is malformed or uses a method this libxcrypt does not offer; write it again with `sallyport passwd`"
         }
         return nil
+    }
+
+    /// The shape of each accepted method: the fields between `$` and the length of the checksum.
+    static func isWellFormed(_ hash: String) -> Bool {
+        let parts = hash.split(separator: "$", omittingEmptySubsequences: false)
+        let alphabet = { (text: Substring) in
+            text.utf8.allSatisfy { byte in
+                byte == UInt8(ascii: ".") || byte == UInt8(ascii: "/") || (byte >= 0x30 && byte <= 0x39) || (byte | 0x20 >= 0x61 && byte | 0x20 <= 0x7A)
+            }
+        }
+        guard parts.count >= 4, parts[0].isEmpty, let checksum = parts.last, alphabet(checksum) else { return false }
+        switch parts[1] {
+        case "y", "gy": return parts.count == 5 && checksum.count == 43 && !parts[3].isEmpty
+        case "7": return parts.count == 4 && checksum.count == 43
+        case "2b", "2y", "2a": return parts.count == 4 && Int(parts[2]).map { (4...31).contains($0) } == true && checksum.count == 53
+        case "5", "6":
+            let salted = parts.count == 5 ? parts[2].hasPrefix("rounds=") : parts.count == 4
+            return salted && checksum.count == (parts[1] == "5" ? 43 : 86)
+        default: return false
+        }
     }
 
     /// A locked account's hash: `!...` or `*...`.

@@ -38,8 +38,7 @@ public struct UserFile: Sendable, Hashable {
         var accounts: [String: Account] = [:]
         var order: [String] = []
         var problems: [Problem] = []
-        for (index, rawLine) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
-            let line = rawLine.hasSuffix("\r") ? rawLine.dropLast() : rawLine
+        for (index, line) in lines(of: text).enumerated() {
             let trimmed = line.drop { $0 == " " || $0 == "\t" }
             if trimmed.isEmpty || trimmed.hasPrefix("#") { continue }
             switch parseLine(String(line)) {
@@ -122,8 +121,7 @@ public struct UserFile: Sendable, Hashable {
     /// `text` with the user's line set to `hash` (and `groups`, or the groups it had when nil);
     /// appended when the user has no line yet.
     public static func setting(user: String, hash: String, groups: [String]?, in text: String) -> String {
-        var lines = text.isEmpty ? [] : text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        if lines.last == "" { lines.removeLast() }
+        var lines = lines(of: text)
         for (index, line) in lines.enumerated() {
             guard case .success(let (name, account)) = parseLine(line), name == user else { continue }
             lines[index] = render(user, Account(hash: hash, groups: groups ?? account.groups))
@@ -135,14 +133,22 @@ public struct UserFile: Sendable, Hashable {
 
     /// `text` without the user's line; nil when there is none.
     public static func removing(user: String, from text: String) -> String? {
-        var lines = text.split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
-        if lines.last == "" { lines.removeLast() }
+        let lines = lines(of: text)
         let kept = lines.filter { line in
             if case .success(let (name, _)) = parseLine(line), name == user { return false }
             return true
         }
         guard kept.count < lines.count else { return nil }
         return kept.isEmpty ? "" : kept.joined(separator: "\n") + "\n"
+    }
+
+    /// The lines of a file, split at each LF (a CR before it goes too); no last empty line.
+    static func lines(of text: String) -> [String] {
+        var lines = text.utf8.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false).map { line in
+            String(decoding: line.last == UInt8(ascii: "\r") ? line.dropLast() : line, as: UTF8.self)
+        }
+        if lines.last == "" { lines.removeLast() }
+        return lines
     }
 
     static func render(_ name: String, _ account: Account) -> String {
