@@ -15,6 +15,13 @@ func httpRequest(port: Int, _ path: String, method: String = "GET", headers: [St
     return (status, body)
 }
 
+/// The admin port from the server's `admin listening` line.
+func adminPort(of server: ServerProcess) async throws -> Int {
+    #expect(await server.process.waitForStderr(containing: "admin listening"))
+    let line = server.process.stderr.split(separator: "\n").first { $0.contains("admin listening") }.map(String.init) ?? ""
+    return try #require(Int(logfmtFields(line)["address"]?.split(separator: ":").last ?? ""))
+}
+
 /// Samples of a Prometheus exposition: `name{labels}` to value.
 func prometheusSamples(_ text: String) -> [String: Double] {
     var samples: [String: Double] = [:]
@@ -35,11 +42,8 @@ func prometheusSamples(_ text: String) -> [String: Double] {
 
         """ + loopbackRules
 
-    /// The admin port from the server's `admin listening` line.
     func adminPort(_ server: ServerProcess) async throws -> Int {
-        #expect(await server.process.waitForStderr(containing: "admin listening"))
-        let line = server.process.stderr.split(separator: "\n").first { $0.contains("admin listening") }.map(String.init) ?? ""
-        return try #require(Int(logfmtFields(line)["address"]?.split(separator: ":").last ?? ""))
+        try await SallyportTests.adminPort(of: server)
     }
 
     /// A CONNECT session to the echo server, left open.
