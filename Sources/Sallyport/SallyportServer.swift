@@ -176,7 +176,7 @@ public final class SallyportServer: Service, Sendable {
             next, previous: old, injectedAuthenticator: injectedAuthenticator, logger: logger, accessLogger: accessLogger,
             registry: registry, limiter: limiter, resolver: resolver, metrics: metrics, usage: usage.ledger)
         resolver.update(.init(next))
-        if let warning = usage.update(next.usage) { next.warnings.append(warning) }
+        if let warning = usage.update(next.usage, active: next.usesUsernameMethod) { next.warnings.append(warning) }
         if next.dns.threads != old.configuration.dns.threads {
             next.warnings.append("dns.threads changed; it takes effect at the next restart")
         }

@@ -27,6 +27,24 @@ func socksLogin(
     return (0, try socket.readReply().code, false)
 }
 
+/// A PySocks client (python3 SCRIPT PROXY_PORT TARGET_PORT USER PASSWORD): logs in, connects to
+/// `target`, sends `message` and prints the echo; exits 3 when the proxy refuses.
+func pySocksLoginScript(target: String, message: String) throws -> String {
+    try temporaryFile("""
+        import sys, socks
+        s = socks.socksocket()
+        s.set_proxy(socks.SOCKS5, "127.0.0.1", int(sys.argv[1]), rdns=True, username=sys.argv[3], password=sys.argv[4])
+        s.settimeout(10)
+        try:
+            s.connect(("\(target)", int(sys.argv[2])))
+        except socks.ProxyError as error:
+            print("refused", error)
+            sys.exit(3)
+        s.sendall(b"\(message)")
+        print(s.recv(100).decode())
+        """, suffix: ".py")
+}
+
 /// A proxy whose logins go through real PAM (`service`) behind a throttle; method username only,
 /// plus a method-none listener when `extraListener`.
 func pamProxy(
@@ -185,20 +203,7 @@ struct PAMTests {
         #expect(bad.status != 0)
         #expect(bad.stdout.isEmpty)
 
-        let script = """
-            import socket, sys, socks
-            s = socks.socksocket()
-            s.set_proxy(socks.SOCKS5, "127.0.0.1", int(sys.argv[1]), rdns=True, username=sys.argv[3], password=sys.argv[4])
-            s.settimeout(10)
-            try:
-                s.connect(("127.0.0.1", int(sys.argv[2])))
-            except socks.ProxyError as error:
-                print("refused", error)
-                sys.exit(3)
-            s.sendall(b"ping through pam")
-            print(s.recv(100).decode())
-            """
-        let path = try temporaryFile(script, suffix: ".py")
+        let path = try pySocksLoginScript(target: "127.0.0.1", message: "ping through pam")
         let pyGood = try await runProcess("/usr/bin/python3", [path, "\(proxy.port)", "\(echo.port)", "carol", "c4rol-pw"])
         #expect(pyGood.stdout == "ping through pam\n", "\(pyGood.stderr)")
         let pyBad = try await runProcess("/usr/bin/python3", [path, "\(proxy.port)", "\(echo.port)", "carol", "wrong"])

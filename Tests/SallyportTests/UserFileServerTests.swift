@@ -70,20 +70,7 @@ import Testing
             curl, ["-sS", "--max-time", "10", "-x", "socks5h://alice:bob-pw@127.0.0.1:\(server.port)", "http://localhost:\(http.port)/"],
             environment: cleanEnvironment)
         #expect(bad.status != 0 && bad.stdout.isEmpty)
-        let script = """
-            import sys, socks
-            s = socks.socksocket()
-            s.set_proxy(socks.SOCKS5, "127.0.0.1", int(sys.argv[1]), rdns=True, username=sys.argv[3], password=sys.argv[4])
-            s.settimeout(10)
-            try:
-                s.connect(("localhost", int(sys.argv[2])))
-            except socks.ProxyError as error:
-                print("refused", error)
-                sys.exit(3)
-            s.sendall(b"ping through the user file")
-            print(s.recv(100).decode())
-            """
-        let path = try temporaryFile(script, suffix: ".py")
+        let path = try pySocksLoginScript(target: "localhost", message: "ping through the user file")
         for (user, password) in [("bob", "bob-pw"), ("alice", "alice-pw")] {
             let good = try await runProcess("/usr/bin/python3", [path, "\(server.port)", "\(echo.port)", user, password], environment: cleanEnvironment)
             #expect(good.stdout == "ping through the user file\n", "\(user): \(good.stderr)")

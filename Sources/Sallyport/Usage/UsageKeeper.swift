@@ -18,6 +18,9 @@ final class UsageKeeper: Sendable {
         var save: RepeatedTask?
         var lastSave: String?
         var eventLoop: (any EventLoop)?
+        /// Some listener authenticates users: without any, no session has bytes to count, and
+        /// no timer runs.
+        var active = false
     }
 
     private let state: NIOLockedValueBox<State>
@@ -43,50 +46,56 @@ final class UsageKeeper: Sendable {
     /// (else nothing is ever counted, and `state_dir` is left alone). Throws when quotas are set
     /// and the totals cannot be kept: a restart would forget what each user used.
     func start(on eventLoop: any EventLoop, persist: Bool) throws {
-        let settings = state.withLockedValue { $0.settings }
-        var directory: String?
-        if persist, let configured = settings.stateDirectory {
-            if let problem = UsageStore.prepare(configured) {
-                guard settings.quotas.isEmpty else {
-                    throw StartupError(description: "state_dir: \(problem); quotas need the usage totals to outlive a restart")
-                }
-                logger.warning("usage totals are kept in memory only: state_dir: \(problem)")
-            } else {
-                directory = configured
-                let loaded = UsageStore.load(from: configured, now: LineLogHandler.timestamp())
-                for error in loaded.errors { logger.error("\(error)") }
-                for note in loaded.notes { logger.info("\(note)") }
-                ledger.replace(with: loaded.book)
-            }
-        }
         state.withLockedValue {
-            $0.directory = directory
             $0.eventLoop = eventLoop
+            $0.active = persist
+        }
+        if persist, let problem = openStore() {
+            guard quotas.isEmpty else { throw StartupError(description: "state_dir: \(problem); quotas need the usage totals to outlive a restart") }
+            logger.warning("usage totals are kept in memory only: state_dir: \(problem)")
         }
         schedule()
     }
 
-    /// A reload: new quotas and intervals (a new `state_dir` waits for a restart).
-    func update(_ settings: UsageSettings) -> String? {
-        let changedDirectory = state.withLockedValue { state -> Bool in
+    /// Makes `state_dir` ready and loads the saved totals; the reason when it cannot be used.
+    private func openStore() -> String? {
+        guard let configured = state.withLockedValue({ $0.settings.stateDirectory }) else { return nil }
+        if let problem = UsageStore.prepare(configured) { return problem }
+        let loaded = UsageStore.load(from: configured, now: LineLogHandler.timestamp())
+        for error in loaded.errors { logger.error("\(error)") }
+        for note in loaded.notes { logger.info("\(note)") }
+        ledger.replace(with: loaded.book)
+        state.withLockedValue { $0.directory = configured }
+        return nil
+    }
+
+    /// A reload: new quotas and intervals (a new `state_dir` waits for a restart). `active`: some
+    /// listener authenticates users.
+    func update(_ settings: UsageSettings, active: Bool) -> String? {
+        let (changedDirectory, opening) = state.withLockedValue { state -> (Bool, Bool) in
             let changed = state.settings.stateDirectory != settings.stateDirectory
+            // Users authenticate from now on: the totals are loaded before any is counted.
+            let opening = active && !state.active && state.directory == nil
             state.settings = settings
-            return changed
+            state.active = active
+            return (changed && !opening, opening)
         }
+        var warning: String?
+        if opening, let problem = openStore() { warning = "usage totals are kept in memory only: state_dir: \(problem)" }
         schedule()
-        return changedDirectory ? "state_dir changed; it takes effect at the next restart" : nil
+        return warning ?? (changedDirectory ? "state_dir changed; it takes effect at the next restart" : nil)
     }
 
     private func schedule() {
-        let (settings, eventLoop, old) = state.withLockedValue { state in
+        let (settings, eventLoop, active, old) = state.withLockedValue { state in
             let old = (state.check, state.save)
             state.check = nil
             state.save = nil
-            return (state.settings, state.eventLoop, old)
+            return (state.settings, state.eventLoop, state.active, old)
         }
         old.0?.cancel()
         old.1?.cancel()
-        guard let eventLoop else { return }
+        guard let eventLoop, active else { return }
         let check = eventLoop.scheduleRepeatedTask(initialDelay: settings.checkInterval, delay: settings.checkInterval) { [self] _ in
             tick(quotas: settings.quotas)
         }
