@@ -89,7 +89,7 @@ let package = Package(
         // What the fuzzer drives (`make fuzz`), also replayed by the tests.
         .target(
             name: "SallyportFuzz",
-            dependencies: ["SOCKSProtocol", "SallyportPolicy", "Sallyport", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: ["SOCKSProtocol", "SallyportPolicy", "SallyportAuth", "Sallyport", .product(name: "NIOCore", package: "swift-nio")]
         ),
         // libFuzzer's entry with -D FUZZING (`make fuzz`); else replays files through a target.
         .executableTarget(name: "sallyport-fuzz", dependencies: ["SallyportFuzz", "CSystemShims"]),

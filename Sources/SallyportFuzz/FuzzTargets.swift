@@ -1,6 +1,7 @@
 import NIOCore
 import SOCKSProtocol
 import Sallyport
+import SallyportAuth
 import SallyportPolicy
 
 /// The code the fuzzer drives, one function per target: each takes arbitrary bytes, must neither
@@ -15,7 +16,28 @@ public enum FuzzTargets {
         "config": configuration,
         "policy": policy,
         "proxy-header": proxyHeader,
+        "user-file": userFile,
     ]
+
+    /// A user file as `sallyport passwd` edits it: whatever the bytes, the reader answers with
+    /// accounts or bad lines; setting an account's own line again changes no account, and removing
+    /// one leaves the others as they were.
+    public static func userFile(_ input: [UInt8]) {
+        let text = String(decoding: input, as: UTF8.self)
+        guard case .success(let file) = UserFile.parse(text) else { return }
+        for (name, account) in file.accounts.sorted(by: { $0.key < $1.key }).prefix(4) {
+            precondition(UserFile.nameProblem(name) == nil && PasswordHash.problem(with: account.hash) == nil, "a bad account was read: \(name)")
+            let again = UserFile.setting(user: name, hash: account.hash, groups: nil, in: text)
+            guard case .success(let same) = UserFile.parse(again) else { preconditionFailure("setting \(name) again broke the file") }
+            precondition(same.accounts == file.accounts, "setting \(name) again changed the accounts")
+            guard let removed = UserFile.removing(user: name, from: text), case .success(let rest) = UserFile.parse(removed) else {
+                preconditionFailure("removing \(name) failed")
+            }
+            var expected = file.accounts
+            expected[name] = nil
+            precondition(rest.accounts == expected, "removing \(name) changed other accounts")
+        }
+    }
 
     /// The negotiation machine fed the input in pieces whose sizes the input's first bytes choose:
     /// it must take the same actions as when fed the input whole (framing never changes meaning).
