@@ -38,6 +38,7 @@ public enum PasswordHash {
     /// Why a hash is not taken, or nil when it is. A hash that starts with `!` or `*` is a locked
     /// account: valid, and no password matches it.
     public static func problem(with hash: String) -> String? {
+        guard !hash.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7F }) else { return "the hash holds a blank or a control character" }
         if isLocked(hash) { return nil }
         guard acceptedPrefixes.contains(where: { hash.hasPrefix($0) }) else {
             return "the hash is not yescrypt ($y$), bcrypt ($2b$), SHA-512 ($6$) or SHA-256 ($5$); write it with `sallyport passwd`"
