@@ -134,6 +134,16 @@ public enum ConfigurationLoader {
     }
 }
 
+/// Why `path` is not a file to read whole (a directory, a device such as /dev/zero, a FIFO, or
+/// larger than `limit` bytes); nil when it is, or when it does not exist (reading says so then).
+func regularFileProblem(_ path: String, limit: Int) -> String? {
+    var status = stat()
+    guard stat(path, &status) == 0 else { return nil }
+    guard status.st_mode & S_IFMT == S_IFREG else { return "\(path) is not a regular file" }
+    guard status.st_size <= limit else { return "\(path) is larger than \(limit >> 20) MiB" }
+    return nil
+}
+
 /// An error from the C library, with its text.
 struct SystemError: Error, CustomStringConvertible {
     var description: String

@@ -56,6 +56,9 @@ struct AccountsConfigurationTests {
         #expect(bad.contains("auth.file: \(home)/users:3: user 'bob'"), "\(bad)")
         let noFile = problems("listen: [{address: 127.0.0.1:1080, methods: [username], auth: file}]\n", file: config)
         #expect(noFile.contains("listen[0]") && noFile.contains("set auth.file"), "\(noFile)")
+        // A device is never read whole: /dev/zero would never end.
+        let device = problems("methods: [username]\nauth: {file: /dev/zero}\nrules: [{action: deny, to_file: /dev/zero}]\n", file: config)
+        #expect(device.contains("auth.file: /dev/zero is not a regular file") && device.contains("to_file: /dev/zero is not a regular file"), "\(device)")
         let unknown = problems("listen: [{address: 127.0.0.1:1080, auth: ldap}]\n", file: config)
         #expect(unknown.contains("'ldap' is not pam or file"), "\(unknown)")
     }

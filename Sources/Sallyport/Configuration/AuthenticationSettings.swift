@@ -70,6 +70,7 @@ extension AuthenticationSettings {
     /// Reads a user file: its accounts, and a warning when everyone may read it; or what is wrong
     /// (the first few bad lines, each as `path:line: message`).
     public static func readUserFile(_ path: String) -> Result<(UserFile, String?), UserFileError> {
+        if let problem = regularFileProblem(path, limit: 64 << 20) { return .failure(UserFileError(messages: [problem])) }
         guard let data = FileManager.default.contents(atPath: path) else {
             return .failure(UserFileError(messages: ["cannot read \(path); check the path and its permissions (the server's user must be able to read it)"]))
         }

@@ -18,6 +18,7 @@ enum DestinationFile {
     static let reportedLines = 5
 
     static func read(_ path: String) -> Result<DestinationList, Failure> {
+        if let problem = regularFileProblem(path, limit: 1 << 30) { return .failure(Failure(lines: [], reason: problem)) }
         guard let data = FileManager.default.contents(atPath: path) else {
             return .failure(Failure(lines: [], reason: "cannot read \(path); check the path and its permissions"))
         }
