@@ -207,8 +207,11 @@ def sallyport_argv(sallyport, path, port, methods="none", extra=""):
     """Writes a Sallyport configuration to `path` (listening on PROXY_HOST:port, loopback targets
     allowed, which the embedded default refuses) and returns the command line."""
     with open(path, "w") as f:
+        # With logins, usage totals of its own, never /var/lib/sallyport (a build older than usage
+        # totals, run with --compare and method none, would not know the key).
+        state = f"state_dir: {path}.state\n" if methods != "none" else ""
         f.write(f"listen:\n  - address: {PROXY_HOST}:{port}\n    methods: [{methods}]\n"
-                f"rules:\n  - name: bench-loopback\n    action: allow\n    to: [127.0.0.0/8]\n{extra}")
+                f"rules:\n  - name: bench-loopback\n    action: allow\n    to: [127.0.0.0/8]\n{state}{extra}")
     return [sallyport, "--config", path]
 
 
@@ -258,6 +261,10 @@ def main():
                "PAM_WRAPPER_SERVICE_DIR": f"{fixtures}/services", "NSS_WRAPPER_PASSWD": f"{fixtures}/passwd",
                "NSS_WRAPPER_GROUP": f"{fixtures}/group"}
     pam_extra = "auth:\n  pam: {service: sallyport-test, threads: 4, max_pending: 1024}\n  throttle: {max_failures: 0}\n"
+    users_file = os.path.join(work, "users")
+    subprocess.run([sallyport, "passwd", "alice", "--file", users_file], input=b"wonderland\n", check=True,
+                   stdout=subprocess.DEVNULL, env=dict(os.environ, LD_PRELOAD=""))
+    file_extra = f"auth:\n  file: {users_file}\n  pam: {{threads: 4, max_pending: 1024}}\n  throttle: {{max_failures: 0}}\n"
     proxies = [
         Proxy("direct", None),
         Proxy("microsocks", lambda port: [shutil.which("microsocks") or "/usr/bin/microsocks", "-i", PROXY_HOST, "-p", str(port)],
@@ -270,6 +277,10 @@ def main():
         # (pam_matrix), so its connections/s are PAM logins per second.
         sallyport_proxy("pam-no-cache", "username", pam_extra + "  cache_ttl: 0\n", env=pam_env,
                         user="alice", password="wonderland"),
+        # Accounts from a user file (a yescrypt hash written by this build's `sallyport passwd`):
+        # with the credential cache, and without it (every connection one hash: logins per second).
+        sallyport_proxy("sallyport-file", "username", file_extra, user="alice", password="wonderland"),
+        sallyport_proxy("file-no-cache", "username", file_extra + "  cache_ttl: 0\n", user="alice", password="wonderland"),
         # A yardstick, not a peer: the least a SwiftNIO SOCKS5 relay does (sallyport-bench
         # floor-proxy), to show what NIO itself costs per connection.
         Proxy("nio-floor", lambda port: [bench, "floor-proxy", "--listen", f"{PROXY_HOST}:{port}"], udp=False, memory=False),

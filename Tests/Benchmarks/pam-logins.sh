@@ -29,6 +29,7 @@ auth:
   pam: {service: sallyport-test, threads: 4, max_pending: 256}
   throttle: {max_failures: 0}
   cache_ttl: 0  # every login a PAM transaction: this measures PAM, not the cache
+state_dir: $work/state  # usage totals of the bench's own
 rules:  # the echo target is on loopback, which the default rules refuse
   - name: bench-loopback
     action: allow

@@ -148,7 +148,8 @@ auth:
 rules:
   - {name: loopback, action: allow, to: [127.0.0.0/8]}
 timeouts: {negotiation: 5s}
-""")
+state_dir: %s
+""" % os.path.join(work, "state"))
     fixtures = args.fixtures
     env = dict(os.environ, LD_PRELOAD="libpam_wrapper.so libnss_wrapper.so", PAM_WRAPPER="1",
                PAM_WRAPPER_SERVICE_DIR=f"{fixtures}/services", NSS_WRAPPER_PASSWD=f"{fixtures}/passwd",
