@@ -27,6 +27,11 @@ struct UsageBookTests {
         #expect(book.users["alice"]?.day == UsageBook.Period(start: "2026-12-01", up: 5, down: 5))
         #expect(book.users["alice"]?.total == UsageBook.Counts(up: 106, down: 1007))
         #expect(book.used("bob", .day, on: monday) == 0)
+        // An operator starts the periods again: the total stays.
+        #expect(book.resetPeriods(of: "alice", on: tuesday))
+        #expect(book.used("alice", .day, on: tuesday) == 0 && book.used("alice", .month, on: tuesday) == 0)
+        #expect(book.users["alice"]?.total == UsageBook.Counts(up: 106, down: 1007))
+        #expect(!book.resetPeriods(of: "bob", on: tuesday))
     }
 
     @Test func quotasApplyToTheUsersTheyNameEachOnTheirOwn() {

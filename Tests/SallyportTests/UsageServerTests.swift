@@ -162,6 +162,14 @@ import Testing
         let quotas = user(report, "alice")?["quotas"] as? [[String: Any]]
         #expect(quotas?.first?["exceeded"] as? Bool == true && quotas?.first?["bytes"] as? Int == quota)
         #expect((user(report, "bob")?["quotas"] as? [Any])?.isEmpty == true)
+        // The admin lifts it for today: alice's day starts again, her total stays.
+        #expect(try httpRequest(port: admin, "/usage/alice", method: "DELETE").status == 200)
+        #expect(try httpRequest(port: admin, "/usage/nobody", method: "DELETE").status == 404)
+        let lifted = try await onThread {
+            try socksLogin(proxyPort: proxy, user: Array("alice".utf8), password: Array("alice-pw".utf8), destination: loopback4(port)).reply
+        }
+        #expect(lifted == .succeeded)
+        #expect(total(try usage(admin), "alice").up >= quota / 2)
         await echo.stop()
     }
 

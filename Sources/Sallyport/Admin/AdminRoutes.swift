@@ -82,6 +82,8 @@ protocol AdminBackend: Sendable {
     func status(on eventLoop: any EventLoop) -> EventLoopFuture<AdminStatus>
     /// Each user's byte totals and quotas.
     func usage(on eventLoop: any EventLoop) -> EventLoopFuture<UsageReport>
+    /// Starts a user's day and month again (lifting a quota early); false when there is no such user.
+    func resetUsage(user: String) -> Bool
 }
 
 /// The routes of the admin listener: a pure mapping from request to response over a backend.
@@ -117,6 +119,11 @@ enum AdminRoutes {
             return backend.status(on: eventLoop).map { .json($0) }
         case (.GET, "/usage"):
             return backend.usage(on: eventLoop).map { .json($0) }
+        case (.DELETE, _) where request.path.hasPrefix("/usage/"):
+            let user = percentDecoded(request.path.dropFirst("/usage/".count))
+            return eventLoop.makeSucceededFuture(
+                backend.resetUsage(user: user)
+                    ? .text(.ok, "the day and month of \(user) start again") : .text(.notFound, "no usage for \(user)"))
         case (.GET, "/"):
             return eventLoop.makeSucceededFuture(AdminResponse(status: .ok, contentType: "text/html; charset=utf-8", body: StatusPage.html))
         case (_, "/healthz"), (_, "/readyz"), (_, "/metrics"), (_, "/sessions"), (_, "/proxy.pac"), (_, "/status"), (_, "/usage"), (_, "/"):

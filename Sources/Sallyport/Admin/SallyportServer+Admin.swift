@@ -55,6 +55,12 @@ extension SallyportServer: AdminBackend {
         usage.report(on: eventLoop)
     }
 
+    func resetUsage(user: String) -> Bool {
+        let found = usage.ledger.resetPeriods(of: user)
+        if found { logger.notice("usage periods started again by the admin", metadata: ["user": "\(user)"]) }
+        return found
+    }
+
     func pacFile() -> String {
         let configuration = self.configuration
         let pac = configuration.admin.pac

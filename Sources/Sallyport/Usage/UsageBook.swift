@@ -102,6 +102,16 @@ public struct UsageBook: Sendable, Hashable, Codable {
         users[user] = account
     }
 
+    /// Starts `user`'s day and month again (an operator lifting a quota early); the total stays.
+    /// False when the book has no such user.
+    public mutating func resetPeriods(of user: String, on today: CalendarDay) -> Bool {
+        guard var account = users[user] else { return false }
+        account.day = Period(start: today.day)
+        account.month = Period(start: today.month)
+        users[user] = account
+        return true
+    }
+
     /// The bytes `user` moved in the current `period` (0 when the recorded one has ended).
     public func used(_ user: String, _ period: UsagePeriod, on today: CalendarDay) -> UInt64 {
         guard let account = users[user] else { return 0 }

@@ -50,6 +50,16 @@ public final class UsageLedger: Sendable {
         return UsageReport(users: users)
     }
 
+    /// Starts the user's day and month again; false when the user has no totals.
+    func resetPeriods(of user: String) -> Bool {
+        let day = today()
+        return state.withLockedValue { state in
+            let found = state.book.resetPeriods(of: user, on: day)
+            if found { state.dirty = true }
+            return found
+        }
+    }
+
     /// The first quota `subject` has used up.
     func exceeded(_ subject: PolicySubject, quotas: [Quota]) -> Quota? {
         guard !quotas.isEmpty, subject.user != nil else { return nil }
