@@ -242,18 +242,18 @@ struct PAMTests {
     }
 
     @Test func checkAuthReportsRightAndWrongPasswords() async throws {
-        let right = try await runProcess(sallyportExecutable(), ["check-auth", "alice", "--service", "sallyport-test"], input: Data("wonderland\n".utf8))
+        let right = try await runProcess(sallyportExecutable(), ["check-auth", "alice", "--service", "sallyport-test"], input: Data("wonderland\n".utf8), wrappers: true)
         #expect(right.status == 0, "\(right.stderr)")
         #expect(right.stdout.contains("result: accepted"))
         #expect(right.stdout.contains("groups: alice, engineers"))
-        let wrong = try await runProcess(sallyportExecutable(), ["check-auth", "alice", "--service", "sallyport-test"], input: Data("nope\n".utf8))
+        let wrong = try await runProcess(sallyportExecutable(), ["check-auth", "alice", "--service", "sallyport-test"], input: Data("nope\n".utf8), wrappers: true)
         #expect(wrong.status == 1)
         #expect(wrong.stdout.contains("result: refused"))
         #expect(wrong.stdout.contains("pam: authenticate: Authentication failure"))
         #expect(!wrong.stdout.contains("nope") && !wrong.stderr.contains("nope"))
         // The service comes from the configuration file.
         let config = try temporaryFile("auth:\n  pam:\n    service: sallyport-locked\n")
-        let locked = try await runProcess(sallyportExecutable(), ["check-auth", "locked", "--config", config], input: Data("locked-pw\n".utf8))
+        let locked = try await runProcess(sallyportExecutable(), ["check-auth", "locked", "--config", config], input: Data("locked-pw\n".utf8), wrappers: true)
         #expect(locked.status == 1)
         #expect(locked.stdout.contains("pam: acct_mgmt:"))
     }

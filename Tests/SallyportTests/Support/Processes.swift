@@ -36,12 +36,13 @@ func sallyportExecutable() -> String {
     return packageRoot() + "/.build/debug/sallyport"
 }
 
-/// Runs a program to its end (killed after `timeout` seconds), feeding it `input`.
+/// Runs a program to its end (killed after `timeout` seconds), feeding it `input`. `wrappers`: see
+/// `BackgroundProcess`.
 func runProcess(
     _ executable: String, _ arguments: [String], input: Data? = nil, environment: [String: String]? = nil,
-    timeout: Double = 30
+    timeout: Double = 30, wrappers: Bool = false
 ) async throws -> ProcessResult {
-    let program = try BackgroundProcess(executable, arguments, environment: environment, input: input ?? Data())
+    let program = try BackgroundProcess(executable, arguments, environment: environment, input: input ?? Data(), wrappers: wrappers)
     let status = await program.waitForExit(timeout: timeout)
     return ProcessResult(status: status ?? -1, stdout: program.stdout, stderr: program.stderr, timedOut: status == nil)
 }
@@ -56,14 +57,19 @@ final class BackgroundProcess: Sendable {
     /// `waitForExit`, never runs beside one and splices the output out of order.
     private let reading = (out: NIOLock(), err: NIOLock())
 
-    /// - Parameter input: written to standard input, which is then closed; nil gives /dev/null.
-    init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: Data? = nil) throws {
+    /// - Parameters:
+    ///   - input: written to standard input, which is then closed; nil gives /dev/null.
+    ///   - wrappers: keep pam_wrapper and nss_wrapper preloaded (`make test` runs the tests under
+    ///     them), for a program that checks logins through PAM. Others start without: the
+    ///     wrapper's set-up races between programs that start at once ("Failed to create
+    ///     pam_wrapper config dir ... File exists"), and a program it fails does not start.
+    init(_ executable: String, _ arguments: [String], environment: [String: String]? = nil, input: Data? = nil, wrappers: Bool = false) throws {
         let process = Process()
         process.executableURL = URL(fileURLWithPath: executable)
         process.arguments = arguments
-        if let environment {
-            process.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
-        }
+        var inherited = ProcessInfo.processInfo.environment
+        if !wrappers { inherited["LD_PRELOAD"] = "" }
+        process.environment = inherited.merging(environment ?? [:]) { $1 }
         outputs = (Pipe(), Pipe())
         process.standardOutput = outputs.out
         process.standardError = outputs.err
@@ -161,8 +167,10 @@ struct ServerProcess {
         let path = try temporaryFile(yaml.contains("state_dir:") ? yaml : yaml + "\nstate_dir: \(stateDirectory)\n")
         let command = [sallyportExecutable(), "--config", path] + arguments
         let ip = which("ip") ?? "/usr/sbin/ip"
-        let process = try namespace.map { try BackgroundProcess(ip, ["netns", "exec", $0] + command, environment: environment) }
-            ?? BackgroundProcess(command[0], Array(command.dropFirst()), environment: environment)
+        // Logins through PAM need the wrappers; a user file or method none does not.
+        let pam = yaml.contains("username") && !yaml.contains("auth: {file") && !yaml.contains("\n  file:")
+        let process = try namespace.map { try BackgroundProcess(ip, ["netns", "exec", $0] + command, environment: environment, wrappers: pam) }
+            ?? BackgroundProcess(command[0], Array(command.dropFirst()), environment: environment, wrappers: pam)
         // logfmt (msg=listening) or JSON ("msg":"listening").
         let listening = arguments.contains("json") ? "\"msg\":\"listening\"" : "msg=listening"
         guard await process.waitForStderr(containing: listening, timeout: 20) else {
