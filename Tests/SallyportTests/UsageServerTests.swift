@@ -106,7 +106,7 @@ import Testing
         // Killed once a save has counted the running session, and a second after.
         let stateFile = home + "/state/usage.json"
         let saved = await waitUntil(timeout: 15) {
-            (try? UsageStore.read(stateFile).get())??.users["alice"].map { $0.total.up > 0 } ?? false
+            (try? UsageStore.read(stateFile).get())??.users["alice"].map { $0.total.up > 0 && $0.total.down > 0 } ?? false
         }
         #expect(saved, "no save counted the running session")
         try await Task.sleep(for: .seconds(1))
@@ -126,6 +126,7 @@ import Testing
         let lost = Double(stream.sent - up)
         #expect(up <= stream.sent && down <= stream.sent && up > 0 && down > 0, "up \(up) down \(down), sent \(stream.sent)")
         #expect(lost <= 3 * rate, "lost \(lost) bytes of \(stream.sent) at \(rate) B/s")
+        #expect(Double(stream.received - down) <= 3 * rate, "down \(down) of \(stream.received) received at \(rate) B/s")
         #expect(second.process.stderr.contains("usage totals loaded from \(stateFile)"))
         await echo.stop()
     }
