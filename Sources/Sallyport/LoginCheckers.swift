@@ -41,11 +41,14 @@ struct LoginCheckers: Sendable {
             case .file:
                 base = FileAuthenticator(users: auth.users ?? UserFile(), pool: pool, failDelay: auth.failDelay)
             }
+            // A throttled login against the file is answered after the fail delay too: it looks like
+            // a wrong password (PAM's modules keep their own delays).
+            let delay = checker == .file ? auth.failDelay : .zero
             let throttle: ThrottledAuthenticator
             if let previous, previous.settings.throttle == auth.throttle, let kept = previous.checkers.stacks[checker]?.throttle {
-                throttle = ThrottledAuthenticator(base: base, continuing: kept)
+                throttle = ThrottledAuthenticator(base: base, continuing: kept, refusalDelay: delay)
             } else {
-                throttle = ThrottledAuthenticator(base: base, configuration: auth.throttle, logger: logger)
+                throttle = ThrottledAuthenticator(base: base, configuration: auth.throttle, logger: logger, refusalDelay: delay)
             }
             checkers.stacks[checker] = Stack(cache: CachingAuthenticator(base: throttle, lifetime: auth.cacheTTL), throttle: throttle)
         }

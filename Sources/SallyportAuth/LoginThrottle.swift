@@ -162,23 +162,27 @@ public struct LoginThrottle: Sendable {
     }
 }
 
-/// Wraps an authenticator with `LoginThrottle`: a throttled client is refused without a check.
+/// Wraps an authenticator with `LoginThrottle`: a throttled client is refused without a check,
+/// after `refusalDelay` (the user file's fail delay: a throttled login then looks like a wrong one).
 public final class ThrottledAuthenticator: Authenticator {
     public let base: any Authenticator
     private let throttle: NIOLockedValueBox<LoginThrottle>
     private let logger: Logger
+    public let refusalDelay: TimeAmount
 
-    public init(base: any Authenticator, configuration: LoginThrottle.Configuration, logger: Logger) {
+    public init(base: any Authenticator, configuration: LoginThrottle.Configuration, logger: Logger, refusalDelay: TimeAmount = .zero) {
         self.base = base
         self.throttle = NIOLockedValueBox(LoginThrottle(configuration: configuration))
         self.logger = logger
+        self.refusalDelay = refusalDelay
     }
 
     /// In front of a new checker, with the record of `previous` (a reload that kept the settings).
-    public init(base: any Authenticator, continuing previous: ThrottledAuthenticator) {
+    public init(base: any Authenticator, continuing previous: ThrottledAuthenticator, refusalDelay: TimeAmount = .zero) {
         self.base = base
         self.throttle = previous.throttle
         self.logger = previous.logger
+        self.refusalDelay = refusalDelay
     }
 
     /// Clients blocked now.
@@ -186,15 +190,21 @@ public final class ThrottledAuthenticator: Authenticator {
 
     public func authenticate(_ request: AuthenticationRequest, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> {
         let key = LoginThrottle.key(for: request.client)
+        let refusal: String
         switch throttle.withLockedValue({ $0.begin(key, now: .now()) }) {
         case .blocked(let until):
             let seconds = max((until - .now()).nanoseconds / 1_000_000_000, 1)
-            return eventLoop.makeSucceededFuture(.refused(reason: "throttled after repeated failures, \(seconds)s left"))
+            refusal = "throttled after repeated failures, \(seconds)s left"
         case .busy:
-            return eventLoop.makeSucceededFuture(.refused(reason: "throttled: recent failures and checks in flight reach the limit"))
+            refusal = "throttled: recent failures and checks in flight reach the limit"
         case .allowed:
-            break
+            return checked(request, key: key, on: eventLoop)
         }
+        guard refusalDelay > .zero else { return eventLoop.makeSucceededFuture(.refused(reason: refusal)) }
+        return eventLoop.scheduleTask(in: refusalDelay) { AuthenticationResult.refused(reason: refusal) }.futureResult
+    }
+
+    private func checked(_ request: AuthenticationRequest, key: String, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> {
         let throttle = self.throttle
         let logger = self.logger
         let user = request.username

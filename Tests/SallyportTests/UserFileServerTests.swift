@@ -255,4 +255,23 @@ import Testing
         #expect(delayedWrong.count == 50 && dw >= 1 && du >= 1, "mean wrong \(dw) s, unknown \(du) s")
         #expect(abs(dw - du) <= 0.1 * max(dw, du), "mean wrong password \(dw) s, unknown user \(du) s")
     }
+
+    @Test func aThrottledLoginIsAnsweredAfterTheFailDelayLikeAWrongOne() async throws {
+        let home = try directory()
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        let users = try await makeUsers(in: home)
+        // The default throttle (5 failures a minute block the client) and a shorter delay.
+        let server = try await server(users: users, extra: "  fail_delay: 300ms")
+        defer { server.process.signal(SIGKILL) }
+        let port = server.port
+        let tries = try await onThread { () throws -> [(accepted: Bool, seconds: Double)] in
+            try (0..<8).map { index in try timedLogin(port, index % 2 == 0 ? "alice" : "mallory", "guess-\(index)") }
+                + [try timedLogin(port, "alice", "alice-pw")]
+        }
+        // Checked or throttled, wrong or right: every refusal comes after the delay, none sooner.
+        #expect(tries.allSatisfy { !$0.accepted && $0.seconds >= 0.3 }, "\(tries)")
+        #expect(await server.process.waitForStderr(containing: "msg=session", count: 9))
+        let ends = server.process.stderr.split(separator: "\n").filter { $0.contains("msg=session") }.map { logfmtFields(String($0))["end"] ?? "" }
+        #expect(ends.filter { $0 == "auth_failed" }.count == 5 && ends.filter { $0 == "auth_refused" }.count == 4, "\(ends)")
+    }
 }
