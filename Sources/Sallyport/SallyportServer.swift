@@ -96,7 +96,8 @@ public final class SallyportServer: Service, Sendable {
         self.metrics = metrics
         let resolver = NameResolver(settings: .init(configuration), observe: { metrics.dnsLookup($0, duration: $1) })
         self.resolver = resolver
-        let usage = UsageKeeper(ledger: UsageLedger(), settings: configuration.usage, registry: registry, logger: logger)
+        let usage = UsageKeeper(
+            ledger: UsageLedger(), settings: configuration.usage, registry: registry, logger: logger, files: Self.backgroundPool)
         self.usage = usage
         self.generation = NIOLockedValueBox(
             Self.makeGeneration(
@@ -152,7 +153,7 @@ public final class SallyportServer: Service, Sendable {
         }
         state.withLockedValue { $0 = .running(channels) }
         admin.withLockedValue { $0.listeners = addresses }
-        trimmer.withLockedValue { $0 = MemoryTrimmer(registry: registry, eventLoop: group.next(), pool: Self.trimPool) }
+        trimmer.withLockedValue { $0 = MemoryTrimmer(registry: registry, eventLoop: group.next(), pool: Self.backgroundPool) }
         logger.info("listening", metadata: ["addresses": "\(addresses.map(\.endpointText).joined(separator: ","))"])
         for warning in configuration.warnings { logger.warning("\(warning)") }
         return addresses
@@ -327,8 +328,8 @@ public final class SallyportServer: Service, Sendable {
         return Set(devices.compactMap { $0.address.flatMap(IPAddress.init)?.unmapped }.filter { !$0.isLoopback })
     }
 
-    /// The thread `malloc_trim` runs on, off the event loops.
-    private static let trimPool: NIOThreadPool = {
+    /// The thread `malloc_trim` and the usage saves run on, off the event loops.
+    private static let backgroundPool: NIOThreadPool = {
         let pool = NIOThreadPool(numberOfThreads: 1)
         pool.start()
         return pool

@@ -10,22 +10,19 @@ public final class FileAuthenticator: Authenticator {
     public let users: UserFile
     public let pool: CheckPool
     public let failDelay: TimeAmount
-    private let observe: @Sendable (TimeAmount) -> Void
 
-    public init(users: UserFile, pool: CheckPool, failDelay: TimeAmount, observe: @escaping @Sendable (TimeAmount) -> Void = { _ in }) {
+    public init(users: UserFile, pool: CheckPool, failDelay: TimeAmount) {
         self.users = users
         self.pool = pool
         self.failDelay = failDelay
-        self.observe = observe
     }
 
     public func authenticate(_ request: AuthenticationRequest, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> {
-        let (users, failDelay, observe) = (self.users, self.failDelay, self.observe)
+        let (users, failDelay) = (self.users, self.failDelay)
         return pool.run(request, on: eventLoop) {
             let started = NIODeadline.now()
             let identity = Self.check(request.username, request.password, in: users)
             let spent = NIODeadline.now() - started
-            observe(spent)
             guard let identity else {
                 return (.failure(reason: "user file: unknown user, wrong password or locked account"), max(failDelay - spent, .zero))
             }

@@ -19,8 +19,13 @@ public struct UserFile: Sendable, Hashable {
     }
 
     public init(accounts: [String: Account] = [:]) {
+        self.init(accounts: accounts, order: accounts.keys.sorted())
+    }
+
+    /// `order`: the users as the file lists them, for the decoy's tie-break.
+    init(accounts: [String: Account], order: [String]) {
         self.accounts = accounts
-        decoyHash = Self.decoy(for: accounts.values.map(\.hash))
+        decoyHash = Self.decoy(for: order.compactMap { accounts[$0]?.hash })
     }
 
     /// Every bad line of a file.
@@ -54,9 +59,7 @@ public struct UserFile: Sendable, Hashable {
             }
         }
         guard problems.isEmpty else { return .failure(Problems(lines: problems)) }
-        var file = UserFile(accounts: accounts)
-        file.decoyHash = decoy(for: order.compactMap { accounts[$0]?.hash })
-        return .success(file)
+        return .success(UserFile(accounts: accounts, order: order))
     }
 
     /// One account line.

@@ -35,10 +35,7 @@ extension AuthenticationSettings {
         section.durationOrZero("cache_ttl", into: &cacheTTL)
         section.durationOrZero("fail_delay", into: &failDelay)
         if let node = section.node("file"), let path = ConfigValues.scalar(node, section.keyPath("file"), section.problems) {
-            var resolved = path
-            if !path.hasPrefix("/"), let slash = section.problems.file.lastIndex(of: "/") {
-                resolved = String(section.problems.file[...slash]) + path
-            }
+            let resolved = section.problems.resolve(path)
             file = resolved
             switch Self.readUserFile(resolved) {
             case .success(let (users, warning)):

@@ -14,6 +14,12 @@ final class ConfigProblems {
     func report(line: Int?, column: Int?, _ path: String, _ message: String) {
         problems.append(.init(file: file, line: line, column: column, keyPath: path, message: message))
     }
+
+    /// A path the file names (`to_file`, `auth.file`): relative to the file's directory unless absolute.
+    func resolve(_ path: String) -> String {
+        guard !path.hasPrefix("/"), let slash = file.lastIndex(of: "/") else { return path }
+        return String(file[...slash]) + path
+    }
 }
 
 /// One mapping of the configuration file, read key by key: each settings type reads its own

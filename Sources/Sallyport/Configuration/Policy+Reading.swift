@@ -68,10 +68,7 @@ extension Policy {
 
     /// A `to_file`, relative to the configuration file's directory unless absolute.
     static func readList(_ file: String, node: YAMLNode?, path: String, problems: ConfigProblems) -> DestinationList? {
-        var resolved = file
-        if !file.hasPrefix("/"), let slash = problems.file.lastIndex(of: "/") {
-            resolved = String(problems.file[...slash]) + file
-        }
+        let resolved = problems.resolve(file)
         switch DestinationFile.read(resolved) {
         case .success(let list):
             return list

@@ -5,12 +5,13 @@ import SallyportRelay
 extension Session {
     /// Gives the ledger what was relayed since the last call (`counters`: so far, or the final).
     func account(_ counters: RelayCounters) {
-        guard let user = identity.user, let usage = services.usage else { return }
-        let up = counters.clientToTarget &- accounted.clientToTarget
-        let down = counters.targetToClient &- accounted.targetToClient
         // Counters only grow; a smaller reading is one taken before the last.
-        guard counters.clientToTarget >= accounted.clientToTarget, counters.targetToClient >= accounted.targetToClient else { return }
-        usage.add(user, groups: identity.groups, up: up, down: down)
+        guard let user = identity.user, let usage = services.usage, counters.clientToTarget >= accounted.clientToTarget,
+            counters.targetToClient >= accounted.targetToClient
+        else { return }
+        usage.add(
+            user, groups: identity.groups, up: counters.clientToTarget - accounted.clientToTarget,
+            down: counters.targetToClient - accounted.targetToClient)
         accounted = counters
     }
 

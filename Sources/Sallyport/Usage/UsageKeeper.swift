@@ -24,16 +24,14 @@ final class UsageKeeper: Sendable {
     }
 
     private let state: NIOLockedValueBox<State>
-    private static let files: NIOThreadPool = {
-        let pool = NIOThreadPool(numberOfThreads: 1)
-        pool.start()
-        return pool
-    }()
+    /// Where saves run, off the event loops.
+    private let files: NIOThreadPool
 
-    init(ledger: UsageLedger, settings: UsageSettings, registry: SessionRegistry, logger: Logger) {
+    init(ledger: UsageLedger, settings: UsageSettings, registry: SessionRegistry, logger: Logger, files: NIOThreadPool) {
         self.ledger = ledger
         self.registry = registry
         self.logger = logger
+        self.files = files
         self.state = NIOLockedValueBox(State(settings: settings))
     }
 
@@ -124,7 +122,7 @@ final class UsageKeeper: Sendable {
         let reported = tick(quotas: nil, on: eventLoop) ?? eventLoop.makeSucceededVoidFuture()
         return reported.flatMap { [self] in
             guard let directory = persistence.directory, let book = ledger.takeChanges() else { return eventLoop.makeSucceededVoidFuture() }
-            return Self.files.runIfActive(eventLoop: eventLoop) { [self] in
+            return files.runIfActive(eventLoop: eventLoop) { [self] in
                 do {
                     try UsageStore.save(book, to: directory)
                     let now = LineLogHandler.timestamp()
