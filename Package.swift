@@ -120,15 +120,51 @@ let package = Package(
             dependencies: ["SOCKSProtocol", .product(name: "NIOCore", package: "swift-nio")]
         ),
         .testTarget(
+            name: "SallyportRelayTests",
+            dependencies: [
+                "SallyportRelay", "SOCKSProtocol",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
+            ]
+        ),
+        // In-process unit tests of the server layer: session over EmbeddedChannel, configuration,
+        // resolver, usage book.
+        .testTarget(
             name: "SallyportTests",
             dependencies: [
-                "Sallyport", "SOCKSProtocol", "SallyportAuth", "SallyportRelay", "SallyportPolicy", "SallyportFuzz",
+                "Sallyport", "SOCKSProtocol", "SallyportAuth", "SallyportRelay", "SallyportPolicy", "SallyportFuzz", "SallyportTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 // Only to check the configuration reader against a full YAML implementation.
                 .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        // What the unit and system tests share: log capture, waiting for a change, the package root.
+        .target(
+            name: "SallyportTestSupport",
+            dependencies: [
+                "Sallyport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            path: "Tests/SallyportTestSupport"
+        ),
+        // What system tests need that Swift cannot call: fork and exec with a parent-death signal.
+        .target(name: "CTestSupport", path: "Tests/CTestSupport"),
+        // System tests: the real binary over real sockets, PAM under pam_wrapper, real clients,
+        // network namespaces, the Debian package. Run apart from the unit tests (`make test`).
+        .testTarget(
+            name: "SallyportSystemTests",
+            dependencies: [
+                "Sallyport", "SOCKSProtocol", "SallyportAuth", "SallyportRelay", "SallyportPolicy", "CTestSupport", "SallyportTestSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
     ],

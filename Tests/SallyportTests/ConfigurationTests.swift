@@ -1,3 +1,4 @@
+import SallyportTestSupport
 import Foundation
 import NIOCore
 import SOCKSProtocol
@@ -6,7 +7,7 @@ import Testing
 
 @testable import Sallyport
 
-@Suite(.stopsItsServers) struct ConfigurationTests {
+@Suite struct ConfigurationTests {
     @Test func emptyFileGivesTheEmbeddedDefault() throws {
         let configuration = try ConfigurationLoader.parse(yaml: "", file: "empty.yaml")
         #expect(configuration == .embeddedDefault)
@@ -330,12 +331,4 @@ import Testing
         let team = try ConfigurationLoader.load(path: packageRoot() + "/conf/examples/team.yaml")
         #expect(team.policy.rules.map(\.name) == ["no-office-lan", "engineers", "contractors", "local-users-web"])
     }
-}
-
-/// The package's root directory, found from this source file's path.
-func packageRoot(file: String = #filePath) -> String {
-    var components = file.split(separator: "/", omittingEmptySubsequences: false)
-    while let last = components.last, last != "Tests" { components.removeLast() }
-    components.removeLast()
-    return components.joined(separator: "/")
 }

@@ -1,3 +1,4 @@
+import SallyportTestSupport
 import Foundation
 import SallyportFuzz
 import Testing

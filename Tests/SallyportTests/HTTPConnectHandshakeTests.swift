@@ -1,3 +1,4 @@
+import SallyportTestSupport
 import NIOCore
 import SOCKSProtocol
 import Testing

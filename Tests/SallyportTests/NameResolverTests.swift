@@ -1,3 +1,4 @@
+import SallyportTestSupport
 import Dispatch
 import NIOConcurrencyHelpers
 import NIOCore

@@ -1,3 +1,4 @@
+import SallyportTestSupport
 import Foundation
 import NIOCore
 import SOCKSProtocol

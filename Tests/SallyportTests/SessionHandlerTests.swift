@@ -1,3 +1,4 @@
+import SallyportTestSupport
 import Logging
 import NIOCore
 import NIOEmbedded
