@@ -1,6 +1,7 @@
 # Sallyport — build, run, test and package.
 #   make run    install what is missing, build, serve on 127.0.0.1:1080 (embedded default config)
 #   make test   install what is missing, build, run every test (PAM, interop and cluster included)
+#   make unit   build and run the in-process unit tests only (quick)
 #   make cluster    three instances behind HAProxy: spread, client addresses, kill, rolling reload
 #   make deb    build a Debian package into dist/
 #   make bench  Sallyport against microsocks and Dante on loopback (table + bench-results/latest.json)
@@ -37,7 +38,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build run test deps-run deps-test deb clean bench bench-pam profile fuzz sanitize soak cluster cluster-run
+.PHONY: all build run test unit deps-run deps-test deb clean bench bench-pam profile fuzz sanitize soak cluster cluster-run
 
 all: build
 
@@ -53,11 +54,29 @@ build: deps-run
 run: build
 	.build/release/sallyport
 
+# Two kinds of tests. Unit tests (in-process, no sockets to other programs) run fully parallel;
+# system tests (the binary, real clients, PAM, namespaces, the package) run at most
+# SYSTEM_TEST_WIDTH at a time, and those marked `.timing` alone. Temporary files of a run go to
+# TEST_TMP, emptied when the next run starts.
+UNIT_TEST_TARGETS := (SOCKSProtocolTests|SallyportPolicyTests|SallyportAuthTests|SallyportRelayTests|SallyportTests)\.
+SYSTEM_TEST_WIDTH ?= 4
+# The system tests marked `@Test(.timing ...)`: run after the others, one at a time.
+TIMING_TESTS := $(shell grep -h -A1 '@Test(.timing' Tests/SallyportSystemTests/*.swift | grep -o 'func [A-Za-z0-9_]*' | cut -c6- | sort -u | paste -sd'|')
+TEST_TMP := $(CURDIR)/.build/test-tmp
+SYSTEM_TEST_ENV := $(PAM_TEST_ENV) TMPDIR=$(TEST_TMP)/
+
+unit: deps-run
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build --parallel --filter '$(UNIT_TEST_TARGETS)'
+
 # The package tests install, run and purge the .deb that `deb` builds (root, as CI has).
 test: deps-test deb
 	$(SWIFT) build --build-tests
+	rm -rf $(TEST_TMP) && mkdir -p $(TEST_TMP) && chmod 1777 $(TEST_TMP)
+	TMPDIR=$(TEST_TMP)/ $(SWIFT) test --skip-build --filter '$(UNIT_TEST_TARGETS)'
 	Tests/Fixtures/make-pam-fixtures.sh $(PAM_FIXTURES)
-	env $(PAM_TEST_ENV) $(SWIFT) test --skip-build
+	env $(SYSTEM_TEST_ENV) $(SWIFT) test --skip-build --filter 'SallyportSystemTests\.' --skip '/($(TIMING_TESTS))\('
+	env $(SYSTEM_TEST_ENV) SWT_EXPERIMENTAL_MAXIMUM_PARALLELIZATION_WIDTH=1 $(SWIFT) test --skip-build --filter 'SallyportSystemTests\..*/($(TIMING_TESTS))\('
 	$(MAKE) --no-print-directory cluster-run
 
 # The scale-out test (Tests/Cluster): HAProxy with send-proxy-v2 and /readyz health checks in front of

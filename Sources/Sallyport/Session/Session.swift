@@ -318,13 +318,14 @@ final class Session {
         }
         let final = decided ?? end
         account(record.counters)
-        services.accessLogger.info("session", metadata: record.metadata(end: final))
+        // Metrics first: whoever reads the access-log line finds the session in the metrics too.
         if let metrics = services.metrics {
             metrics.sessionEnded(
                 command: record.command?.description ?? "-", end: final.logName, up: record.counters.clientToTarget,
                 down: record.counters.targetToClient, user: services.perUserMetrics ? record.user : nil)
             if let udp = record.udp { metrics.udpDatagrams(udp) }
         }
+        services.accessLogger.info("session", metadata: record.metadata(end: final))
         // Let go of what the session held as soon as it is over; the detach closure holds the
         // handler's context, which holds the handler, which holds this session: a cycle until now.
         buffer = ByteBuffer()
