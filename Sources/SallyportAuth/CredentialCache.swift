@@ -44,12 +44,18 @@ public final class CachingAuthenticator: Authenticator {
         var waiters: NIOLockedValueBox<[@Sendable () -> Bool]>
     }
 
+    private let now: @Sendable () -> NIODeadline
+
     struct State {
         var entries: [Key: Entry] = [:]
         var inFlight: [InFlightKey: InFlight] = [:]
     }
 
-    public init(base: any Authenticator, lifetime: TimeAmount, capacity: Int = 10_000) {
+    /// - Parameter now: the clock entries expire by (tests inject one).
+    public init(
+        base: any Authenticator, lifetime: TimeAmount, capacity: Int = 10_000, now: @escaping @Sendable () -> NIODeadline = { .now() }
+    ) {
+        self.now = now
         self.base = base
         self.lifetime = lifetime
         self.capacity = capacity
@@ -80,7 +86,7 @@ public final class CachingAuthenticator: Authenticator {
     public func authenticate(_ request: AuthenticationRequest, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> {
         let key = Key(user: request.username, client: request.client?.ipAddress ?? "-")
         let flight = InFlightKey(key: key, digest: digest(request))
-        let now = NIODeadline.now()
+        let now = self.now()
         let lifetime = self.lifetime
         enum Found {
             case cached(Identity)
@@ -114,7 +120,7 @@ public final class CachingAuthenticator: Authenticator {
                 state.withLockedValue { state in
                     state.inFlight[flight] = nil
                     guard lifetime > .zero, case .success(.success(let identity)) = result else { return }
-                    let now = NIODeadline.now()
+                    let now = self.now()
                     if state.entries.count >= capacity {
                         state.entries = state.entries.filter { $0.value.expires > now }
                         if state.entries.count >= capacity { state.entries.removeAll() }

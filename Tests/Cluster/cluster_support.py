@@ -11,6 +11,12 @@ import threading
 import time
 
 
+def die_with_parent():
+    """preexec_fn: SIGKILL when the parent ends (PR_SET_PDEATHSIG), so a killed test leaves nothing."""
+    import ctypes
+    ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)
+
+
 def wait_for(condition, timeout, interval=0.02):
     """Polls `condition` until it holds or `timeout` seconds pass; whether it held."""
     deadline = time.monotonic() + timeout
@@ -65,7 +71,7 @@ timeouts:
 
     def start(self):
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen([self.sallyport, "--config", self.config], stdin=subprocess.DEVNULL,
+            self.process = subprocess.Popen([self.sallyport, "--config", self.config], stdin=subprocess.DEVNULL, preexec_fn=die_with_parent,
                                             stdout=subprocess.DEVNULL, stderr=log)
         self.starts += 1
         if not wait_for(lambda: self.count("msg=listening") >= self.starts, 20):
@@ -136,7 +142,7 @@ listen socks
 
     def start(self):
         with open(self.log, "ab") as log:
-            self.process = subprocess.Popen(["haproxy", "-db", "-f", self.config], stdin=subprocess.DEVNULL, stdout=log, stderr=log)
+            self.process = subprocess.Popen(["haproxy", "-db", "-f", self.config], stdin=subprocess.DEVNULL, preexec_fn=die_with_parent, stdout=log, stderr=log)
         if not wait_for(lambda: os.path.exists(self.socket_path) and self.stats(), 20):
             raise RuntimeError(f"haproxy did not start: see {self.log}")
 

@@ -23,7 +23,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from cluster_support import (  # noqa: E402
-    Instance, Load, UDPEcho, HAProxy, TCPEcho, deny_session, session, udp_round_trip, wait_for,
+    Instance, Load, UDPEcho, HAProxy, TCPEcho, deny_session, die_with_parent, session, udp_round_trip, wait_for,
 )
 
 BALANCER = ("127.0.0.1", 1080)
@@ -32,10 +32,23 @@ CLIENTS = [f"127.0.0.{n}" for n in range(10, 20)]
 DENIED, DENIED_AFTER_RELOAD = "127.0.0.66", "127.0.0.67"
 
 
+def sweep_earlier_runs(ip):
+    """Removes the namespaces of earlier runs that were killed before they could (named by PID)."""
+    listed = subprocess.run([ip, "netns", "list"], capture_output=True, text=True).stdout
+    for line in listed.splitlines():
+        name = line.split(" ")[0]
+        if not name.startswith("sallyport-cluster-"):
+            continue
+        pid = name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not os.path.exists(f"/proc/{pid}"):
+            subprocess.run([ip, "netns", "delete", name])
+
+
 def outside(argv):
     """Creates the namespace, runs this script inside it, and removes the namespace whatever happens."""
     name = f"sallyport-cluster-{os.getpid()}"
     ip = "/usr/sbin/ip" if os.path.exists("/usr/sbin/ip") else "ip"
+    sweep_earlier_runs(ip)
     added = subprocess.run([ip, "netns", "add", name], capture_output=True, text=True)
     if added.returncode != 0:
         print(f"cannot create a network namespace (ip netns add; needs root): {added.stderr}", file=sys.stderr)
@@ -44,7 +57,7 @@ def outside(argv):
     try:
         subprocess.run([ip, "netns", "exec", name, ip, "link", "set", "lo", "up"], check=True)
         inner = subprocess.Popen([ip, "netns", "exec", name, sys.executable, os.path.abspath(__file__), "--inside"] + argv,
-                                 start_new_session=True)
+                                 start_new_session=True, preexec_fn=die_with_parent)
         return inner.wait(timeout=600)
     except subprocess.TimeoutExpired:
         print("cluster test: over its 600 s limit", file=sys.stderr)

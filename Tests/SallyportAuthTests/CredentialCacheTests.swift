@@ -64,11 +64,15 @@ struct ClosureAuthenticator: Authenticator {
 
     @Test func entriesExpireAndClearEmptiesTheCache() async throws {
         let base = CountingAuthenticator()
-        let cache = CachingAuthenticator(base: base, lifetime: .milliseconds(100))
+        let clock = NIOLockedValueBox(NIODeadline.uptimeNanoseconds(1_000_000_000))
+        let cache = CachingAuthenticator(base: base, lifetime: .milliseconds(100), now: { clock.withLockedValue { $0 } })
         _ = try await login(cache, "alice", "right")
-        try await Task.sleep(for: .milliseconds(150))
+        clock.withLockedValue { $0 = $0 + .milliseconds(99) }
         _ = try await login(cache, "alice", "right")
-        #expect(base.calls.withLockedValue { $0 } == 2)
+        #expect(base.calls.withLockedValue { $0 } == 1, "still fresh 99 ms after")
+        clock.withLockedValue { $0 = $0 + .milliseconds(2) }
+        _ = try await login(cache, "alice", "right")
+        #expect(base.calls.withLockedValue { $0 } == 2, "expired 101 ms after")
         cache.clear()
         _ = try await login(cache, "alice", "right")
         #expect(base.calls.withLockedValue { $0 } == 3)

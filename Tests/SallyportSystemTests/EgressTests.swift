@@ -50,9 +50,8 @@ struct EgressTests {
     }
 
     @Test func eachUsersRuleSendsTheirConnectionsFromItsAddressOrInterface() async throws {
-        let tag = UInt16.random(in: 1...250)
-        let (first, second) = ("spe-a\(tag)", "spe-b\(tag)")
-        let subnet = "10.204.\(tag)"
+        let (first, second) = (uniqueLinkName(), uniqueLinkName())
+        let subnet = uniqueSubnet24()
         let (office, lab, viaSecond, targetIP) = ("\(subnet).1", "\(subnet).2", "\(subnet).3", "\(subnet).100")
         try await withNetworkNamespace(resolvConf: "", hosts: "") { targetA in
             try await withNetworkNamespace(resolvConf: "", hosts: "") { targetB in
@@ -99,9 +98,8 @@ struct EgressTests {
     }
 
     @Test func theGlobalEgressAddressHoldsForUDPDestinationsToo() async throws {
-        let tag = UInt16.random(in: 1...250)
-        let link = "spe-u\(tag)"
-        let subnet = "10.205.\(tag)"
+        let link = uniqueLinkName()
+        let subnet = uniqueSubnet24()
         let (primary, chosen, targetIP) = ("\(subnet).1", "\(subnet).2", "\(subnet).100")
         try await withNetworkNamespace(resolvConf: "", hosts: "") { namespace in
             defer { deleteLink(link) }

@@ -34,14 +34,7 @@ import Testing
         let deb = try package()
         let install = try await runProcess("/usr/bin/dpkg", ["-i", deb], environment: Self.system, timeout: 120)
         #expect(install.status == 0, "\(install.stdout)\(install.stderr)")
-        defer {
-            let purge = Process()
-            purge.executableURL = URL(fileURLWithPath: "/usr/bin/dpkg")
-            purge.arguments = ["-P", "sallyport"]
-            purge.environment = ProcessInfo.processInfo.environment.merging(Self.system) { $1 }
-            try? purge.run()
-            purge.waitUntilExit()
-        }
+        defer { runBlocking("/usr/bin/dpkg", ["-P", "sallyport"], environment: Self.system) }
         let files = try await runProcess("/usr/bin/dpkg", ["-L", "sallyport"], environment: Self.system).stdout.split(separator: "\n").map(String.init)
         for path in ["/usr/bin/sallyport", "/usr/lib/systemd/system/sallyport.service", "/usr/share/man/man1/sallyport.1.gz",
                      "/usr/share/man/man5/sallyport.yaml.5.gz", "/usr/share/doc/sallyport/copyright", "/etc/logrotate.d/sallyport"] {

@@ -11,6 +11,7 @@ import Testing
 /// A stand-in for the system resolver: each name blocks until the test releases it.
 final class GatedLookup: Sendable {
     private let calls = NIOLockedValueBox<[String]>([])
+    private let changes = Changes()
     private let gates = NIOLockedValueBox<[String: DispatchSemaphore]>([:])
     let answer: @Sendable (String) -> Result<[IPAddress], NameResolver.LookupFailure>
 
@@ -34,6 +35,7 @@ final class GatedLookup: Sendable {
     var lookup: NameResolver.Lookup {
         { [self] name in
             calls.withLockedValue { $0.append(name) }
+            changes.notify()
             _ = gate(name).wait(timeout: .now() + 10)
             return answer(name)
         }
@@ -41,8 +43,7 @@ final class GatedLookup: Sendable {
 
     /// Waits (bounded) until `count` lookups have started.
     func waitForCalls(_ count: Int) async -> Bool {
-        for _ in 0..<500 where called.count < count { try? await Task.sleep(for: .milliseconds(10)) }
-        return called.count >= count
+        await changes.wait(timeout: 10) { self.called.count >= count }
     }
 }
 
@@ -51,7 +52,7 @@ final class GatedLookup: Sendable {
     let alice = ClientNetwork(IPAddress("127.0.0.1"))
     let bob = ClientNetwork(IPAddress("127.0.0.2"))
 
-    func settings(threads: Int = 4, queue: Int = 16, perClient: Int = 8, timeout: TimeAmount = .seconds(5)) -> NameResolver.Settings {
+    func settings(threads: Int = 4, queue: Int = 16, perClient: Int = 8, timeout: TimeAmount = .seconds(60)) -> NameResolver.Settings {
         NameResolver.Settings(threads: threads, queue: queue, perClient: perClient, timeout: timeout)
     }
 

@@ -46,6 +46,34 @@ func runProcess(
     return ProcessResult(status: status ?? -1, stdout: program.stdout, stderr: program.stderr, timedOut: status == nil)
 }
 
+/// Runs a program to its end on the calling thread and returns its standard output (standard
+/// error is dropped): for clean-ups in `defer` and set-up, never on the cooperative pool. Starts it
+/// without the PAM wrappers.
+@discardableResult
+func runBlocking(_ path: String, _ arguments: [String], environment: [String: String] = [:]) -> String {
+    guard let out = try? Pipe.make() else { return "" }
+    let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
+    defer { close(devNull) }
+    let merged = ProcessInfo.processInfo.environment.merging(["LD_PRELOAD": ""]) { $1 }.merging(environment) { $1 }
+    let pid = try? Spawner.shared.spawn(
+        path, [path] + arguments, environment: merged.map { "\($0.key)=\($0.value)" },
+        stdin: devNull, stdout: out.write, stderr: devNull)
+    close(out.write)
+    defer { close(out.read) }
+    guard let pid else { return "" }
+    var output = Data()
+    var buffer = [UInt8](repeating: 0, count: 4096)
+    while true {
+        let got = buffer.withUnsafeMutableBytes { read(out.read, $0.baseAddress!, $0.count) }
+        if got < 0, errno == EINTR { continue }
+        if got <= 0 { break }
+        output.append(contentsOf: buffer[0..<got])
+    }
+    var status: Int32 = 0
+    while waitpid(pid, &status, 0) < 0, errno == EINTR {}
+    return String(decoding: output, as: UTF8.self)
+}
+
 /// A program started in the background and stopped by its PID, never by name. It runs in a
 /// process group of its own (stopping it stops what it forked) and dies with the test process:
 /// its parent-death signal is SIGKILL, armed from the one thread that starts every program

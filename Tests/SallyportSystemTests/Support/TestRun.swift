@@ -92,49 +92,24 @@ final class TestRun: Sendable {
     private static func sweepEarlierRuns() {
         let ip = which("ip") ?? "/usr/sbin/ip"
         let dead = { (pid: Int32?) in pid.map { $0 != getpid() && !isTestProcess($0) } ?? false }
-        for line in blockingRun(ip, ["netns", "list"]).split(separator: "\n") {
+        for line in runBlocking(ip, ["netns", "list"]).split(separator: "\n") {
             let name = line.split(separator: " ").first ?? ""
             guard dead(owner(of: name, prefix: namespacePrefix)) else { continue }
-            _ = blockingRun(ip, ["netns", "delete", String(name)])
+            _ = runBlocking(ip, ["netns", "delete", String(name)])
             try? FileManager.default.removeItem(atPath: "/etc/netns/\(name)")
         }
-        for line in blockingRun(ip, ["-o", "link", "show"]).split(separator: "\n") {
+        for line in runBlocking(ip, ["-o", "link", "show"]).split(separator: "\n") {
             // "7: st1234-5@if6: <...>"
             let fields = line.split(separator: " ")
             guard fields.count > 1 else { continue }
             let name = fields[1].split(separator: "@").first.map { $0.trimmingCharacters(in: [":"]) } ?? ""
             guard dead(owner(of: Substring(name), prefix: linkPrefix)) else { continue }
-            _ = blockingRun(ip, ["link", "delete", name])
+            _ = runBlocking(ip, ["link", "delete", name])
         }
         let temporary = NSTemporaryDirectory()
         for entry in (try? FileManager.default.contentsOfDirectory(atPath: temporary)) ?? [] {
             guard dead(owner(of: Substring(entry), prefix: "sallyport-run-")) else { continue }
             try? FileManager.default.removeItem(atPath: temporary + entry)
         }
-    }
-
-    /// Runs a program to its end on this thread and returns its standard output (set-up only).
-    private static func blockingRun(_ path: String, _ arguments: [String]) -> String {
-        guard let out = try? Pipe.make() else { return "" }
-        let devNull = open("/dev/null", O_RDWR | O_CLOEXEC)
-        defer { close(devNull) }
-        let environment = ProcessInfo.processInfo.environment.merging(["LD_PRELOAD": ""]) { $1 }
-        let pid = try? Spawner.shared.spawn(
-            path, [path] + arguments, environment: environment.map { "\($0.key)=\($0.value)" },
-            stdin: devNull, stdout: out.write, stderr: devNull)
-        close(out.write)
-        defer { close(out.read) }
-        guard let pid else { return "" }
-        var output = Data()
-        var buffer = [UInt8](repeating: 0, count: 4096)
-        while true {
-            let got = buffer.withUnsafeMutableBytes { read(out.read, $0.baseAddress!, $0.count) }
-            if got < 0, errno == EINTR { continue }
-            if got <= 0 { break }
-            output.append(contentsOf: buffer[0..<got])
-        }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0, errno == EINTR {}
-        return String(decoding: output, as: UTF8.self)
     }
 }
