@@ -61,7 +61,7 @@ run: build
 UNIT_TEST_TARGETS := (SOCKSProtocolTests|SallyportPolicyTests|SallyportAuthTests|SallyportRelayTests|SallyportTests)\.
 SYSTEM_TEST_WIDTH ?= 4
 # The system tests marked `@Test(.timing ...)`: run after the others, one at a time.
-TIMING_TESTS := $(shell grep -h -A1 '@Test(.timing' Tests/SallyportSystemTests/*.swift | grep -o 'func [A-Za-z0-9_]*' | cut -c6- | sort -u | paste -sd'|')
+TIMING_TESTS := $(shell grep -h -A1 '@Test.\.timing' Tests/SallyportSystemTests/*.swift | grep -o 'func [A-Za-z0-9_]*' | cut -c6- | sort -u | paste -sd'|')
 TEST_TMP := $(CURDIR)/.build/test-tmp
 SYSTEM_TEST_ENV := $(PAM_TEST_ENV) TMPDIR=$(TEST_TMP)/
 
