@@ -33,14 +33,15 @@ import Testing
         #expect(throttle.begin("a", now: start + .seconds(92)) == .allowed)
     }
 
-    @Test func eachBlockDoublesUpToTheMaximum() {
+    @Test func eachBlockDoublesUpToTheMaximum() throws {
         var throttle = LoginThrottle(configuration: configuration)
         var now = start
         var blocks: [TimeAmount] = []
         for _ in 0..<4 {
             for _ in 0..<2 { _ = fail(&throttle, "a", at: now) }
-            if let block = fail(&throttle, "a", at: now) { blocks.append(block) }
-            now = now + blocks.last! + .seconds(1)
+            let block = try #require(fail(&throttle, "a", at: now), "the third failure blocks")
+            blocks.append(block)
+            now = now + block + .seconds(1)
         }
         #expect(blocks == [.seconds(10), .seconds(20), .seconds(35), .seconds(35)])
     }

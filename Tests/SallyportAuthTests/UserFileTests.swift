@@ -81,7 +81,7 @@ struct UserFileTests {
             return
         }
         #expect(problems.lines.map(\.line) == [2, 3, 4, 5, 6, 7])
-        #expect(problems.lines[0].message.contains("already defined"))
+        #expect(problems.lines.first?.message.contains("already defined") == true)
         #expect(problems.lines[1].message.contains("sallyport passwd"))
     }
 

@@ -69,7 +69,13 @@ final class FakeNotifySocket: @unchecked Sendable {
         let listening = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
         let address = try #require(logfmtFields(listening)["addresses"])
         #expect(ready["STATUS"] == "listening on \(address)")
-        #expect(try TestSocket(host: "127.0.0.1", port: Int(address.split(separator: ":").last ?? "") ?? 0).fd >= 0)
+        // And it answers there.
+        let greeted = try await onThread { () throws -> [UInt8] in
+            let socket = try TestSocket(host: "127.0.0.1", port: Int(address.split(separator: ":").last ?? "") ?? 0)
+            try socket.send([5, 1, 0])
+            return try socket.receive(exactly: 2)
+        }
+        #expect(greeted == [5, 0])
 
         // A good reload: RELOADING=1 with the monotonic clock, then READY=1.
         server.signal(SIGHUP)

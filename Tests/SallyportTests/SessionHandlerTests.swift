@@ -178,7 +178,7 @@ struct SessionHarness {
         defer { harness.close() }
         try harness.send(SessionHarness.connect(.domain("example.com")))
         #expect(harness.resolver.asked.map(\.name) == ["example.com"])
-        harness.resolver.asked[0].promise.succeed(outcome)
+        try #require(harness.resolver.asked.first).promise.succeed(outcome)
         harness.channel.embeddedEventLoop.run()
         #expect(try harness.written() == [5, 0, 5, 4, 0, 1, 0, 0, 0, 0, 0, 0])
         #expect(harness.accessLog?["reply"] == "4")
@@ -189,7 +189,7 @@ struct SessionHarness {
         defer { harness.close() }
         try harness.send(SessionHarness.connect(.domain("mixed.example")))
         // One address is public, one is behind the guard: only the public one is connected to.
-        harness.resolver.asked[0].promise.succeed(.resolved([IPAddress("10.0.0.1")!, IPAddress("203.0.113.5")!]))
+        try #require(harness.resolver.asked.first).promise.succeed(.resolved([IPAddress("10.0.0.1")!, IPAddress("203.0.113.5")!]))
         harness.channel.embeddedEventLoop.run()
         #expect(harness.connector.asked.first?.addresses == [try SocketAddress(ipAddress: "203.0.113.5", port: 80)])
     }
@@ -231,7 +231,7 @@ struct SessionHarness {
         let harness = try SessionHarness(methods: [.usernamePassword])
         defer { harness.close() }
         try harness.send([5, 1, 2, 1, 5] + Array("alice".utf8) + [2] + Array("no".utf8))
-        harness.authenticator.asked[0].succeed(.failure(reason: "bad password"))
+        try #require(harness.authenticator.asked.first).succeed(.failure(reason: "bad password"))
         harness.channel.embeddedEventLoop.run()
         #expect(try harness.written() == [5, 2, 1, 1])
         #expect(!harness.channel.isActive)
@@ -260,7 +260,7 @@ struct SessionHarness {
         try harness.send([5, 1, 2, 1, 1, 0x61, 1, 0x62])
         _ = try harness.written()
         _ = try? harness.channel.close().wait()
-        harness.authenticator.asked[0].succeed(.success(Identity(user: "a")))
+        try #require(harness.authenticator.asked.first).succeed(.success(Identity(user: "a")))
         harness.channel.embeddedEventLoop.run()
         #expect(harness.logs.sessionLines.count == 1)
         #expect(harness.accessLog?["end"] == "client_closed")
@@ -274,7 +274,7 @@ struct SessionHarness {
         #expect(!ticket.isCancelled)
         _ = try? harness.channel.close().wait()
         #expect(ticket.isCancelled)
-        harness.resolver.asked[0].promise.succeed(.resolved([IPAddress("203.0.113.5")!]))
+        try #require(harness.resolver.asked.first).promise.succeed(.resolved([IPAddress("203.0.113.5")!]))
         harness.channel.embeddedEventLoop.run()
         #expect(harness.connector.asked.isEmpty)
         #expect(harness.logs.sessionLines.count == 1)
@@ -287,7 +287,7 @@ struct SessionHarness {
         _ = try? harness.channel.close().wait()
         let target = EmbeddedChannel(loop: harness.channel.embeddedEventLoop)
         try target.connect(to: SocketAddress(ipAddress: "203.0.113.9", port: 80)).wait()
-        harness.connector.asked[0].promise.succeed(target)
+        try #require(harness.connector.asked.first).promise.succeed(target)
         harness.channel.embeddedEventLoop.run()
         #expect(!target.isActive)
         #expect(harness.accessLog?["end"] == "client_closed")
@@ -301,14 +301,14 @@ struct SessionHarness {
         try slowLookup.send(SessionHarness.connect(.domain("slow.example")))
         slowLookup.channel.embeddedEventLoop.advanceTime(by: .seconds(3))
         #expect(try slowLookup.written() == [5, 0, 5, 4, 0, 1, 0, 0, 0, 0, 0, 0])
-        #expect(slowLookup.resolver.asked[0].ticket?.isCancelled == true)
+        #expect(try #require(slowLookup.resolver.asked.first).ticket?.isCancelled == true)
 
         let slowConnect = try SessionHarness(timeouts: timeouts)
 
         defer { slowConnect.close() }
         try slowConnect.send(SessionHarness.connect(.domain("slow.example")))
         slowConnect.channel.embeddedEventLoop.advanceTime(by: .seconds(1))
-        slowConnect.resolver.asked[0].promise.succeed(.resolved([IPAddress("203.0.113.5")!]))
+        try #require(slowConnect.resolver.asked.first).promise.succeed(.resolved([IPAddress("203.0.113.5")!]))
         slowConnect.channel.embeddedEventLoop.run()
         // The connect gets what is left of the three seconds.
         #expect(slowConnect.connector.asked.first?.timeout == .seconds(2))
