@@ -9,12 +9,16 @@ import struct
 import subprocess
 import threading
 import time
+import ctypes
+
+# PR_SET_PDEATHSIG (1) with SIGKILL (9), called in the child between fork and exec: what this script
+# starts dies with it, even when it is killed. libc is loaded here, not in the child.
+_LIBC = ctypes.CDLL(None, use_errno=True)
 
 
 def die_with_parent():
-    """preexec_fn: SIGKILL when the parent ends (PR_SET_PDEATHSIG), so a killed test leaves nothing."""
-    import ctypes
-    ctypes.CDLL(None, use_errno=True).prctl(1, 9, 0, 0, 0)
+    """preexec_fn: SIGKILL when the parent ends, so a killed test leaves nothing running."""
+    _LIBC.prctl(1, 9, 0, 0, 0)
 
 
 def wait_for(condition, timeout, interval=0.02):

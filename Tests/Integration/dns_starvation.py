@@ -16,6 +16,17 @@ import tempfile
 import threading
 import time
 import traceback
+import ctypes
+
+# PR_SET_PDEATHSIG (1) with SIGKILL (9), called in the child between fork and exec: what this script
+# starts dies with it, even when it is killed. libc is loaded here, not in the child.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent():
+    """preexec_fn: SIGKILL when the parent ends, so a killed test leaves nothing running."""
+    _LIBC.prctl(1, 9, 0, 0, 0)
+
 
 SALLYPORT, PHASE, DNS_TIMEOUT = sys.argv[1], sys.argv[2], float(sys.argv[3])
 FLOOD_DATAGRAMS = 1000
@@ -65,7 +76,7 @@ timeouts:
   connect: 10s
 """)
     config.close()
-    process = subprocess.Popen([SALLYPORT, "--config", config.name], stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([SALLYPORT, "--config", config.name], stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent)
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
         line = process.stderr.readline()

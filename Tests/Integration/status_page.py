@@ -15,6 +15,17 @@ import time
 import urllib.request
 
 import websocket  # Debian python3-websocket
+import ctypes
+
+# PR_SET_PDEATHSIG (1) with SIGKILL (9), called in the child between fork and exec: what this script
+# starts dies with it, even when it is killed. libc is loaded here, not in the child.
+_LIBC = ctypes.CDLL(None, use_errno=True)
+
+
+def die_with_parent():
+    """preexec_fn: SIGKILL when the parent ends, so a killed test leaves nothing running."""
+    _LIBC.prctl(1, 9, 0, 0, 0)
+
 
 chromium, url = sys.argv[1], sys.argv[2]
 screenshot = sys.argv[3] if len(sys.argv) > 3 else None
@@ -40,7 +51,7 @@ browser = subprocess.Popen(
     [chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-breakpad",
      "--disable-crash-reporter", "--remote-debugging-port=0",
      "--user-data-dir=" + profile, "--window-size=1200,700", "about:blank"],
-    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, CHROME_HEADLESS="1"))
+    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, CHROME_HEADLESS="1"), preexec_fn=die_with_parent)
 result = {}
 try:
     # Chromium writes the port it took into DevToolsActivePort.
