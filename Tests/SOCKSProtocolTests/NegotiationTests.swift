@@ -89,7 +89,7 @@ let connectRequest: [UInt8] = [5, 1, 0, 3, 11] + Array("example.com".utf8) + [1,
 let successReply: [UInt8] = [5, 0, 0, 1, 127, 0, 0, 1, 0x10, 0x92]
 let credentials: [UInt8] = [1, 5] + Array("alice".utf8) + [6] + Array("s3cret".utf8)
 
-@Suite struct NegotiationTests {
+@Suite(.timeLimit(.minutes(1))) struct NegotiationTests {
     /// The full exchange for method none, fed in every way a network can deliver it.
     @Test(arguments: [1, 2, 3, 7, 1000])
     func noneNegotiationWithPayloadInAnyChunking(chunk: Int) {

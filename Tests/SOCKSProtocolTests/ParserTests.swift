@@ -27,7 +27,7 @@ func parseBothWays<T: Equatable>(
     return first
 }
 
-@Suite struct ParserTests {
+@Suite(.timeLimit(.minutes(1))) struct ParserTests {
     @Test func greetingIsParsedWholeAndByteByByte() throws {
         let greeting = try parseBothWays([5, 2, 0, 2], trailing: [1, 2, 3]) { (b: inout ByteBuffer) throws(SOCKSProtocolError) in try b.readClientGreeting() }
         #expect(greeting == ClientGreeting(methods: [.none, .usernamePassword]))

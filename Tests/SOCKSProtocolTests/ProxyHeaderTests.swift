@@ -25,7 +25,7 @@ func v2(command: UInt8 = 1, family: UInt8, body: [UInt8]) -> [UInt8] {
     ProxyHeader.signature + [0x20 | command, family, UInt8(body.count >> 8), UInt8(body.count & 0xFF)] + body
 }
 
-@Suite struct ProxyHeaderTests {
+@Suite(.timeLimit(.minutes(1))) struct ProxyHeaderTests {
     @Test func v1TCP4AndTCP6GiveTheClient() throws {
         let four = try readHeaderBothWays(Array("PROXY TCP4 192.0.2.7 198.51.100.1 40123 1080\r\n".utf8), .v1)
         #expect(four == ProxyHeader(

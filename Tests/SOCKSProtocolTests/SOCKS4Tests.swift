@@ -4,7 +4,7 @@ import Testing
 @testable import SOCKSProtocol
 
 /// SOCKS4 and SOCKS4a on a listener that serves them: CONNECT only, replies 0x5A/0x5B.
-@Suite struct SOCKS4Tests {
+@Suite(.timeLimit(.minutes(1))) struct SOCKS4Tests {
     /// CONNECT 93.184.216.34:80 as user "bob".
     static let connect4: [UInt8] = [4, 1, 0, 80, 93, 184, 216, 34] + Array("bob".utf8) + [0]
     /// CONNECT example.com:443 (4a: DSTIP 0.0.0.1, the name after the user id), no user id.

@@ -4,7 +4,7 @@ import Testing
 @testable import SOCKSProtocol
 
 /// The client side of SOCKS5 towards an upstream, fed the way a network delivers bytes.
-@Suite struct SOCKS5ClientHandshakeTests {
+@Suite(.timeLimit(.minutes(1))) struct SOCKS5ClientHandshakeTests {
     static let destination = SOCKSEndpoint(host: .domain("example.com"), port: 443)
 
     /// Feeds `answers` one byte at a time; the bytes sent and the last step.

@@ -3,7 +3,7 @@ import Testing
 
 @testable import SOCKSProtocol
 
-@Suite struct UDPDatagramTests {
+@Suite(.timeLimit(.minutes(1))) struct UDPDatagramTests {
     @Test(arguments: [
         SOCKSEndpoint(host: .ipv4(.init(192, 0, 2, 1)), port: 53),
         SOCKSEndpoint(host: .ipv6(.init(high: 0x2001_0db8_0000_0000, low: 1)), port: 443),

@@ -26,7 +26,7 @@ struct ClosureAuthenticator: Authenticator {
     func authenticate(_ request: AuthenticationRequest, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> { body(request) }
 }
 
-@Suite struct CredentialCacheTests {
+@Suite(.timeLimit(.minutes(1))) struct CredentialCacheTests {
     let eventLoop = MultiThreadedEventLoopGroup.singleton.next()
 
     func login(_ cache: CachingAuthenticator, _ user: String, _ password: String, from client: String = "192.0.2.1") async throws

@@ -3,7 +3,7 @@ import Testing
 
 @testable import SallyportAuth
 
-@Suite struct LoginThrottleTests {
+@Suite(.timeLimit(.minutes(1))) struct LoginThrottleTests {
     let start = NIODeadline.uptimeNanoseconds(1_000_000_000_000)
     let configuration = LoginThrottle.Configuration(maxFailures: 3, window: .seconds(60), backoff: .seconds(10), maxBackoff: .seconds(35))
 

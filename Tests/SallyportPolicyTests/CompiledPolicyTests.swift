@@ -6,7 +6,7 @@ import Testing
 /// The compiled policy decides exactly as the rules tried one by one do: random policies (rules
 /// for various subjects, ports and commands; hosts, domains, blocks in and around the special
 /// ranges, IPv4-mapped and NAT64 forms; inline lists and file lists) against random destinations.
-@Suite struct CompiledPolicyTests {
+@Suite(.timeLimit(.minutes(1))) struct CompiledPolicyTests {
     /// A small deterministic generator (xorshift), so a failure names its seed.
     struct Generator: RandomNumberGenerator {
         var state: UInt64

@@ -4,7 +4,7 @@ import Testing
 @testable import SallyportPolicy
 
 /// The special-address guard: which rules open a special block, and which only seem to.
-@Suite struct GuardTests {
+@Suite(.timeLimit(.minutes(1))) struct GuardTests {
     func allowing(_ blocks: String...) -> Policy {
         Policy(rules: [EgressRule(name: "wide", action: .allow, to: blocks.map { .block(block($0)) })])
     }

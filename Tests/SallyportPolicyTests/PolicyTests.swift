@@ -18,7 +18,7 @@ let teamPolicy = Policy(rules: [
     EgressRule(name: "contractors", action: .allow, who: [.group("contractors")], to: [.domainSuffix("example.com")]),
 ])
 
-@Suite struct AddressTests {
+@Suite(.timeLimit(.minutes(1))) struct AddressTests {
     @Test(arguments: [
         ("10.1.2.3", "10.0.0.0/8", true), ("11.0.0.1", "10.0.0.0/8", false),
         ("192.168.1.1", "192.168.1.1", true), ("192.168.1.2", "192.168.1.1/32", false),
@@ -53,7 +53,7 @@ let teamPolicy = Policy(rules: [
     }
 }
 
-@Suite struct PolicyTests {
+@Suite(.timeLimit(.minutes(1))) struct PolicyTests {
     @Test func embeddedDefaultAllowsPublicAddressesOnly() {
         let policy = Policy.allowPublic
         #expect(policy.checkAddresses([ip("93.184.216.34")], name: nil, port: 443, command: .connect, subject: anonymous)

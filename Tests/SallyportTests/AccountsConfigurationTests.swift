@@ -5,7 +5,7 @@ import Testing
 @testable import Sallyport
 
 /// `auth.file` and `listen[].auth` in the configuration file: errors name the file and line.
-struct AccountsConfigurationTests {
+@Suite(.timeLimit(.minutes(1))) struct AccountsConfigurationTests {
     static let hash = "$y$j9T$2Ai6ai5cM6lROYWo09gX01$Fdz1Vb2gdR0WB2aFIitZ68b6V00MCPxf5GjPjkNlYY."
 
     func directory() throws -> String {

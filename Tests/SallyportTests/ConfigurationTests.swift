@@ -7,7 +7,7 @@ import Testing
 
 @testable import Sallyport
 
-@Suite struct ConfigurationTests {
+@Suite(.timeLimit(.minutes(1))) struct ConfigurationTests {
     @Test func emptyFileGivesTheEmbeddedDefault() throws {
         let configuration = try ConfigurationLoader.parse(yaml: "", file: "empty.yaml")
         #expect(configuration == .embeddedDefault)

@@ -5,7 +5,7 @@ import Testing
 
 /// The fuzz targets over their committed seed corpus and every crash found so far (each crash a
 /// file under Tests/Fuzz/Crashes/TARGET-…): a fixed crash stays fixed.
-@Suite struct FuzzCorpusTests {
+@Suite(.timeLimit(.minutes(1))) struct FuzzCorpusTests {
     static func inputs(under folder: String) -> [(target: String, path: String)] {
         let root = packageRoot() + "/Tests/Fuzz/" + folder
         let files = FileManager.default.enumerator(atPath: root)?.compactMap { $0 as? String } ?? []

@@ -6,7 +6,7 @@ import Testing
 @testable import Sallyport
 
 /// HTTP CONNECT towards an upstream: the request, and the response head whole or split.
-@Suite struct HTTPConnectHandshakeTests {
+@Suite(.timeLimit(.minutes(1))) struct HTTPConnectHandshakeTests {
     static let destination = SOCKSEndpoint(host: .domain("example.com"), port: 443)
 
     @Test func theRequestCarriesBasicCredentials() {

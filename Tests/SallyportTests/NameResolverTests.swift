@@ -47,7 +47,7 @@ final class GatedLookup: Sendable {
     }
 }
 
-@Suite struct NameResolverTests {
+@Suite(.timeLimit(.minutes(1))) struct NameResolverTests {
     let loop = MultiThreadedEventLoopGroup.singleton.next()
     let alice = ClientNetwork(IPAddress("127.0.0.1"))
     let bob = ClientNetwork(IPAddress("127.0.0.2"))

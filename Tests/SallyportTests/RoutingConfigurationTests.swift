@@ -8,7 +8,7 @@ import Testing
 @testable import Sallyport
 
 /// The routing keys of the file: egress routes, upstream URLs, `to_file` lists, keepalive.
-@Suite struct RoutingConfigurationTests {
+@Suite(.timeLimit(.minutes(1))) struct RoutingConfigurationTests {
     @Test func egressRoutesAreReadAndCheckedAgainstThisHost() throws {
         let configuration = try ConfigurationLoader.parse(yaml: """
             egress: {address: 127.0.0.2}

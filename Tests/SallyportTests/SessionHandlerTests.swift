@@ -116,7 +116,7 @@ struct SessionHarness {
     }
 }
 
-@Suite struct SessionHandlerTests {
+@Suite(.timeLimit(.minutes(1))) struct SessionHandlerTests {
     static let publicIP = SOCKSHost.ipv4(SOCKSIPv4Address(203, 0, 113, 9))
 
     @Test(arguments: [false, true])

@@ -6,7 +6,7 @@ import Testing
 @testable import Sallyport
 
 /// The usage totals as values, and their state file, without a server.
-struct UsageBookTests {
+@Suite(.timeLimit(.minutes(1))) struct UsageBookTests {
     let monday = CalendarDay(day: "2026-11-30", month: "2026-11")
     let tuesday = CalendarDay(day: "2026-12-01", month: "2026-12")
 

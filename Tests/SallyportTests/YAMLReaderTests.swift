@@ -29,7 +29,7 @@ private func describe(_ node: Yams.Node) -> String {
 
 /// The configuration reader against Yams, a full YAML implementation: the same tree, the same
 /// marks, for every configuration the project has and for the shapes a configuration takes.
-@Suite struct YAMLReaderTests {
+@Suite(.timeLimit(.minutes(1))) struct YAMLReaderTests {
     static let snippets = [
         "listen: [127.0.0.1:1080, \"[::1]:1080\"]\nmethods: [username]\n",
         "rules:\n  - name: a\n    action: allow\n    to: [10.0.0.0/8]   # a comment\n  - {name: b, action: deny, to: ['*']}\n",
