@@ -247,6 +247,24 @@ func prometheusSamples(_ text: String) -> [String: Double] {
         #expect(none.status == 401 && wrong.status == 401)
         #expect(right.status == 200 && query.status == 200)
         #expect(health.status == 200)
+        // Every route but the two health checks wants it, whatever the method, known or not.
+        let routes = [
+            ("GET", "/"), ("GET", "/metrics"), ("GET", "/sessions"), ("DELETE", "/sessions/1"), ("GET", "/proxy.pac"),
+            ("GET", "/status"), ("GET", "/usage"), ("DELETE", "/usage/alice"), ("POST", "/sessions"), ("PUT", "/metrics"),
+            ("GET", "/no-such-page"), ("GET", "/sessions?token=nope"), ("GET", "/%2e%2e/metrics"),
+        ]
+        let answers = try await onThread {
+            try routes.map { route in
+                (try httpRequest(port: admin, route.1, method: route.0).status,
+                 try httpRequest(port: admin, route.1, method: route.0, headers: ["Authorization": "Bearer \(token)"]).status)
+            }
+        }
+        for (route, (without, with)) in zip(routes, answers) {
+            #expect(without == 401, "\(route.0) \(route.1) without the token: \(without)")
+            #expect(with != 401, "\(route.0) \(route.1) with the token: \(with)")
+        }
+        let ready = try await onThread { try httpRequest(port: admin, "/readyz").status }
+        #expect(ready == 200, "readiness is public, like health")
         // A non-loopback admin address without allow_remote and a token is refused.
         let remote = try await runProcess(sallyportExecutable(), ["check-config", try temporaryFile("admin:\n  listen: 0.0.0.0:9180\n")])
         #expect(remote.status == 1)

@@ -175,6 +175,48 @@ import Testing
         await echo.stop()
     }
 
+    @Test func theSaveAtSIGTERMKeepsEveryByteAndAMonthlyQuotaHoldsAfterARestart() async throws {
+        let home = try await home()
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        let echo = try await TargetServer.echo()
+        // Saved only at shutdown: the interval is an hour.
+        let first = try await ServerProcess.start(config(home, "usage: {save_interval: 1h}"))
+        defer { first.process.signal(SIGKILL) }
+        let (proxy, port) = (first.port, echo.port)
+        let moved = 300_000
+        let echoed = try await onThread { () throws -> Int in
+            let socket = try session(proxy, "alice", to: port)
+            try socket.send([UInt8](repeating: 0x33, count: moved))
+            let back = try socket.receive(exactly: moved).count
+            socket.shutdownWrite()
+            _ = try socket.receiveUntilEOF()
+            return back
+        }
+        #expect(echoed == moved)
+        #expect(await first.process.waitForStderr(containing: "user=alice cmd=connect"))
+        first.process.signal(SIGTERM)
+        #expect(await first.process.waitForExit() == 0)
+        // Restarted with a monthly quota below what alice used: every byte was kept, and she is over it.
+        let quota = 500_000
+        let second = try await ServerProcess.start(config(home, "quotas: [{who: [user:alice], bytes: \(quota), period: month}]"))
+        defer { second.process.signal(SIGKILL) }
+        let report = try usage(try await adminPort(of: second))
+        let saved = total(report, "alice")
+        #expect(saved.up == moved && saved.down == moved, "saved \(saved) of \(moved) each way")
+        let month = user(report, "alice")?["month"] as? [String: Any]
+        #expect(month?["up"] as? Int == moved, "\(String(describing: month))")
+        let quotas = user(report, "alice")?["quotas"] as? [[String: Any]]
+        #expect(quotas?.first?["period"] as? String == "month" && quotas?.first?["exceeded"] as? Bool == true, "\(String(describing: quotas))")
+        let (alice, bob) = try await onThread { () throws -> (SOCKSReplyCode?, SOCKSReplyCode?) in
+            let alice = try socksLogin(proxyPort: second.port, user: Array("alice".utf8), password: Array("alice-pw".utf8), destination: loopback4(port))
+            let bob = try socksLogin(proxyPort: second.port, user: Array("bob".utf8), password: Array("bob-pw".utf8), destination: loopback4(port))
+            return (alice.reply, bob.reply)
+        }
+        #expect(alice == .notAllowed)
+        #expect(bob == .succeeded)
+        await echo.stop()
+    }
+
     @Test func aCorruptStateFileIsReportedMovedAsideAndThePreviousSnapshotKept() async throws {
         let home = try await home()
         defer { try? FileManager.default.removeItem(atPath: home) }
