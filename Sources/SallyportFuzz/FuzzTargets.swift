@@ -17,7 +17,66 @@ public enum FuzzTargets {
         "policy": policy,
         "proxy-header": proxyHeader,
         "user-file": userFile,
+        "upstream-handshake": upstreamHandshake,
     ]
+
+    /// The client side of a CONNECT through an upstream (SOCKS5 with or without a login, or HTTP
+    /// CONNECT; the first byte chooses) fed the upstream's answer in pieces the second byte
+    /// chooses: the same steps, the same failure and the same bytes left for the target as when
+    /// fed whole.
+    public static func upstreamHandshake(_ input: [UInt8]) {
+        guard input.count >= 2 else { return }
+        let options = input[0]
+        let destination = options & 2 == 0
+            ? SOCKSEndpoint(host: .domain("example.com"), port: 443) : SOCKSEndpoint(host: .ipv4(SOCKSIPv4Address(192, 0, 2, 1)), port: 80)
+        let (user, password): (String?, String?) = options & 4 == 0 ? (nil, nil) : ("alice", "wonderland")
+        let make: () -> any UpstreamHandshaking = {
+            options & 1 == 0
+                ? SOCKS5ClientHandshake(destination: destination, username: user, password: password)
+                : HTTPConnectHandshake(destination: destination, username: user, password: password)
+        }
+        let answer = Array(input.dropFirst(2))
+        let whole = drive(make(), pieces: [answer])
+        let split = drive(make(), pieces: pieces(of: answer, seed: input[1]))
+        precondition(whole == split, "split \(split) but whole \(whole)")
+    }
+
+    /// The steps a handshake takes over `pieces` (needing more data is no step), ending with
+    /// the bytes left for the target once it is through.
+    private static func drive(_ start: any UpstreamHandshaking, pieces: [[UInt8]]) -> [String] {
+        var handshake = start
+        var buffer = ByteBuffer()
+        var steps: [String] = []
+        var rest = pieces[...]
+        while let piece = rest.popFirst() {
+            buffer.writeBytes(piece)
+            reading: while true {
+                switch handshake.process(&buffer) {
+                case .send(let bytes): steps.append("send \(Array(bytes.readableBytesView))")
+                case .needMoreData: break reading
+                case .established:
+                    for later in rest { buffer.writeBytes(later) }
+                    return steps + ["established, then \(Array(buffer.readableBytesView))"]
+                case .failed(let code, let reason): return steps + ["failed \(code): \(reason)"]
+                }
+            }
+        }
+        return steps
+    }
+
+    /// `data` cut in pieces of 1 to 7 bytes, sizes drawn from `seed`.
+    private static func pieces(of data: [UInt8], seed start: UInt8) -> [[UInt8]] {
+        var pieces: [[UInt8]] = []
+        var rest = data[...]
+        var seed = UInt32(start) &+ 1
+        while !rest.isEmpty {
+            seed = seed &* 1_103_515_245 &+ 12_345
+            let size = min(Int(seed >> 16) % 7 + 1, rest.count)
+            pieces.append(Array(rest.prefix(size)))
+            rest = rest.dropFirst(size)
+        }
+        return pieces
+    }
 
     /// A user file as `sallyport passwd` edits it: whatever the bytes, the reader answers with
     /// accounts or bad lines; setting an account's own line again changes no account, and removing
@@ -51,16 +110,7 @@ public enum FuzzTargets {
             socks4: input[1] & 0x80 != 0)
         let data = Array(input.dropFirst(2))
         let whole = drive(configuration, pieces: [data], options: options)
-        var pieces: [[UInt8]] = []
-        var rest = data[...]
-        var seed = UInt32(input[1]) &+ 1
-        while !rest.isEmpty {
-            seed = seed &* 1_103_515_245 &+ 12_345
-            let size = min(Int(seed >> 16) % 7 + 1, rest.count)
-            pieces.append(Array(rest.prefix(size)))
-            rest = rest.dropFirst(size)
-        }
-        let split = drive(configuration, pieces: pieces, options: options)
+        let split = drive(configuration, pieces: pieces(of: data, seed: input[1]), options: options)
         precondition(whole == split, "fed in pieces the machine did otherwise: \(whole) vs \(split)")
     }
 

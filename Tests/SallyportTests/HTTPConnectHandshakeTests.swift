@@ -60,4 +60,29 @@ import Testing
             return
         }
     }
+
+    /// Whether a head is too long depends on where it ends, not on how it was read: one read or
+    /// many, the same answer (a 17 KB head was taken whole and refused in pieces).
+    @Test(arguments: [16 * 1024 - 100, 16 * 1024 + 100])
+    func aLongHeadGetsTheSameStepInOneReadOrMany(length: Int) {
+        let head = "HTTP/1.1 200 OK\r\nX-Padding: " + String(repeating: "a", count: length - 33) + "\r\n\r\n"
+        var whole = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)
+        var buffer = ByteBuffer(string: head)
+        let once = whole.process(&buffer)
+        var split = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)
+        var pieces = ByteBuffer()
+        var step = UpstreamStep.needMoreData
+        for chunk in Array(head.utf8).chunked(into: 1000) where step == .needMoreData {
+            pieces.writeBytes(chunk)
+            step = split.process(&pieces)
+        }
+        #expect(step == once)
+        #expect((once == .established) == (length < 16 * 1024), "\(length) bytes: \(once)")
+    }
+}
+
+extension Array {
+    fileprivate func chunked(into size: Int) -> [ArraySlice<Element>] {
+        stride(from: 0, to: count, by: size).map { self[$0..<Swift.min($0 + size, count)] }
+    }
 }

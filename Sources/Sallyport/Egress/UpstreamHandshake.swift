@@ -4,7 +4,7 @@ import SOCKSProtocol
 import SallyportPolicy
 
 /// What an upstream handshake says after each read.
-enum UpstreamStep: Equatable {
+public enum UpstreamStep: Equatable {
     case send(ByteBuffer)
     case needMoreData
     /// Through: what is left in the buffer is the target's.
@@ -13,16 +13,16 @@ enum UpstreamStep: Equatable {
 }
 
 /// The client side of a CONNECT through another proxy, as a value.
-protocol UpstreamHandshaking {
+public protocol UpstreamHandshaking {
     /// The first bytes to send.
     func opening() -> ByteBuffer
     mutating func process(_ buffer: inout ByteBuffer) -> UpstreamStep
 }
 
 extension SOCKS5ClientHandshake: UpstreamHandshaking {
-    func opening() -> ByteBuffer { greeting() }
+    public func opening() -> ByteBuffer { greeting() }
 
-    mutating func process(_ buffer: inout ByteBuffer) -> UpstreamStep {
+    public mutating func process(_ buffer: inout ByteBuffer) -> UpstreamStep {
         switch process(&buffer) as Step {
         case .send(let bytes): return .send(bytes)
         case .needMoreData: return .needMoreData
@@ -34,19 +34,19 @@ extension SOCKS5ClientHandshake: UpstreamHandshaking {
 
 /// HTTP CONNECT (RFC 9110 section 9.3.6) to an upstream: the request with Basic credentials when
 /// given, then the response head, read up to `maximumHead` bytes.
-struct HTTPConnectHandshake: UpstreamHandshaking {
+public struct HTTPConnectHandshake: UpstreamHandshaking {
     let destination: SOCKSEndpoint
     let authorization: String?
     private var done = false
 
     static let maximumHead = 16 * 1024
 
-    init(destination: SOCKSEndpoint, username: String?, password: String?) {
+    public init(destination: SOCKSEndpoint, username: String?, password: String?) {
         self.destination = destination
         authorization = username.map { "Basic " + Data("\($0):\(password ?? "")".utf8).base64EncodedString() }
     }
 
-    func opening() -> ByteBuffer {
+    public func opening() -> ByteBuffer {
         let target = destination.description
         var head = "CONNECT \(target) HTTP/1.1\r\nHost: \(target)\r\n"
         if let authorization { head += "Proxy-Authorization: \(authorization)\r\n" }
@@ -54,11 +54,16 @@ struct HTTPConnectHandshake: UpstreamHandshaking {
         return ByteBuffer(string: head)
     }
 
-    mutating func process(_ buffer: inout ByteBuffer) -> UpstreamStep {
+    public mutating func process(_ buffer: inout ByteBuffer) -> UpstreamStep {
         guard !done else { return .needMoreData }
         let view = buffer.readableBytesView
-        guard let end = Self.endOfHead(view) else {
-            if view.count > Self.maximumHead { return fail(.generalFailure, "the upstream's response head is longer than \(Self.maximumHead) bytes") }
+        // Too long is decided by where the head ends, not by how much came in one read: the same
+        // answer in one read or in many gets the same step.
+        let end = Self.endOfHead(view)
+        guard let end, end - view.startIndex <= Self.maximumHead else {
+            if end != nil || view.count >= Self.maximumHead + 4 {
+                return fail(.generalFailure, "the upstream's response head is longer than \(Self.maximumHead) bytes")
+            }
             return .needMoreData
         }
         let head = String(decoding: view[view.startIndex..<end], as: UTF8.self)
