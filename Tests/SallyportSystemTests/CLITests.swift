@@ -228,9 +228,9 @@ let loopbackRules = """
         let payload = patternBytes(count: 2 << 20, seed: 11)
         let half = payload.count / 2
         let firstHalf = try await onThread { () throws -> [UInt8] in
-            let reader = Task.detached { try running.receive(exactly: half) }
+            let reader = ThreadedWork { try running.receive(exactly: half) }
             try running.send(Array(payload[..<half]))
-            return try waitSync(reader)
+            return try reader.join()
         }
         #expect(firstHalf == Array(payload[..<half]))
 
@@ -253,13 +253,91 @@ let loopbackRules = """
         #expect(server.stderr.components(separatedBy: "configuration reloaded").count - 1 == 1)
         #expect(server.stderr.contains("reload failed"))
         let secondHalf = try await onThread { () throws -> [UInt8] in
-            let reader = Task.detached { try running.receiveUntilEOF() }
+            let reader = ThreadedWork { try running.receiveUntilEOF() }
             try running.send(Array(payload[half...]))
             running.shutdownWrite()
-            return try waitSync(reader)
+            return try reader.join()
         }
         #expect(secondHalf.count == payload.count - half)
         #expect(fnv1a(firstHalf + secondHalf) == fnv1a(payload))
+        server.signal(SIGTERM)
+        #expect(await server.waitForExit() == 0)
+        await echo.stop()
+    }
+
+    /// What a reload changes in the running server: methods, limits, timeouts, UDP, quotas and
+    /// the access-log file, each seen from a client (a timing test: the negotiation timeout).
+    @Test(.timing) func aReloadAppliesMethodsLimitsTimeoutsUDPQuotasAndTheAccessFile() async throws {
+        let echo = try await TargetServer.echo()
+        let home = try temporaryDirectory("reload")
+        for user in ["alice", "bob"] {
+            let made = try await runProcess(
+                sallyportExecutable(), ["passwd", user, "--file", home + "/users", "--method", "sha512"], input: Data("pw-\(user)\n".utf8))
+            #expect(made.status == 0, "\(made.stderr)")
+        }
+        let common = "auth: {file: \(home)/users, fail_delay: 0s}\nstate_dir: \(home)/state\nlisten: [127.0.0.1:0]\n" + loopbackRules
+        let (server, path, port) = try await startServer("methods: [none, username]\n" + common)
+        defer { server.signal(SIGKILL) }
+        let destination = loopback4(echo.port)
+        // Before: method none served, two sessions of one client at once, UDP on; alice moves 1000 bytes.
+        let before = try await onThread { () throws -> (none: SOCKSReplyCode?, both: Bool, udp: SOCKSReplyCode?, echoed: Int) in
+            let (_, none) = try connectAs(nil, proxyPort: port, to: destination)
+            let (first, one) = try connectAs("bob", proxyPort: port, to: destination)
+            let (second, two) = try connectAs("bob", proxyPort: port, to: destination)
+            let (_, udp) = try connectAs("bob", proxyPort: port, to: .unspecified, command: .udpAssociate)
+            let (alice, aliceReply) = try connectAs("alice", proxyPort: port, to: destination)
+            guard aliceReply == .succeeded else { return (none, false, udp, 0) }
+            try alice.send([UInt8](repeating: 1, count: 1000))
+            let echoed = try alice.receive(exactly: 1000).count
+            alice.shutdownWrite()
+            _ = try alice.receiveUntilEOF()
+            _ = (first, second)
+            return (none, one == .succeeded && two == .succeeded, udp, echoed)
+        }
+        #expect(before.none == .succeeded && before.both && before.udp == .succeeded && before.echoed == 1000, "\(before)")
+        #expect(await server.waitForStderr(containing: "user=alice cmd=connect"))
+
+        let accessFile = home + "/access.log"
+        let after = """
+            methods: [username]
+            limits: {sessions_per_client: 1}
+            timeouts: {negotiation: 1s}
+            udp: {enabled: false}
+            quotas: [{who: [user:alice], bytes: 1000, period: day}]
+            log: {access_file: \(accessFile)}
+
+            """ + common
+        try after.write(toFile: path, atomically: true, encoding: .utf8)
+        server.signal(SIGHUP)
+        #expect(await server.waitForStderr(containing: "configuration reloaded"), "\(server.stderr)")
+        let changed = try await onThread {
+            () throws -> (none: [UInt8], alice: SOCKSReplyCode?, bob: SOCKSReplyCode?, secondBob: SOCKSReplyCode?, silentClosedIn: Double) in
+            let greeting = try TestSocket(host: "127.0.0.1", port: port)
+            try greeting.send([5, 1, 0])
+            let none = try greeting.receive(exactly: 2)
+            let (_, alice) = try connectAs("alice", proxyPort: port, to: destination)
+            let (held, bob) = try connectAs("bob", proxyPort: port, to: destination)
+            let (_, secondBob) = try connectAs("bob", proxyPort: port, to: destination)
+            held.shutdownWrite()
+            _ = try held.receiveUntilEOF()
+            let silent = try TestSocket(host: "127.0.0.1", port: port, timeout: 20)
+            let start = Date()
+            _ = silent.waitForClose()
+            return (none, alice, bob, secondBob, Date().timeIntervalSince(start))
+        }
+        #expect(changed.none == [5, 0xFF], "method none is no longer offered")
+        #expect(changed.alice == .notAllowed, "alice is over her new quota")
+        #expect(changed.bob == .succeeded && changed.secondBob == .notAllowed, "one session per client now: \(changed)")
+        // The negotiation timeout is 1 s now (10 s before): closed well before the old one.
+        #expect(changed.silentClosedIn >= 0.9 && changed.silentClosedIn < 5, "a silent client closed after \(changed.silentClosedIn) s")
+        // UDP is off: the association gets reply 0x07.
+        let udp = try await onThread { try connectAs("bob", proxyPort: port, to: .unspecified, command: .udpAssociate).1 }
+        #expect(udp == .commandNotSupported)
+        // The sessions since the reload are written to the access-log file.
+        let logged = await waitUntil(timeout: 10) {
+            ((try? String(contentsOfFile: accessFile, encoding: .utf8)) ?? "").contains("user=bob cmd=connect")
+        }
+        #expect(logged, "no session line in \(accessFile)")
         server.signal(SIGTERM)
         #expect(await server.waitForExit() == 0)
         await echo.stop()

@@ -108,13 +108,13 @@ final class SilentHandler: ChannelInboundHandler, @unchecked Sendable {
                         let data = patternBytes(count: 4 << 20, seed: UInt64(seed))
                         let socket = try TestSocket(host: "127.0.0.1", port: port)
                         guard try socket.socksConnect(to: loopback4(echo.port)).code == .succeeded else { return false }
-                        let reader = Task.detached { try socket.receiveUntilEOF(limit: 8 << 20) }
+                        let reader = ThreadedWork { try socket.receiveUntilEOF(limit: 8 << 20) }
                         for offset in stride(from: 0, to: data.count, by: 64 * 1024) {
                             try socket.send(Array(data[offset..<min(offset + 64 * 1024, data.count)]))
                             usleep(140_000)  // spread over the reloads: 64 chunks in about 9 s
                         }
                         socket.shutdownWrite()
-                        return fnv1a(try waitSync(reader)) == fnv1a(data)
+                        return fnv1a(try reader.join()) == fnv1a(data)
                     }
                 }
             }
@@ -150,21 +150,4 @@ extension FaultTests {
         #expect((after ?? 99) - (before ?? 0) < 5, "descriptors went from \(before ?? -1) to \(after ?? -1)")
         _ = taken
     }
-}
-
-/// Waits on a thread for a detached task's value.
-func waitSync<T: Sendable>(_ task: Task<T, any Error>) throws -> T {
-    let box = ResultBox<T>()
-    let done = DispatchSemaphore(value: 0)
-    Task.detached {
-        box.result = await task.result
-        done.signal()
-    }
-    done.wait()
-    return try box.result!.get()
-}
-
-final class ResultBox<T: Sendable>: @unchecked Sendable {
-    // @unchecked: written once before the semaphore is signalled, read after it.
-    var result: Result<T, any Error>?
 }

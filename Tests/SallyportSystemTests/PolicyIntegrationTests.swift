@@ -6,9 +6,11 @@ import Sallyport
 import SallyportPolicy
 import Testing
 
-/// Greeting (with credentials when given) and CONNECT; returns the reply code, or nil when the
-/// login itself failed.
-func connectAs(_ user: String?, proxyPort: Int, to destination: SOCKSEndpoint) throws -> (TestSocket, SOCKSReplyCode?) {
+/// Greeting (with credentials when given: password "pw-USER") and a request (CONNECT unless said);
+/// returns the reply code, or nil when the login itself failed.
+func connectAs(
+    _ user: String?, proxyPort: Int, to destination: SOCKSEndpoint, command: SOCKSCommand = .connect
+) throws -> (TestSocket, SOCKSReplyCode?) {
     let socket = try TestSocket(host: "127.0.0.1", port: proxyPort)
     if let user {
         try socket.send([5, 1, 2])
@@ -22,7 +24,7 @@ func connectAs(_ user: String?, proxyPort: Int, to destination: SOCKSEndpoint) t
         try expectBytesHelper(try socket.receive(exactly: 2), [5, 0])
     }
     var request = ByteBuffer()
-    request.writeSOCKSRequest(SOCKSRequest(command: .connect, destination: destination))
+    request.writeSOCKSRequest(SOCKSRequest(command: command, destination: destination))
     try socket.send(Array(request.readableBytesView))
     return (socket, try socket.readReply().code)
 }

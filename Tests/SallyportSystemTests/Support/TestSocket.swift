@@ -143,6 +143,28 @@ func onThread<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async thr
     }
 }
 
+/// Work on a thread of its own, waited for with a blocking `join()`: a second blocking client
+/// inside `onThread` (a reader beside a writer), never a task on the cooperative pool.
+final class ThreadedWork<T: Sendable>: @unchecked Sendable {
+    // @unchecked: `result` is written once, before `done` is signalled, and read after it.
+    private var result: Result<T, any Error>?
+    private let done = DispatchSemaphore(value: 0)
+
+    init(_ body: @escaping @Sendable () throws -> T) {
+        let thread = Thread { [self] in
+            result = Result { try body() }
+            done.signal()
+        }
+        thread.stackSize = 1 << 20
+        thread.start()
+    }
+
+    func join() throws -> T {
+        done.wait()
+        return try result!.get()
+    }
+}
+
 /// Deterministic pseudo-random bytes.
 func patternBytes(count: Int, seed: UInt64) -> [UInt8] {
     var state = seed | 1
