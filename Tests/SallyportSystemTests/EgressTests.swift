@@ -116,16 +116,8 @@ struct EgressTests {
             defer { server.process.signal(SIGKILL) }
             let octets = targetIP.split(separator: ".").compactMap { UInt8($0) }
             let destination = SOCKSEndpoint(host: .ipv4(.init(octets[0], octets[1], octets[2], octets[3])), port: UInt16(port))
-            let answer = try await onThread { () throws -> String in
-                let (control, reply) = try udpAssociate(proxyPort: server.port)
-                defer { control.shutdownWrite() }
-                let udp = try TestUDPSocket()
-                try udp.send(TestUDPSocket.packet(to: destination, Array("who?".utf8)), to: try reply.bound.testAddress)
-                guard let datagram = udp.receive(timeout: 10) else { return "no answer" }
-                return String(decoding: try TestUDPSocket.unpack(datagram).1, as: UTF8.self)
-            }
-            _ = await server.process.waitForStderr(containing: "msg=session", timeout: 5)
-            #expect(answer == "peer=\(chosen)", "\(server.process.stderr) \(target.stderr)")
+            let answer = try await onThread { try Self.udpAnswers(proxy: server.port, from: [destination]) }
+            #expect(answer == ["peer=\(chosen)"], "\(server.process.stderr) \(target.stderr)")
             // And TCP, through the same default.
             let tcp = try await onThread { () throws -> String in
                 let socket = try TestSocket(host: "127.0.0.1", port: server.port)
@@ -133,6 +125,48 @@ struct EgressTests {
                 return String(decoding: try socket.receiveUntilEOF(), as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
             }
             #expect(tcp == "peer=\(chosen)")
+        }
+    }
+
+    /// Through one UDP association, a datagram to each destination in turn; each answer's text.
+    static func udpAnswers(proxy: Int, from destinations: [SOCKSEndpoint]) throws -> [String] {
+        let (control, reply) = try udpAssociate(proxyPort: proxy)
+        defer { control.shutdownWrite() }
+        let udp = try TestUDPSocket()
+        return try destinations.map { destination in
+            try udp.send(TestUDPSocket.packet(to: destination, Array("who?".utf8)), to: try reply.bound.testAddress)
+            guard let datagram = udp.receive(timeout: 10) else { return "no answer" }
+            return String(decoding: try TestUDPSocket.unpack(datagram).1, as: UTF8.self)
+        }
+    }
+
+    /// Each rule's egress address holds for the UDP destinations it allows: one association, two
+    /// destinations, two rules, two source addresses.
+    @Test func eachRulesEgressAddressHoldsForTheUDPDestinationsItAllows() async throws {
+        let link = uniqueLinkName()
+        let subnet = uniqueSubnet24()
+        let (first, second, targetIP) = ("\(subnet).1", "\(subnet).2", "\(subnet).100")
+        try await withNetworkNamespace(resolvConf: "", hosts: "") { namespace in
+            defer { deleteLink(link) }
+            try await addLink(link, to: namespace, hostAddresses: [first + "/24", second + "/24"], farAddress: targetIP + "/24")
+            let targets = try [target(in: namespace, at: targetIP), target(in: namespace, at: targetIP)]
+            defer { for target in targets { target.signal(SIGKILL) } }
+            var ports: [Int] = []
+            for target in targets {
+                #expect(await target.waitForStderr(containing: "port "))
+                ports.append(try #require(Int(target.stderr.split(separator: " ").last?.trimmingCharacters(in: .whitespacesAndNewlines) ?? "")))
+            }
+            let server = try await ServerProcess.start("""
+                listen: [127.0.0.1:0]
+                rules:
+                  - {name: by-first, action: allow, to: [\(targetIP)/32], ports: [\(ports[0])], egress: {address: \(first)}}
+                  - {name: by-second, action: allow, to: [\(targetIP)/32], ports: [\(ports[1])], egress: {address: \(second)}}
+                """)
+            defer { server.process.signal(SIGKILL) }
+            let octets = targetIP.split(separator: ".").compactMap { UInt8($0) }
+            let destinations = ports.map { SOCKSEndpoint(host: .ipv4(.init(octets[0], octets[1], octets[2], octets[3])), port: UInt16($0)) }
+            let answers = try await onThread { try Self.udpAnswers(proxy: server.port, from: destinations + destinations.reversed()) }
+            #expect(answers == ["peer=\(first)", "peer=\(second)", "peer=\(second)", "peer=\(first)"], "\(server.process.stderr)")
         }
     }
 }
