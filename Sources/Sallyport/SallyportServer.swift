@@ -298,21 +298,15 @@ public final class SallyportServer: Service, Sendable {
         for channel in channels { try? await channel.close() }
         trimmer.withLockedValue { $0?.stop() }
         let grace = grace ?? configuration.timeouts.shutdownGrace
-        let deadline = NIODeadline.now() + grace
         let waiting = registry.count
         if waiting > 0 {
             logger.info("draining sessions", metadata: ["sessions": "\(waiting)", "grace": "\(grace)"])
         }
-        while registry.count > 0, NIODeadline.now() < deadline {
-            try? await Task.sleep(for: .milliseconds(50))
-        }
-        if registry.count > 0 {
+        let registry = self.registry
+        if await !ShutdownDrain(grace: grace).wait(sessions: { registry.count }) {
             logger.info("closing sessions after grace period", metadata: ["sessions": "\(registry.count)"])
             registry.closeAll()
-            let closeDeadline = NIODeadline.now() + .seconds(2)
-            while registry.count > 0, NIODeadline.now() < closeDeadline {
-                try? await Task.sleep(for: .milliseconds(10))
-            }
+            _ = await ShutdownDrain(grace: .seconds(2), step: .milliseconds(10)).wait(sessions: { registry.count })
         }
         await usage.stop()
         try? await admin.withLockedValue { $0.channel }?.close()
