@@ -31,13 +31,6 @@ final class BlockingTestExecutor: TaskExecutor, @unchecked Sendable {
         condition.unlock()
     }
 
-    /// How many threads it has started so far.
-    var threadCount: Int {
-        condition.lock()
-        defer { condition.unlock() }
-        return threads
-    }
-
     private func work() {
         condition.lock()
         while true {
