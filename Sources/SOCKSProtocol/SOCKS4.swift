@@ -29,7 +29,7 @@ public enum SOCKS4ReplyCode: UInt8, Hashable, Sendable {
 extension ByteBuffer {
     /// Reads a SOCKS4/4a request. Returns nil, consuming nothing, when it is not all there yet;
     /// throws when the version is not 4, or the user id or the name is too long, or the name is
-    /// empty or not UTF-8.
+    /// not a DNS name.
     public mutating func readSOCKS4Request() throws(SOCKSProtocolError) -> SOCKS4Request? {
         var copy = self
         guard let version = copy.readInteger(as: UInt8.self) else { return nil }
@@ -41,8 +41,8 @@ extension ByteBuffer {
         let host: SOCKSHost
         if address & 0xFFFF_FF00 == 0, address != 0 {
             guard let name = try copy.readNULTerminated(maximum: SOCKS4Request.maximumField) else { return nil }
-            guard !name.isEmpty, let text = String(validating: name, as: UTF8.self) else { throw .invalidDomainName }
-            host = .domain(text)
+            guard let named = DestinationName.host(fromWire: name) else { throw .invalidDomainName }
+            host = named
         } else {
             host = .ipv4(SOCKSIPv4Address(address))
         }

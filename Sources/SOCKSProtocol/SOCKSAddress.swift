@@ -97,7 +97,7 @@ extension SOCKSIPv6Address: CustomStringConvertible {
 public enum SOCKSHost: Hashable, Sendable {
     case ipv4(SOCKSIPv4Address)
     case ipv6(SOCKSIPv6Address)
-    /// A domain name (1 to 255 bytes, no NUL), to be resolved by the server.
+    /// A DNS name in `DestinationName`'s normalized form, to be resolved by the server.
     case domain(String)
 
     /// The `ATYP` byte for this host.
@@ -160,11 +160,10 @@ extension ByteBuffer {
         case 0x03:
             guard let length = copy.readInteger(as: UInt8.self) else { return nil }
             guard length > 0 else { throw .invalidDomainName }
-            guard let bytes = copy.readBytes(length: Int(length)) else { return nil }
-            // A name is taken byte for byte or not at all: bytes that are not UTF-8 would become
-            // another name (U+FFFD in place of each), one no rule was written for.
-            guard !bytes.contains(0), let name = String(validating: bytes, as: UTF8.self) else { throw .invalidDomainName }
-            host = .domain(name)
+            guard let bytes = copy.readSlice(length: Int(length)) else { return nil }
+            // A name is taken as a DNS name (or the address it spells) or not at all.
+            guard let named = DestinationName.host(fromWire: bytes.readableBytesView) else { throw .invalidDomainName }
+            host = named
         default:
             throw .unsupportedAddressType(addressType)
         }

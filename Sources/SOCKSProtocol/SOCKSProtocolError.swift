@@ -8,7 +8,7 @@ public enum SOCKSProtocolError: Error, Hashable, Sendable {
     case invalidCredentials
     /// `ATYP` other than 1, 3 or 4.
     case unsupportedAddressType(UInt8)
-    /// A domain name of length 0 or holding a NUL byte.
+    /// A destination name that is not a DNS name (`DestinationName`).
     case invalidDomainName
     /// A SOCKS4 user id or SOCKS4a name longer than `SOCKS4Request.maximumField`.
     case fieldTooLong
@@ -23,7 +23,7 @@ extension SOCKSProtocolError: CustomStringConvertible {
         case .invalidAuthenticationVersion(let version): return "invalid RFC 1929 version \(version)"
         case .invalidCredentials: return "empty username or password, or one holding a NUL byte"
         case .unsupportedAddressType(let type): return "unsupported address type \(type)"
-        case .invalidDomainName: return "empty domain name, or one holding a NUL byte"
+        case .invalidDomainName: return "destination name is not a DNS name (letters, digits, -, _ and dots; at most 253 bytes)"
         case .fieldTooLong: return "SOCKS4 user id or name longer than \(SOCKS4Request.maximumField) bytes"
         case .socks4NotEnabled: return "SOCKS4 request on a listener without socks4"
         }

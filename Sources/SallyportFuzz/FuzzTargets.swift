@@ -33,12 +33,29 @@ public enum FuzzTargets {
         let make: () -> any UpstreamHandshaking = {
             options & 1 == 0
                 ? SOCKS5ClientHandshake(destination: destination, username: user, password: password)
-                : HTTPConnectHandshake(destination: destination, username: user, password: password)
+                : HTTPConnectHandshake(destination: destination, username: user, password: password)!
         }
+        if options & 8 != 0 { upstreamHead(name: input.dropFirst(2), user: user) }
         let answer = Array(input.dropFirst(2))
         let whole = drive(make(), pieces: [answer])
         let split = drive(make(), pieces: pieces(of: answer, seed: input[1]))
         precondition(whole == split, "split \(split) but whole \(whole)")
+    }
+
+    /// A name from the input, as a request would carry it: the parser takes it as an address or a
+    /// DNS name or refuses it; what it takes, the HTTP upstream head carries as one token, in a
+    /// head of exactly its three lines.
+    private static func upstreamHead(name: ArraySlice<UInt8>, user: String?) {
+        guard let host = DestinationName.host(fromWire: name.prefix(255)) else { return }
+        let destination = SOCKSEndpoint(host: host, port: 443)
+        guard let http = HTTPConnectHandshake(destination: destination, username: user, password: user.map { _ in "p\r\nX: 1" }) else {
+            preconditionFailure("a parsed destination \(destination) was refused by the head")
+        }
+        let head = String(buffer: http.opening())
+        let lines = head.components(separatedBy: "\r\n")
+        precondition(lines.count == (user == nil ? 4 : 5) && lines.last == "" && lines[lines.count - 2] == "", "head \(head.debugDescription)")
+        precondition(lines[0] == "CONNECT \(destination) HTTP/1.1" && !destination.description.contains(" "), "request line \(lines[0].debugDescription)")
+        precondition(head.utf8.allSatisfy { $0 >= 0x20 && $0 < 0x7F || $0 == 13 || $0 == 10 }, "head \(head.debugDescription)")
     }
 
     /// The steps a handshake takes over `pieces` (needing more data is no step), ending with

@@ -8,7 +8,7 @@ import Testing
         SOCKSEndpoint(host: .ipv4(.init(192, 0, 2, 1)), port: 53),
         SOCKSEndpoint(host: .ipv6(.init(high: 0x2001_0db8_0000_0000, low: 1)), port: 443),
         SOCKSEndpoint(host: .domain("dns.example"), port: 5353),
-        SOCKSEndpoint(host: .domain(String(repeating: "n", count: 255)), port: 1),
+        SOCKSEndpoint(host: .domain(Array(repeating: String(repeating: "n", count: 63), count: 4).joined(separator: ".").prefix(253).description), port: 1),
     ])
     func headerRoundTripsForEachAddressType(endpoint: SOCKSEndpoint) throws {
         var buffer = ByteBuffer()

@@ -23,8 +23,11 @@ struct UpstreamTests {
         try await onThread { try TestSocket(host: "127.0.0.1", port: port).socksConnect(to: destination).code }
     }
 
+    /// The second Sallyport runs on this host, where only loopback names resolve to a target; a
+    /// loopback name is judged as the loopback address by the first (names going unresolved are
+    /// shown through Dante, tinyproxy and an HTTP upstream below).
     @Test(arguments: [false, true])
-    func throughASecondSallyportTheNameGoesUnresolved(withLogin: Bool) async throws {
+    func throughASecondSallyport(withLogin: Bool) async throws {
         let http = try await TargetServer.start { HTTPResponder(body: Self.body) }
         let second = try await ServerProcess.start(withLogin ? """
             listen: [127.0.0.1:0]
@@ -40,7 +43,7 @@ struct UpstreamTests {
         let first = try await ServerProcess.start("""
             listen: [127.0.0.1:0]
             rules:
-              - {name: via-second, action: allow, to: [localhost, 127.0.0.0/8], via: "socks5://\(credentials)127.0.0.1:\(second.port)"}
+              - {name: via-second, action: allow, to: [127.0.0.0/8], via: "socks5://\(credentials)127.0.0.1:\(second.port)"}
             """)
         defer { first.process.signal(SIGKILL) }
         let result = try await curl(first.port, "http://localhost:\(http.port)/")
@@ -48,7 +51,7 @@ struct UpstreamTests {
         #expect(result.stdout == Self.body)
         #expect(await second.process.waitForStderr(containing: "msg=session"))
         let seen = logfmtFields(second.process.stderr.split(separator: "\n").first { $0.contains("msg=session") }.map(String.init) ?? "")
-        #expect(seen["dst"] == "localhost:\(http.port)", "the name reaches the upstream unresolved: \(seen)")
+        #expect(seen["dst"] == "127.0.0.1:\(http.port)", "a loopback name goes on as the address the rule allowed: \(seen)")
         #expect(seen["user"] == (withLogin ? "alice" : "-"))
         #expect(await first.process.waitForStderr(containing: "msg=session"))
         let own = logfmtFields(first.process.stderr.split(separator: "\n").first { $0.contains("msg=session") }.map(String.init) ?? "")
@@ -70,6 +73,60 @@ struct UpstreamTests {
         defer { through.process.signal(SIGKILL) }
         #expect(try await reply(through.port, loopback4(refusing.port)) == .connectionRefused)
         await http.stop()
+    }
+
+    /// The attack: a name carrying a request line of its own, towards a rule whose upstream is an
+    /// HTTP proxy with the gateway's credentials. It is refused at the parser (0x01); the upstream
+    /// sees the next, valid request's head and nothing before it.
+    @Test func anInjectedNameNeverReachesAnHTTPUpstream() async throws {
+        let upstream = try BackgroundProcess("/usr/bin/python3", ["-c", """
+            import socket, sys
+            server = socket.create_server(("127.0.0.1", 0))
+            print("port %d" % server.getsockname()[1], file=sys.stderr, flush=True)
+            while True:
+                conn, _ = server.accept()
+                head = b""
+                while b"\\r\\n\\r\\n" not in head:
+                    more = conn.recv(1024)
+                    if not more: break
+                    head += more
+                print("head %r" % head, file=sys.stderr, flush=True)
+                conn.sendall(b"HTTP/1.1 200 Connection established\\r\\n\\r\\n")
+                conn.close()
+            """], environment: withoutWrappers)
+        defer { upstream.signal(SIGKILL) }
+        #expect(await upstream.waitForStderr(containing: "port "))
+        let port = try #require(Int(upstream.stderr.split(separator: "\n")[0].split(separator: " ").last ?? ""))
+        let gateway = try await ServerProcess.start("""
+            listen: [127.0.0.1:0]
+            rules: [{action: allow, to: [.corp.example], via: "http://gw:secret@127.0.0.1:\(port)"}]
+            """)
+        defer { gateway.process.signal(SIGKILL) }
+        for name in [
+            "a.corp.example:80 HTTP/1.1\r\nX-Injected: 1\r\n\r\nCONNECT internal.corp.example", "a.corp.example HTTP/1.1",
+            "a\r\n.corp.example", "x\u{0600}.corp.example",
+        ] {
+            #expect(try await reply(gateway.port, SOCKSEndpoint(host: .domain(name), port: 80)) == .generalFailure, "\(name.debugDescription)")
+        }
+        #expect(try await reply(gateway.port, SOCKSEndpoint(host: .domain("A.Corp.Example"), port: 80)) == .succeeded)
+        #expect(await upstream.waitForStderr(containing: "head "))
+        let heads = upstream.stderr.split(separator: "\n").filter { $0.hasPrefix("head ") }
+        #expect(heads.count == 1 && heads[0].hasPrefix("head b'CONNECT a.corp.example:80 HTTP/1.1\\r\\nHost: a.corp.example:80\\r\\n"), "\(heads)")
+        #expect(!upstream.stderr.contains("Injected") && !upstream.stderr.contains("internal"))
+    }
+
+    @Test func aLoopbackNameOrAddressInDisguiseIsJudgedByTheGuardBeforeAnUpstream() async throws {
+        let gateway = try await ServerProcess.start("""
+            listen: [127.0.0.1:0]
+            rules: [{action: allow, to: ["*"], via: "http://127.0.0.1:9"}]
+            """)
+        defer { gateway.process.signal(SIGKILL) }
+        // Refused by the guard (0x02), or not found here (0x04: `db.localhost` has no address on
+        // this host); never tried at the upstream (nothing listens on its port: that would be 0x01).
+        for name in ["localhost", "db.localhost", "127.1", "2130706433", "0x7f.1", "[::1]", "169.254.169.254"] {
+            let code = try await reply(gateway.port, SOCKSEndpoint(host: .domain(name), port: 80))
+            #expect(code == .notAllowed || (name == "db.localhost" && code == .hostUnreachable), "\(name): \(code)")
+        }
     }
 
     @Test func anUpstreamThatIsDownIsNamedInTheLog() async throws {
@@ -118,7 +175,7 @@ struct UpstreamTests {
     }
 
     /// Dante and tinyproxy listen on fixed ports in a namespace of the test's own, with the
-    /// target inside it too: the name "localhost" is resolved there, by the upstream.
+    /// target inside it too: the name "target.test" is resolved there, by the upstream.
     @Test(arguments: ["dante", "tinyproxy"])
     func throughDanteAndTinyproxy(upstream: String) async throws {
         try await withCable { cable in
@@ -186,13 +243,13 @@ struct UpstreamTests {
             let first = try await ServerProcess.start("""
                 listen: [127.0.0.1:0]
                 rules:
-                  - {name: via-\(upstream), action: allow, to: [localhost], via: "\(url)"}
+                  - {name: via-\(upstream), action: allow, to: [target.test], via: "\(url)"}
                 """)
             defer { first.process.signal(SIGKILL) }
             let page = try await onThread { () throws -> String in
                 let socket = try TestSocket(host: "127.0.0.1", port: first.port)
                 let code = try socket.socksConnect(
-                    to: SOCKSEndpoint(host: .domain("localhost"), port: 8080), payload: Array("GET / HTTP/1.0\r\nHost: localhost\r\n\r\n".utf8)).code
+                    to: SOCKSEndpoint(host: .domain("target.test"), port: 8080), payload: Array("GET / HTTP/1.0\r\nHost: target.test\r\n\r\n".utf8)).code
                 guard code == .succeeded else { return "reply \(code)" }
                 return String(decoding: try socket.receiveUntilEOF(), as: UTF8.self)
             }

@@ -283,6 +283,8 @@ import Testing
         ("rules:\n  - action: allow\n    who: [\"user:\"]\n", "rules[0].who[0]: 'user:' is not a selector"),
         ("rules:\n  - action: allow\n    to: [10.0.0.0/40]\n", "rules[0].to[0]: '10.0.0.0/40' is not a destination"),
         ("rules:\n  - action: allow\n    to: [\"bad host\"]\n", "is not a destination"),
+        ("rules:\n  - action: deny\n    to: [.bücher.example]\n", "rules[0].to[0]: '.bücher.example' is not ASCII; write an international name in its xn-- form"),
+        ("rules:\n  - action: deny\n    to: [\"x\\u0600.evil.example\"]\n", "is not ASCII"),
         ("rules:\n  - action: allow\n    ports: [0]\n", "rules[0].ports[0]: '0' is not a port"),
         ("rules:\n  - action: allow\n    ports: [90-80]\n", "'90-80' is not a port"),
         ("rules:\n  - action: allow\n    commands: [bind]\n", "unknown command 'bind'"),

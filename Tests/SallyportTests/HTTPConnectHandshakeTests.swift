@@ -10,16 +10,28 @@ import Testing
     static let destination = SOCKSEndpoint(host: .domain("example.com"), port: 443)
 
     @Test func theRequestCarriesBasicCredentials() {
-        let handshake = HTTPConnectHandshake(destination: Self.destination, username: "alice", password: "pw")
+        let handshake = HTTPConnectHandshake(destination: Self.destination, username: "alice", password: "pw")!
         #expect(String(buffer: handshake.opening())
             == "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\nProxy-Authorization: Basic YWxpY2U6cHc=\r\n\r\n")
-        let anonymous = HTTPConnectHandshake(destination: SOCKSEndpoint(host: .ipv6(.init(high: 0, low: 1)), port: 22), username: nil, password: nil)
+        let anonymous = HTTPConnectHandshake(destination: SOCKSEndpoint(host: .ipv6(.init(high: 0, low: 1)), port: 22), username: nil, password: nil)!
         #expect(String(buffer: anonymous.opening()) == "CONNECT [::1]:22 HTTP/1.1\r\nHost: [::1]:22\r\n\r\n")
+    }
+
+    @Test(arguments: ["a.corp.example:80 HTTP/1.1\r\nX-Injected: 1\r\n\r\nCONNECT internal.corp.example", "a b.example", "a\r\n.example", "x\u{0600}.example"])
+    func aDestinationThatIsNoDNSNameBuildsNoHead(name: String) {
+        #expect(HTTPConnectHandshake(destination: SOCKSEndpoint(host: .domain(name), port: 80), username: "gw", password: "secret") == nil)
+    }
+
+    @Test func aUserNameThatWouldEndTheHeadOrSplitTheCredentialsBuildsNoHead() {
+        #expect(HTTPConnectHandshake(destination: Self.destination, username: "gw\r\nX: 1", password: "pw") == nil)
+        #expect(HTTPConnectHandshake(destination: Self.destination, username: "g:w", password: "pw") == nil)
+        let head = HTTPConnectHandshake(destination: Self.destination, username: "gw", password: "p\r\nX-Injected: 1")!.opening()
+        #expect(!String(buffer: head).contains("X-Injected"))
     }
 
     @Test(arguments: [1, 7, 1000])
     func aSuccessKeepsTheTargetsFirstBytes(chunk: Int) {
-        var handshake = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)
+        var handshake = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)!
         let bytes = Array("HTTP/1.1 200 Connection established\r\nVia: test\r\n\r\nSSH-2.0-x\r\n".utf8)
         var buffer = ByteBuffer()
         var step = UpstreamStep.needMoreData
@@ -43,7 +55,7 @@ import Testing
         ("SSH-2.0-not-http\r\n\r\n", .generalFailure),
     ])
     func refusalsMapToReplyCodes(response: String, code: SOCKSReplyCode) {
-        var handshake = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)
+        var handshake = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)!
         var buffer = ByteBuffer(string: response)
         guard case .failed(let got, _) = handshake.process(&buffer) else {
             Issue.record("no failure for \(response)")
@@ -53,7 +65,7 @@ import Testing
     }
 
     @Test func aHeadThatNeverEndsIsRefused() {
-        var handshake = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)
+        var handshake = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)!
         var buffer = ByteBuffer(string: "HTTP/1.1 200 OK\r\n" + String(repeating: "X-Padding: 1\r\n", count: 2000))
         guard case .failed(.generalFailure, _) = handshake.process(&buffer) else {
             Issue.record("a 28 KB head was taken")
@@ -66,10 +78,10 @@ import Testing
     @Test(arguments: [16 * 1024 - 100, 16 * 1024 + 100])
     func aLongHeadGetsTheSameStepInOneReadOrMany(length: Int) {
         let head = "HTTP/1.1 200 OK\r\nX-Padding: " + String(repeating: "a", count: length - 33) + "\r\n\r\n"
-        var whole = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)
+        var whole = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)!
         var buffer = ByteBuffer(string: head)
         let once = whole.process(&buffer)
-        var split = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)
+        var split = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)!
         var pieces = ByteBuffer()
         var step = UpstreamStep.needMoreData
         for chunk in Array(head.utf8).chunked(into: 1000) where step == .needMoreData {

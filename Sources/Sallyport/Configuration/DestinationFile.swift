@@ -84,28 +84,7 @@ enum DestinationFile {
         }
         let isDomain = token[0] == UInt8(ascii: ".")
         let name = isDomain ? UnsafeRawBufferPointer(rebasing: token[1...]) : token
-        guard !name.isEmpty, name.count <= 253 else { return nil }
-        var lowered = [UInt8](repeating: 0, count: name.count)
-        var labelLength = 0
-        for (index, byte) in name.enumerated() {
-            switch byte {
-            case UInt8(ascii: "."):
-                guard labelLength > 0 else { return nil }
-                labelLength = 0
-                lowered[index] = byte
-            case UInt8(ascii: "A")...UInt8(ascii: "Z"):
-                labelLength += 1
-                lowered[index] = byte + 32
-            case UInt8(ascii: "a")...UInt8(ascii: "z"), UInt8(ascii: "0")...UInt8(ascii: "9"), UInt8(ascii: "-"), UInt8(ascii: "_"):
-                labelLength += 1
-                lowered[index] = byte
-            default:
-                return nil
-            }
-            guard labelLength <= 63 else { return nil }
-        }
-        guard labelLength > 0 else { return nil }
-        let text = String(decoding: lowered, as: UTF8.self)
+        guard let text = DestinationName.normalized(name) else { return nil }
         return isDomain ? .domainSuffix(text) : .host(text)
     }
 }

@@ -133,15 +133,15 @@ extension EgressRule {
     static func parseDestination(_ text: String) -> Result<Destination, ConfigValues.Message> {
         if text == "*" { return .success(.any) }
         if let block = CIDR(text) { return .success(.block(block)) }
-        let lowered = text.lowercased()
-        let name = lowered.hasPrefix(".") ? String(lowered.dropFirst()) : lowered
-        let labels = name.split(separator: ".", omittingEmptySubsequences: false)
-        let valid = !name.isEmpty && name.utf8.count <= 253 && !name.contains("/")
-            && labels.allSatisfy { !$0.isEmpty && $0.count <= 63 && $0.allSatisfy { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" } }
-        guard valid else {
+        let isDomain = text.hasPrefix(".")
+        let name = isDomain ? text.utf8.dropFirst() : text.utf8[...]
+        guard let normalized = DestinationName.normalized(name) else {
+            if text.utf8.contains(where: { $0 >= 0x80 }) {
+                return .failure(.init("'\(text)' is not ASCII; write an international name in its xn-- form (as a browser shows it in the address bar, e.g. xn--bcher-kva.example)"))
+            }
             return .failure(.init("'\(text)' is not a destination; write *, an address block (10.0.0.0/8), a host name (api.example.com) or a domain (.example.com)"))
         }
-        return .success(lowered.hasPrefix(".") ? .domainSuffix(name) : .host(name))
+        return .success(isDomain ? .domainSuffix(normalized) : .host(normalized))
     }
 
     static func parsePorts(_ text: String) -> Result<ClosedRange<UInt16>, ConfigValues.Message> {

@@ -74,8 +74,10 @@ struct Egress: Sendable {
         case .domain(let name):
             switch compiled.checkName(name, port: destination.port, command: command, subject: subject) {
             case .deny(let reason): return .denied(reason)
-            // UDP has no upstream: its datagrams go direct, to the name's addresses.
-            case .upstream(let rule) where command == .connect: return .upstream(rule: rule)
+            // UDP has no upstream: its datagrams go direct, to the name's addresses. A loopback
+            // name is looked up here, so that the guard judges its addresses: the upstream would
+            // take it for its own loopback.
+            case .upstream(let rule) where command == .connect && !DestinationName.isLoopbackName(name): return .upstream(rule: rule)
             case .upstream, .resolve: return nil
             }
         }

@@ -41,7 +41,13 @@ public struct HTTPConnectHandshake: UpstreamHandshaking {
 
     static let maximumHead = 16 * 1024
 
-    public init(destination: SOCKSEndpoint, username: String?, password: String?) {
+    /// Nil when a part would not be data in the request head: a destination name that is not a
+    /// DNS name (the parser refuses those, so this is the second line), or a user name holding a
+    /// colon or a control character (Basic credentials are `user:password`). The password goes
+    /// only into base64, where no byte of it can end a line.
+    public init?(destination: SOCKSEndpoint, username: String?, password: String?) {
+        if case .domain(let name) = destination.host, !DestinationName.isNormalized(name) { return nil }
+        if let username, username.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F || $0 == UInt8(ascii: ":") }) { return nil }
         self.destination = destination
         authorization = username.map { "Basic " + Data("\($0):\(password ?? "")".utf8).base64EncodedString() }
     }

@@ -15,6 +15,18 @@ extension Session {
         if timer == nil {
             timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in requestTimedOut() }
         }
+        // Built before anything is dialled: a head that cannot be built from valid parts ends here.
+        let handshake: any UpstreamHandshaking
+        switch upstream.kind {
+        case .socks5: handshake = SOCKS5ClientHandshake(destination: destination, username: upstream.username, password: upstream.password)
+        case .http:
+            guard let http = HTTPConnectHandshake(destination: destination, username: upstream.username, password: upstream.password) else {
+                let failure = ConnectFailure(code: .generalFailure, reason: "\(upstream): \(destination) cannot go into a request head")
+                connected(.failure(failure), request: request)
+                return
+            }
+            handshake = http
+        }
         let addresses: EventLoopFuture<[SocketAddress]>
         if let literal = IPAddress(upstream.host) {
             addresses = eventLoop.makeSucceededFuture([literal.socketAddress(port: Int(upstream.port))])
@@ -36,11 +48,6 @@ extension Session {
                 }
         }
         .flatMap { target -> EventLoopFuture<(any Channel, ByteBuffer?)> in
-            let handshake: any UpstreamHandshaking
-            switch upstream.kind {
-            case .socks5: handshake = SOCKS5ClientHandshake(destination: destination, username: upstream.username, password: upstream.password)
-            case .http: handshake = HTTPConnectHandshake(destination: destination, username: upstream.username, password: upstream.password)
-            }
             let done = eventLoop.makePromise(of: ByteBuffer?.self)
             do {
                 try target.pipeline.syncOperations.addHandler(

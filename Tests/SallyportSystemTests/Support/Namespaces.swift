@@ -76,12 +76,13 @@ func deleteLink(_ link: String) {
     runBlocking(ip, ["link", "delete", link])
 }
 
-/// Runs `body` with a cable into a namespace of its own; both are removed when it ends.
+/// Runs `body` with a cable into a namespace of its own; both are removed when it ends. Inside,
+/// `target.test` names the namespace's loopback.
 func withCable<T>(_ body: (Cable) async throws -> T) async throws -> T {
     let hostSide = uniqueLinkName()
     let subnet = uniqueSubnet24()
     let (hostIP, farIP) = (subnet + ".1", subnet + ".2")
-    return try await withNetworkNamespace(resolvConf: "", hosts: "127.0.0.1 localhost\n") { namespace in
+    return try await withNetworkNamespace(resolvConf: "", hosts: "127.0.0.1 localhost target.test\n") { namespace in
         // Gone already when the test cut it.
         defer { deleteLink(hostSide) }
         try await addLink(hostSide, to: namespace, hostAddresses: [hostIP + "/30"], farAddress: farIP + "/30")
