@@ -139,16 +139,14 @@ public final class SallyportServer: Service, Sendable {
                     }
                 }
             }
-            if let host = configuration.admin.host {
+            if configuration.admin.enabled {
                 // Kept apart from the SOCKS listeners: it stays open while sessions drain, so that
                 // /readyz says 503 to balancers and /metrics and /sessions show the drain.
-                let channel = try await AdminServer.bind(host: host, port: configuration.admin.port, backend: self, group: group)
-                admin.withLockedValue { $0.address = channel.localAddress; $0.channel = channel }
-                logger.info("admin listening", metadata: ["address": "\(channel.localAddress?.endpointText ?? host)"])
+                try await bindAdmin(configuration.admin)
             }
         } catch {
             for channel in channels { try? await channel.close() }
-            try? await admin.withLockedValue { $0.channel }?.close()
+            await admin.withLockedValue { $0.listener }?.close()
             throw error
         }
         state.withLockedValue { $0 = .running(channels) }
@@ -160,9 +158,10 @@ public final class SallyportServer: Service, Sendable {
     }
 
     /// Takes a new configuration for the sessions that start from now on; running sessions go on
-    /// untouched. Throws, keeping the running configuration, when it cannot be used. Listeners are
-    /// not rebound: a change of addresses takes effect at the next start (a warning says so).
-    public func reload(_ configuration: ServerConfiguration) throws {
+    /// untouched. Throws, keeping the running configuration, when it cannot be used. SOCKS
+    /// listeners are not rebound: a change of addresses takes effect at the next start (a warning
+    /// says so). The admin listener follows the file at once (`followAdmin`).
+    public func reload(_ configuration: ServerConfiguration) async throws {
         let current = self.configuration
         var next = configuration
         let sameAddresses = next.listeners.map { "\($0.host) \($0.port)" } == current.listeners.map { "\($0.host) \($0.port)" }
@@ -172,6 +171,7 @@ public final class SallyportServer: Service, Sendable {
             next.warnings.append("the listen addresses changed; they take effect at the next restart, the running listeners stay as they are")
         }
         try validate(next)
+        try await followAdmin(next.admin)
         let old = generation.withLockedValue { $0 }
         let fresh = Self.makeGeneration(
             next, previous: old, injectedAuthenticator: injectedAuthenticator, logger: logger, accessLogger: accessLogger,
@@ -309,7 +309,7 @@ public final class SallyportServer: Service, Sendable {
             _ = await ShutdownDrain(grace: .seconds(2), step: .milliseconds(10)).wait(sessions: { registry.count })
         }
         await usage.stop()
-        try? await admin.withLockedValue { $0.channel }?.close()
+        await admin.withLockedValue { $0.listener }?.close()
         await generation.withLockedValue { $0.checkers.pool }?.shutdown()
         await resolver.shutdown()
         logger.info("stopped")

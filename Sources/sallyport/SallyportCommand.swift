@@ -66,13 +66,7 @@ struct Run: AsyncParsableCommand {
         if sallyport_set_nondumpable() != 0 {
             printError("sallyport: warning: cannot make the process non-dumpable: \(String(cString: strerror(errno)))")
         }
-        if !listen.isEmpty {
-            let methods = configuration.listeners.first?.methods ?? [.none]
-            configuration.listeners = listen.compactMap { text in
-                guard case .success(let address) = ConfigurationLoader.parseListenAddress(text) else { return nil }
-                return ListenerConfiguration(host: address.host, port: address.port, methods: methods)
-            }
-        }
+        if !listen.isEmpty { configuration.listeners = Self.listeners(listen, like: configuration.listeners.first) }
         if let error = configuration.validate().errors.first {
             printError("sallyport: \(listen.isEmpty ? "" : "--listen: ")\(error.message)")
             throw ExitCode.failure
@@ -119,8 +113,9 @@ struct Run: AsyncParsableCommand {
                 server.notifier.reloading()
                 do {
                     var next = try ConfigurationLoader.load(path: config)
-                    if !listen.isEmpty { next.listeners = configuration.listeners }
-                    try reload(server, to: next, accessFile: accessFile)
+                    // The addresses stay --listen's; methods and the rest follow the file.
+                    if !listen.isEmpty { next.listeners = Self.listeners(listen, like: next.listeners.first) }
+                    try await reload(server, to: next, accessFile: accessFile)
                     server.notifier.ready(status: "configuration reloaded from \(config)")
                 } catch {
                     logger.error("reload failed; keeping the running configuration", metadata: ["errors": "\(error)"])
@@ -199,18 +194,32 @@ func loadConfiguration(_ path: String?) throws -> ServerConfiguration {
     }
 }
 
+extension Run {
+    /// The listeners `--listen` names, each set up as the file's first listener (its methods,
+    /// SOCKS4, PROXY protocol), at the given address.
+    static func listeners(_ addresses: [String], like template: ListenerConfiguration?) -> [ListenerConfiguration] {
+        addresses.compactMap { text in
+            guard case .success(let address) = ConfigurationLoader.parseListenAddress(text) else { return nil }
+            var listener = template ?? ListenerConfiguration(host: address.host, port: address.port, methods: [.none])
+            listener.host = address.host
+            listener.port = address.port
+            return listener
+        }
+    }
+}
+
 func printError(_ text: String) {
     LineLogHandler.standardError(text + "\n")
 }
 
 /// Takes a reloaded configuration: a new access-log file first (a file that cannot be opened fails
 /// the reload), then the server; the old file comes back if the server refuses the configuration.
-func reload(_ server: SallyportServer, to next: ServerConfiguration, accessFile: AccessLogFile) throws {
+func reload(_ server: SallyportServer, to next: ServerConfiguration, accessFile: AccessLogFile) async throws {
     let previous = accessFile.path
-    guard next.log.accessFile != previous else { return try server.reload(next) }
+    guard next.log.accessFile != previous else { return try await server.reload(next) }
     try accessFile.open(next.log.accessFile)
     do {
-        try server.reload(next)
+        try await server.reload(next)
     } catch {
         try? accessFile.open(previous)
         throw error

@@ -109,7 +109,7 @@ func connectAs(
         #expect(refused == .notAllowed)
         var allowed = proxy.server.configuration
         allowed.policy = Policy(rules: [EgressRule(name: "local", action: .allow, to: [.block(CIDR("127.0.0.0/8")!)])])
-        try proxy.server.reload(allowed)
+        try await proxy.server.reload(allowed)
         let (_, accepted) = try await onThread { try connectAs(nil, proxyPort: proxy.port, to: SOCKSEndpoint(host: .domain("localhost"), port: UInt16(echo.port))) }
         #expect(accepted == .succeeded)
         await proxy.stop()

@@ -1,6 +1,7 @@
 import FoundationEssentials
 import NIOCore
 import NIOHTTP1
+import SOCKSProtocol
 
 /// An HTTP request to the admin listener, as the routes need it.
 struct AdminRequest: Sendable {
@@ -10,8 +11,13 @@ struct AdminRequest: Sendable {
     var query: [String: String]
     /// `Authorization` header, if any.
     var authorization: String?
+    /// The host part of `Host` (without the port), lower case; nil when the request has none.
+    var host: String?
+    /// The address the admin listener is bound to, as configured.
+    var listenerHost: String
 
-    init(head: HTTPRequestHead) {
+    init(head: HTTPRequestHead, listenerHost: String) {
+        self.listenerHost = listenerHost
         method = head.method
         let parts = head.uri.split(separator: "?", maxSplits: 1, omittingEmptySubsequences: false)
         path = String(parts.first ?? "/")
@@ -23,6 +29,24 @@ struct AdminRequest: Sendable {
             }
         }
         authorization = head.headers.first(name: "authorization")
+        host = head.headers.first(name: "host").map(Self.hostPart)
+    }
+
+    /// `[::1]:9180` → `::1`, `Admin.Example:80` → `admin.example`.
+    static func hostPart(_ value: String) -> String {
+        let text = value.lowercased()
+        if text.hasPrefix("["), let end = text.firstIndex(of: "]") { return String(text[text.index(after: text.startIndex)..<end]) }
+        if let colon = text.lastIndex(of: ":"), text.firstIndex(of: ":") == colon { return String(text[..<colon]) }
+        return text
+    }
+
+    /// Whether `Host` names this listener: an IP literal (DNS rebinding needs a name, and a
+    /// browser sends the literal it connected to), `localhost`, or a name in `admin.hosts`. A
+    /// request without `Host` comes from no browser (they all send one) and passes.
+    func hostIsOurs(_ names: [String]) -> Bool {
+        guard let host else { return true }
+        if host == "localhost" || host == listenerHost.lowercased() || IPAddress(host) != nil { return true }
+        return names.contains(host)
     }
 }
 
@@ -71,6 +95,8 @@ protocol AdminBackend: Sendable {
     var isReady: Bool { get }
     /// The bearer token requests must carry, as the running configuration says; nil: none.
     var adminToken: String? { get }
+    /// The names `Host` may carry besides IP literals and `localhost` (`admin.hosts`).
+    var adminHosts: [String] { get }
     func sessions(on eventLoop: any EventLoop) -> EventLoopFuture<[SessionSnapshot]>
     /// Closes a session; false when there is no such session.
     func closeSession(id: String) -> Bool
@@ -89,12 +115,32 @@ protocol AdminBackend: Sendable {
 /// The routes of the admin listener: a pure mapping from request to response over a backend.
 enum AdminRoutes {
     static func respond(to request: AdminRequest, backend: any AdminBackend, on eventLoop: any EventLoop) -> EventLoopFuture<AdminResponse> {
-        // Health checks answer without the token: they tell nothing about who uses the proxy.
-        if request.method == .GET, request.path == "/healthz" {
-            return eventLoop.makeSucceededFuture(.text(.ok, "ok"))
+        // A name that is not ours: a page that rebound its name to this address (or a typo).
+        guard request.hostIsOurs(backend.adminHosts) else {
+            return eventLoop.makeSucceededFuture(
+                .text(.misdirectedRequest, "this admin listener does not answer to \(request.host ?? "-"); list the name in admin.hosts to use it"))
         }
-        if request.method == .GET, request.path == "/readyz" {
-            return eventLoop.makeSucceededFuture(backend.isReady ? .text(.ok, "ready") : .text(.serviceUnavailable, "not ready"))
+        // Public: health checks, the PAC file (every browser fetches it, with no way to send a
+        // token) and the status page and its script (static: the data they show comes from
+        // routes behind the token). They tell nothing about who uses the proxy.
+        if request.method == .GET {
+            switch request.path {
+            case "/healthz": return eventLoop.makeSucceededFuture(.text(.ok, "ok"))
+            case "/readyz":
+                return eventLoop.makeSucceededFuture(backend.isReady ? .text(.ok, "ready") : .text(.serviceUnavailable, "not ready"))
+            case "/proxy.pac":
+                return eventLoop.makeSucceededFuture(
+                    AdminResponse(status: .ok, contentType: "application/x-ns-proxy-autoconfig", body: backend.pacFile()))
+            case "/":
+                var page = AdminResponse(status: .ok, contentType: "text/html; charset=utf-8", body: StatusPage.html)
+                page.headers.append(("Content-Security-Policy", StatusPage.contentSecurityPolicy))
+                return eventLoop.makeSucceededFuture(page)
+            case "/status.css":
+                return eventLoop.makeSucceededFuture(AdminResponse(status: .ok, contentType: "text/css; charset=utf-8", body: StatusPage.css))
+            case "/status.js":
+                return eventLoop.makeSucceededFuture(AdminResponse(status: .ok, contentType: "text/javascript; charset=utf-8", body: StatusPage.script))
+            default: break
+            }
         }
         if let token = backend.adminToken, !authorized(request, token: token) {
             var response = AdminResponse.text(.unauthorized, "a bearer token is required (Authorization: Bearer TOKEN)")
@@ -112,9 +158,6 @@ enum AdminRoutes {
             let id = String(request.path.dropFirst("/sessions/".count))
             return eventLoop.makeSucceededFuture(
                 backend.closeSession(id: id) ? .text(.ok, "closing session \(id)") : .text(.notFound, "no session \(id)"))
-        case (.GET, "/proxy.pac"):
-            return eventLoop.makeSucceededFuture(
-                AdminResponse(status: .ok, contentType: "application/x-ns-proxy-autoconfig", body: backend.pacFile()))
         case (.GET, "/status"):
             return backend.status(on: eventLoop).map { .json($0) }
         case (.GET, "/usage"):
@@ -124,9 +167,8 @@ enum AdminRoutes {
             return eventLoop.makeSucceededFuture(
                 backend.resetUsage(user: user)
                     ? .text(.ok, "the day and month of \(user) start again") : .text(.notFound, "no usage for \(user)"))
-        case (.GET, "/"):
-            return eventLoop.makeSucceededFuture(AdminResponse(status: .ok, contentType: "text/html; charset=utf-8", body: StatusPage.html))
-        case (_, "/healthz"), (_, "/readyz"), (_, "/metrics"), (_, "/sessions"), (_, "/proxy.pac"), (_, "/status"), (_, "/usage"), (_, "/"):
+        case (_, "/healthz"), (_, "/readyz"), (_, "/metrics"), (_, "/sessions"), (_, "/proxy.pac"), (_, "/status"), (_, "/usage"), (_, "/"),
+            (_, "/status.js"), (_, "/status.css"):
             var response = AdminResponse.text(.methodNotAllowed, "method \(request.method) not allowed here")
             response.headers.append(("Allow", "GET"))
             return eventLoop.makeSucceededFuture(response)
@@ -135,14 +177,12 @@ enum AdminRoutes {
         }
     }
 
-    /// `Authorization: Bearer TOKEN`, or `?token=TOKEN` (for the status page in a browser); compared
-    /// in time that does not depend on where they differ.
+    /// `Authorization: Bearer TOKEN`, compared in time that does not depend on where they differ.
+    /// Only the header: a token in a URL lands in histories, logs and `Referer`s.
     static func authorized(_ request: AdminRequest, token: String) -> Bool {
-        let given: String?
+        var given: String?
         if let header = request.authorization, header.lowercased().hasPrefix("bearer ") {
             given = String(header.dropFirst("bearer ".count).drop { $0 == " " })
-        } else {
-            given = request.query["token"]
         }
         guard let given else { return false }
         let (a, b) = (Array(given.utf8), Array(token.utf8))

@@ -5,13 +5,73 @@ struct AdminState: Sendable {
     /// The admin listener's bound address.
     var address: SocketAddress?
     /// The admin listener, closed once the sessions have drained at shutdown.
-    var channel: (any Channel)?
+    var listener: AdminListener?
     /// Shutting down: `/readyz` says 503 from the start of `timeouts.shutdown_delay` on.
     var stopping = false
     /// The SOCKS listeners' bound addresses (a port 0 in the file is a real port here).
     var listeners: [SocketAddress] = []
     let started = NIODeadline.now()
     var lastReload = "none since start"
+}
+
+extension SallyportServer {
+    /// Binds the admin listener `settings` describe.
+    func bindAdmin(_ settings: AdminSettings) async throws {
+        register(try await makeAdminListener(settings))
+    }
+
+    private func makeAdminListener(_ settings: AdminSettings) async throws -> AdminListener {
+        do {
+            return try await AdminListener.bind(settings, backend: self, group: group, logger: logger)
+        } catch {
+            throw StartupError(description: "cannot listen on \(settings.addressDescription) (admin.listen): \(error); is another process using the port?")
+        }
+    }
+
+    private func register(_ listener: AdminListener?) {
+        admin.withLockedValue { $0.address = listener?.localAddress; $0.listener = listener }
+        if let listener {
+            logger.info("admin listening", metadata: ["address": "\(listener.localAddress?.endpointText ?? listener.settings.addressDescription)"])
+        }
+    }
+
+    /// Makes the admin listener what a reloaded file says, before the file takes effect: bound,
+    /// moved (with its connections closed) or closed. A listener the new file took away or
+    /// changed never goes on serving: its socket and every connection it accepted are closed.
+    /// When the new address cannot be bound, the old one is bound again (at the port it had) and
+    /// the reload fails, keeping the running configuration.
+    func followAdmin(_ settings: AdminSettings) async throws {
+        let running = admin.withLockedValue { $0.listener }
+        let wanted = settings.enabled ? settings.listenerIdentity : nil
+        guard running?.settings.listenerIdentity != wanted else { return }
+        // The new socket first where it can be bound beside the old; else after the old closed.
+        let early = settings.enabled ? try? await makeAdminListener(settings) : nil
+        let boundPort = running?.localAddress?.port
+        if let running {
+            await running.close()
+            register(nil)
+            logger.notice("admin listener closed by the reload", metadata: ["address": "\(running.settings.addressDescription)"])
+        }
+        guard settings.enabled else { return }
+        if let early { return register(early) }
+        do {
+            try await bindAdmin(settings)
+        } catch {
+            if let running {
+                var again = running.settings
+                again.port = boundPort ?? again.port
+                try? await bindAdmin(again)
+            }
+            throw error
+        }
+    }
+}
+
+extension AdminSettings {
+    /// What binding the admin listener depends on: where, and its connections' bounds.
+    var listenerIdentity: String {
+        "\(addressDescription) \(maxConnections) \(idleTimeout.nanoseconds) \(requestTimeout.nanoseconds)"
+    }
 }
 
 extension SallyportServer: AdminBackend {
@@ -31,6 +91,8 @@ extension SallyportServer: AdminBackend {
     }
 
     var adminToken: String? { configuration.admin.token }
+
+    var adminHosts: [String] { configuration.admin.hosts }
 
     func sessions(on eventLoop: any EventLoop) -> EventLoopFuture<[SessionSnapshot]> {
         registry.snapshots(on: eventLoop)

@@ -1,3 +1,4 @@
+import NIOCore
 import SOCKSProtocol
 
 /// The admin listener (HTTP): metrics, health, live sessions, a PAC file and a status page. Off
@@ -14,8 +15,21 @@ public struct AdminSettings: Sendable, Hashable {
     public var perUserMetrics = false
     /// What `/proxy.pac` points browsers at.
     public var pac = PACSettings()
+    /// Host names requests may name in `Host` besides IP literals and `localhost` (the names an
+    /// operator reaches the admin listener by); any other is answered 421, which keeps a web page
+    /// that rebinds its own name to this address from reading or changing anything.
+    public var hosts: [String] = []
+    /// Connections open at once; more are closed at accept.
+    public var maxConnections = 64
+    /// How long a connection may stay silent between requests.
+    public var idleTimeout: TimeAmount = .seconds(60)
+    /// How long a request may take to arrive whole and be answered, from its first byte.
+    public var requestTimeout: TimeAmount = .seconds(10)
 
     public init() {}
+
+    /// The bounds each admin connection lives within.
+    var connectionLimits: (maximum: Int, idle: TimeAmount, request: TimeAmount) { (maxConnections, idleTimeout, requestTimeout) }
 
     /// Whether an admin listener is configured.
     public var enabled: Bool { host != nil }
@@ -58,6 +72,15 @@ extension AdminSettings {
             self.token = token
         }
         section.bool("per_user_metrics", into: &perUserMetrics)
+        if let hosts = section.list("hosts", { text in
+            DestinationName.normalized(text.utf8).map { .success($0) }
+                ?? .failure(ConfigValues.Message("'\(text)' is not a host name; list the names the admin listener is reached by (admin.example.com)"))
+        }) {
+            self.hosts = hosts
+        }
+        section.integer("max_connections", range: 1...100_000, into: &maxConnections)
+        section.duration("idle_timeout", into: &idleTimeout)
+        section.duration("request_timeout", into: &requestTimeout)
         section.section("pac") { pac.read(&$0) }
     }
 }

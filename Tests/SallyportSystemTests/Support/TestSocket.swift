@@ -95,6 +95,18 @@ final class TestSocket: @unchecked Sendable {
         }
     }
 
+    /// True when the peer closed within `timeout` seconds (this call only; the socket's own
+    /// timeout is set back after).
+    func waitForClose(timeout: Double) -> Bool {
+        var saved = timeval()
+        var length = socklen_t(MemoryLayout<timeval>.size)
+        getsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &saved, &length)
+        var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        defer { setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &saved, length) }
+        return waitForClose()
+    }
+
     func shutdownWrite() { shutdown(fd, Int32(SHUT_WR)) }
 
     // MARK: SOCKS client steps
