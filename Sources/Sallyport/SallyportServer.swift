@@ -215,6 +215,7 @@ public final class SallyportServer: Service, Sendable {
             ? LoginCheckers.none
             : LoginCheckers.make(
                 configuration, previous: previous.map { ($0.configuration.auth, $0.checkers) }, logger: logger, metrics: metrics)
+        metrics.limitUserSeries(to: configuration.admin.perUserMetricsLimit)
         var policy = configuration.policy
         policy.hostAddresses = Self.hostAddresses()
         let services = SessionServices(

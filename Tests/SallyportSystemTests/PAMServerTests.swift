@@ -223,4 +223,44 @@ struct PAMServerTests {
         #expect(samples["sallyport_user_bytes_total{user=\"alice\",direction=\"up\"}"] == (perUser ? 1 : nil))
         await echo.stop()
     }
+
+    /// The attack: hundreds of failed logins under names a stranger types (and passwords typed
+    /// into the user field). None becomes a series; authenticated users do, up to the limit, and
+    /// the rest count under `other`.
+    @Test func failedLoginsNeverBecomeSeriesAndUserSeriesAreCapped() async throws {
+        let echo = try await TargetServer.echo()
+        let server = try await server(
+            service: "sallyport-test", auth: "admin:\n  listen: 127.0.0.1:0\n  per_user_metrics: true\n  per_user_metrics_limit: 2")
+        defer { server.process.signal(SIGKILL) }
+        #expect(await server.process.waitForStderr(containing: "admin listening"))
+        let line = server.process.stderr.split(separator: "\n").first { $0.contains("admin listening") }.map(String.init) ?? ""
+        let admin = try #require(Int(logfmtFields(line)["address"]?.split(separator: ":").last ?? ""))
+        let before = try await onThread { try httpRequest(port: admin, "/metrics").body }
+        let refused = try await onThread { () throws -> Int in
+            var refused = 0
+            for index in 0..<400 {
+                // From 40 addresses, so that the throttle answers some and PAM the others.
+                let socket = try TestSocket(host: "127.0.0.1", port: server.port, from: "127.0.3.\(index % 40 + 1)")
+                let name = Array("stranger-\(UInt64.random(in: 0...UInt64.max))\"\n".utf8)
+                try socket.send([5, 1, 2, 1, UInt8(name.count)] + name + [1, 0x78])
+                if try socket.receive(exactly: 4) != [5, 2, 1, 0] { refused += 1 }
+            }
+            return refused
+        }
+        #expect(refused == 400)
+        for (user, password) in [("alice", "wonderland"), ("bob", "builder"), ("carol", "c4rol-pw")] {
+            #expect(try await onThread { try timedLogin(server.port, user, password, echo: echo.port) } != nil)
+        }
+        #expect(await server.process.waitForStderr(containing: "msg=session", count: 403))
+        let after = try await onThread { try httpRequest(port: admin, "/metrics").body }
+        #expect(!after.contains("stranger"), "a failed login's name is no label")
+        let samples = prometheusSamples(after)
+        #expect(samples["sallyport_user_sessions_total{user=\"alice\"}"] == 1 && samples["sallyport_user_sessions_total{user=\"bob\"}"] == 1)
+        #expect(samples["sallyport_user_sessions_total{user=\"other\"}"] == 1 && samples["sallyport_user_sessions_total{user=\"carol\"}"] == nil)
+        let labels = { (text: String) in
+            Set(text.split(separator: "\n").compactMap { line in line.range(of: "user=\"").map { line[$0.upperBound...].prefix { $0 != "\"" } } })
+        }
+        #expect(labels(before).isEmpty && labels(after) == ["alice", "bob", "other"], "\(labels(after))")
+        await echo.stop()
+    }
 }

@@ -11,8 +11,10 @@ public struct AdminSettings: Sendable, Hashable {
     public var allowRemote = false
     /// A bearer token every request must carry (`Authorization: Bearer TOKEN`); nil: none asked.
     public var token: String?
-    /// Per-user metric series (one set per user name: mind the number of users).
+    /// Per-user metric series, for authenticated identities only.
     public var perUserMetrics = false
+    /// Users given series of their own; the numbers of any more go to `user="other"`.
+    public var perUserMetricsLimit = 500
     /// What `/proxy.pac` points browsers at.
     public var pac = PACSettings()
     /// Host names requests may name in `Host` besides IP literals and `localhost` (the names an
@@ -72,6 +74,7 @@ extension AdminSettings {
             self.token = token
         }
         section.bool("per_user_metrics", into: &perUserMetrics)
+        section.integer("per_user_metrics_limit", range: 1...100_000, into: &perUserMetricsLimit)
         if let hosts = section.list("hosts", { text in
             DestinationName.normalized(text.utf8).map { .success($0) }
                 ?? .failure(ConfigValues.Message("'\(text)' is not a host name; list the names the admin listener is reached by (admin.example.com)"))

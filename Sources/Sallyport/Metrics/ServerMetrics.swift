@@ -14,6 +14,10 @@ public final class ServerMetrics: Sendable {
     /// The (listener, command) pairs given a sessions_active gauge so far: a pair with no session
     /// now is written as 0, not left at its last value.
     private let activePairs = NIOLockedValueBox<Set<[String]>>([])
+    /// The users given series of their own so far, and how many may be: past the limit, a user's
+    /// numbers go to `user="other"`. Only authenticated identities ever get here, so the label set
+    /// is bounded by the accounts, and by this limit whatever happens.
+    private let userLabels = NIOLockedValueBox<(users: Set<String>, limit: Int)>(([], 500))
     /// Asked for at every session's end: made once.
     private let bytesUp: CoreMetrics.Counter
     private let bytesDown: CoreMetrics.Counter
@@ -52,12 +56,30 @@ public final class ServerMetrics: Sendable {
         CoreMetrics.Timer(label: label, dimensions: dimensions, factory: factory)
     }
 
-    /// A session is over: its command (`-` when it never asked), how it ended, the bytes it moved.
+    /// How many users may have series of their own (`admin.per_user_metrics_limit`). Users
+    /// already given series keep them.
+    func limitUserSeries(to limit: Int) {
+        userLabels.withLockedValue { $0.limit = limit }
+    }
+
+    /// The label a user's numbers go under: the name, or `other` once the limit is reached.
+    func userLabel(_ user: String) -> String {
+        userLabels.withLockedValue { labels in
+            if labels.users.contains(user) { return user }
+            guard labels.users.count < labels.limit else { return "other" }
+            labels.users.insert(user)
+            return user
+        }
+    }
+
+    /// A session is over: its command (`-` when it never asked), how it ended, the bytes it moved;
+    /// `user` only for an authenticated identity (never a name a failed login typed).
     func sessionEnded(command: String, end: String, up: UInt64, down: UInt64, user: String?) {
         counter("sallyport_sessions_total", [("command", command), ("end", end)]).increment()
         if up > 0 { bytesUp.increment(by: Int64(clamping: up)) }
         if down > 0 { bytesDown.increment(by: Int64(clamping: down)) }
-        if let user {
+        if let name = user {
+            let user = userLabel(name)
             counter("sallyport_user_sessions_total", [("user", user)]).increment()
             counter("sallyport_user_bytes_total", [("user", user), ("direction", "up")]).increment(by: Int64(clamping: up))
             counter("sallyport_user_bytes_total", [("user", user), ("direction", "down")]).increment(by: Int64(clamping: down))
@@ -117,16 +139,23 @@ public final class ServerMetrics: Sendable {
             gauge("sallyport_sessions_active", [("listener", pair[0]), ("command", pair[1])]).record(active[pair] ?? 0)
         }
         gauge("sallyport_pam_queue_depth", []).record(pamQueue)
+        // Users past the limit share `other`: their sums, and the highest ratio among them.
+        var sums: [[String]: UInt64] = [:]
+        var ratios: [[String]: Double] = [:]
         for user in usage?.users ?? [] {
+            let label = userLabel(user.user)
             for (period, up, down) in [("day", user.day.up, user.day.down), ("month", user.month.up, user.month.down), ("total", user.total.up, user.total.down)] {
-                gauge("sallyport_user_usage_bytes", [("user", user.user), ("period", period), ("direction", "up")]).record(Int64(clamping: up))
-                gauge("sallyport_user_usage_bytes", [("user", user.user), ("period", period), ("direction", "down")]).record(Int64(clamping: down))
+                sums[[label, period, "up"], default: 0] &+= up
+                sums[[label, period, "down"], default: 0] &+= down
             }
             for quota in user.quotas {
-                gauge("sallyport_user_quota_used_ratio", [("user", user.user), ("period", quota.period)])
-                    .record(Double(quota.used) / Double(max(quota.bytes, 1)))
+                ratios[[label, quota.period]] = max(ratios[[label, quota.period]] ?? 0, Double(quota.used) / Double(max(quota.bytes, 1)))
             }
         }
+        for (key, bytes) in sums {
+            gauge("sallyport_user_usage_bytes", [("user", key[0]), ("period", key[1]), ("direction", key[2])]).record(Int64(clamping: bytes))
+        }
+        for (key, ratio) in ratios { gauge("sallyport_user_quota_used_ratio", [("user", key[0]), ("period", key[1])]).record(ratio) }
         return registry.emitToString()
     }
 }

@@ -322,7 +322,7 @@ final class Session {
         if let metrics = services.metrics {
             metrics.sessionEnded(
                 command: record.command?.description ?? "-", end: final.logName, up: record.counters.clientToTarget,
-                down: record.counters.targetToClient, user: services.perUserMetrics ? record.user : nil)
+                down: record.counters.targetToClient, user: services.perUserMetrics ? identity.user : nil)
             if let udp = record.udp { metrics.udpDatagrams(udp) }
         }
         services.accessLogger.info("session", metadata: record.metadata(end: final))
