@@ -26,6 +26,7 @@ public final class SallyportServer: Service, Sendable {
     /// Outlive reloads: live sessions and the limits' counters.
     let registry = SessionRegistry()
     private let limiter = SessionLimiter()
+    private let gate = ConnectionGate()
     /// Every name lookup of every session goes through it; it outlives reloads.
     private let resolver: NameResolver
     let generation: NIOLockedValueBox<Generation>
@@ -265,6 +266,9 @@ public final class SallyportServer: Service, Sendable {
                     label = bound
                     return bound
                 }
+                // Behind a PROXY-protocol balancer every connection comes from the balancer: the
+                // per-client count starts with the header there (sessions_per_client).
+                if proxy == nil, !admit(channel, limit: services.limits.connectionsPerClient) { return channel.close() }
                 return channel.eventLoop.makeCompletedFuture {
                     try relayOptions.apply(to: channel)
                     try channel.pipeline.syncOperations.addHandler(
@@ -275,6 +279,26 @@ public final class SallyportServer: Service, Sendable {
             return try await bootstrap.bind(host: listener.host, port: listener.port).get()
         } catch {
             throw StartupError(description: "cannot listen on \(name): \(error); is another process using the port, or is the address not on this host?")
+        }
+    }
+
+    /// Counts an accepted connection against its client's `connections_per_client`; false when
+    /// it is over (the caller closes it), with a notice at most once per interval.
+    private func admit(_ channel: any Channel, limit: Int) -> Bool {
+        let client = ClientNetwork(channel.remoteAddress)
+        switch gate.admit(client, limit: limit) {
+        case .admitted:
+            channel.closeFuture.whenComplete { [gate] _ in gate.leave(client) }
+            return true
+        case .refused(let line):
+            metrics.connectionRefused(reason: "per_client")
+            if let line {
+                logger.notice(
+                    "connections closed at accept: a client holds its limit", metadata: [
+                        "client": "\(line.client)", "closed": "\(line.refused)", "limit": "limits.connections_per_client = \(limit)",
+                    ])
+            }
+            return false
         }
     }
 

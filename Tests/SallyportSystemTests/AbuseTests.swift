@@ -96,6 +96,33 @@ func cpuSeconds(_ pid: Int32) -> Double? {
         #expect(await server.waitForStderr(containing: "accepting again"))
     }
 
+    /// The attack: a descriptor limit of 256, one address opening 400 connections that send
+    /// nothing (sessions_per_client counts none of them: no request came), then another client.
+    /// connections_per_client closes the flood's connections past 20 at accept.
+    @Test func silentConnectionsFromOneClientAreCappedAtAcceptAndOthersAreServed() async throws {
+        let echo = try await TargetServer.echo()
+        let config = try temporaryFile("limits: {sessions_per_client: 20, connections_per_client: 20}\n" + loopbackRules)
+        let server = try BackgroundProcess(
+            "/bin/sh", ["-c", "ulimit -n 256 && exec \"$0\" --config \"$1\" --listen 127.0.0.1:0", sallyportExecutable(), config])
+        defer { server.signal(SIGKILL) }
+        #expect(await server.waitForStderr(containing: "msg=listening"))
+        let listening = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
+        let port = Int(logfmtFields(listening)["addresses"]?.split(separator: ":").last ?? "") ?? 0
+        let flood = try await onThread { try (0..<400).map { _ in try TestSocket(host: "127.0.0.1", port: port, from: "127.0.4.1", timeout: 5) } }
+        #expect(await server.waitForStderr(containing: "connections closed at accept"))
+        let held = try await onThread { flood.filter { !$0.waitForClose(timeout: 0.05) }.count }
+        #expect(held <= 20, "\(held) silent connections held")
+        let code = try await onThread {
+            try TestSocket(host: "127.0.0.1", port: port, from: "127.0.4.2", timeout: 10).socksConnect(to: loopback4(echo.port)).code
+        }
+        #expect(code == .succeeded)
+        // One notice for the whole flood (one per 10 s), carrying the count.
+        let notices = server.stderr.split(separator: "\n").filter { $0.contains("connections closed at accept") }
+        #expect(notices.count == 1 && notices[0].contains("client=127.0.4.1"), "\(notices)")
+        withExtendedLifetime(flood) {}
+        await echo.stop()
+    }
+
     @Test func refusedDestinationFloodFromOneAssociationStaysBounded() async throws {
         let echo = try await UDPEchoServer.start()
         let config = try temporaryFile(loopbackRules)

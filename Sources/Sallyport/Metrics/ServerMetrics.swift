@@ -40,6 +40,7 @@ public final class ServerMetrics: Sendable {
             counter("sallyport_udp_datagrams_total", [("direction", direction), ("outcome", "relayed")]).increment(by: 0)
         }
         gauge("sallyport_pam_queue_depth", []).record(0)
+        counter("sallyport_connections_refused_total", [("reason", "per_client")]).increment(by: 0)
         _ = timer("sallyport_pam_duration_seconds", [])
         _ = timer("sallyport_dns_duration_seconds", [])
     }
@@ -119,6 +120,11 @@ public final class ServerMetrics: Sendable {
     /// A request (or a client) refused by a rule or the special-address guard.
     func policyDenial(rule: String) {
         counter("sallyport_policy_denials_total", [("rule", rule)]).increment()
+    }
+
+    /// A connection closed at accept (`per_client`: its client held `connections_per_client`).
+    func connectionRefused(reason: String) {
+        counter("sallyport_connections_refused_total", [("reason", reason)]).increment()
     }
 
     func configReload(succeeded: Bool) {
