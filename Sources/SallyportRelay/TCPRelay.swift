@@ -36,13 +36,16 @@ public struct RelayOutcome: Sendable {
 }
 
 /// Settings of the relay.
-public struct RelayConfiguration: Sendable {
+public struct RelayConfiguration {
     /// Close the session when no byte has moved either way for this long; nil never does.
     public var idleTimeout: TimeAmount?
     /// Shapes client→target bytes (shared with the user's other sessions); nil for no limit.
     public var clientToTargetLimit: RateLimiter?
     /// Shapes target→client bytes; nil for no limit.
     public var targetToClientLimit: RateLimiter?
+    /// The bytes a user with a quota may still move; nil for no quota. Not `Sendable`: made and
+    /// used on the session's event loop.
+    public var allowance: ByteAllowance?
 
     public init(idleTimeout: TimeAmount?, clientToTargetLimit: RateLimiter? = nil, targetToClientLimit: RateLimiter? = nil) {
         self.idleTimeout = idleTimeout
@@ -78,6 +81,7 @@ public enum TCPRelay {
         precondition(client.eventLoop === target.eventLoop, "the relay needs both channels on one event loop")
         client.eventLoop.preconditionInEventLoop()
         let session = RelaySession(eventLoop: client.eventLoop, configuration: configuration, onEnd: onEnd)
+        session.allowance = configuration.allowance
         let clientHandler = RelayHandler(side: .client, session: session, limiter: configuration.clientToTargetLimit)
         let targetHandler = RelayHandler(side: .target, session: session, limiter: configuration.targetToClientLimit)
         clientHandler.partner = targetHandler
@@ -101,7 +105,19 @@ public enum TCPRelay {
         }
         try readInChunks(client, limitedBy: configuration.clientToTargetLimit)
         try readInChunks(target, limitedBy: configuration.targetToClientLimit)
+        // Under a quota, one read at a time of at most a lease, from a receive queue of about a
+        // lease: what is read past a used-up allowance is one read, plus at the peer's EOF (when
+        // NIO reads the queue whole) that queue.
+        if let allowance = configuration.allowance {
+            for channel in [client, target] {
+                guard let options = channel.syncOptions else { continue }
+                try options.setOption(.maxMessagesPerRead, value: 1)
+                try options.setOption(.recvAllocator, value: AdaptiveRecvByteBufferAllocator(minimum: 64, initial: 2048, maximum: allowance.lease))
+                try options.setOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(allowance.lease))
+            }
+        }
         if let initialPayload, initialPayload.readableBytes > 0 {
+            configuration.allowance?.spend(initialPayload.readableBytes)
             session.counters.clientToTarget += UInt64(initialPayload.readableBytes)
             clientHandler.charge(initialPayload.readableBytes)
             target.writeAndFlush(initialPayload, promise: nil)
@@ -130,6 +146,8 @@ public final class RelaySession {
     private var end: RelayEnd?
     private var onEnd: ((RelayOutcome) -> Void)?
     fileprivate var handlers: (client: RelayHandler, target: RelayHandler)?
+    /// What a user with a quota may still move; both sides spend it.
+    fileprivate var allowance: ByteAllowance?
     private var openSides = 2
     private var idleWatch: IdleWatch?
 
@@ -226,6 +244,9 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         }
         partner?.context?.write(data, promise: nil)
         if limiter != nil { charge(buffer.readableBytes) }
+        // Used up: neither side reads again (`read` holds it); the session's refill has said so
+        // to its owner, who ends it.
+        session.allowance?.spend(buffer.readableBytes)
     }
 
     /// Counts bytes read against the limiter; holds reading back for the wait it asks for.
@@ -236,7 +257,7 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         throttled = true
         eventLoop.assumeIsolated().scheduleTask(in: wait) { [self] in
             throttled = false
-            guard pendingRead, partner?.context?.channel.isWritable == true else { return }
+            guard pendingRead, partner?.context?.channel.isWritable == true, session.allowance?.exhausted != true else { return }
             pendingRead = false
             context?.read()
         }
@@ -274,6 +295,7 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     func read(context: ChannelHandlerContext) {
+        if session.allowance?.exhausted == true { return }
         if !throttled, let partner, partner.context?.channel.isWritable == true {
             context.read()
         } else {
@@ -282,7 +304,7 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
     }
 
     private func partnerBecameWritable() {
-        guard pendingRead, !throttled else { return }
+        guard pendingRead, !throttled, session.allowance?.exhausted != true else { return }
         pendingRead = false
         context?.read()
     }

@@ -3,7 +3,7 @@ import NIOPosix
 import SOCKSProtocol
 
 /// Settings of a UDP association.
-public struct UDPRelayConfiguration: Sendable {
+public struct UDPRelayConfiguration {
     /// End the association when no datagram has moved either way for this long; nil never.
     public var idleTimeout: TimeAmount?
     /// Polices client→destination bytes (datagrams over the rate are dropped); nil for no limit.
@@ -18,6 +18,9 @@ public struct UDPRelayConfiguration: Sendable {
     public var maxPendingBytes: Int
     /// Refused destinations remembered (their datagrams are dropped without asking again).
     public var refusedMemory: Int
+    /// The bytes a user with a quota may still move; datagrams past it are dropped. Made and
+    /// used on the association's event loop.
+    public var allowance: ByteAllowance?
 
     public init(
         idleTimeout: TimeAmount?, clientToTargetLimit: RateLimiter? = nil, targetToClientLimit: RateLimiter? = nil,
@@ -49,6 +52,8 @@ public struct UDPCounters: Sendable, Hashable {
     public var droppedDenied = 0
     /// Datagrams over the bandwidth limit.
     public var droppedOverLimit = 0
+    /// Dropped: the user's quota is used up.
+    public var droppedOverQuota = 0
     /// Datagrams that found no room: too many destinations or bytes waiting for their check, or a
     /// socket that could not take another write.
     public var droppedNoRoom = 0
@@ -57,7 +62,7 @@ public struct UDPCounters: Sendable, Hashable {
 
     public init() {}
 
-    public var dropped: Int { droppedForeign + droppedMalformed + droppedFragments + droppedDenied + droppedOverLimit + droppedNoRoom }
+    public var dropped: Int { droppedForeign + droppedMalformed + droppedFragments + droppedDenied + droppedOverLimit + droppedOverQuota + droppedNoRoom }
 }
 
 /// Why an association ended.
@@ -250,10 +255,15 @@ public final class UDPAssociation {
 
     /// Takes the datagram's bytes from the upload bucket; false (dropped, nothing taken) when over the limit.
     private func charge(_ bytes: Int) -> Bool {
+        if let allowance = configuration.allowance, !allowance.admits(bytes) {
+            counters.droppedOverQuota += 1
+            return false
+        }
         if let limiter = configuration.clientToTargetLimit, !limiter.take(bytes) {
             counters.droppedOverLimit += 1
             return false
         }
+        configuration.allowance?.spend(bytes)
         return true
     }
 
@@ -348,10 +358,15 @@ public final class UDPAssociation {
             counters.droppedNoRoom += 1
             return
         }
+        if let allowance = configuration.allowance, !allowance.admits(data.readableBytes) {
+            counters.droppedOverQuota += 1
+            return
+        }
         if let limiter = configuration.targetToClientLimit, !limiter.take(data.readableBytes) {
             counters.droppedOverLimit += 1
             return
         }
+        configuration.allowance?.spend(data.readableBytes)
         counters.datagramsDown += 1
         counters.bytesDown += UInt64(data.readableBytes)
         var packet = clientChannel.allocator.buffer(capacity: data.readableBytes + 22)

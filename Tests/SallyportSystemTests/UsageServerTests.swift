@@ -175,6 +175,41 @@ import Testing
         await echo.stop()
     }
 
+    /// The attack: a 40 MB download at full speed by a user with a 2 MiB quota. The relay holds
+    /// a 64 KiB lease at a time, so at most 2.5 MiB arrive before the session ends.
+    @Test func aFullSpeedDownloadStopsWithinHalfAMebibyteOfTheQuota() async throws {
+        let home = try await home()
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        let source = try BackgroundProcess("/usr/bin/python3", ["-c", """
+            import socket, sys
+            server = socket.create_server(("127.0.0.1", 0))
+            print("port %d" % server.getsockname()[1], file=sys.stderr, flush=True)
+            while True:
+                conn, _ = server.accept()
+                try:
+                    conn.sendall(b"x" * 40_000_000)
+                except OSError:
+                    pass
+                conn.close()
+            """], environment: withoutWrappers)
+        defer { source.signal(SIGKILL) }
+        #expect(await source.waitForStderr(containing: "port "))
+        let port = try #require(Int(source.stderr.split(separator: "\n")[0].split(separator: " ").last ?? ""))
+        let quota = 2 << 20
+        let server = try await ServerProcess.start(config(home, "quotas: [{who: [group:staff], bytes: \(quota), period: day}]"))
+        defer { server.process.signal(SIGKILL) }
+        let proxy = server.port
+        let received = try await onThread { () throws -> Int in
+            let socket = try session(proxy, "alice", to: port)
+            return try socket.receiveUntilEOF().count
+        }
+        #expect(received <= quota + quota / 4, "\(received) bytes arrived against a quota of \(quota)")
+        #expect(received >= quota - Session.quotaLease, "the quota itself is served: \(received)")
+        #expect(await server.process.waitForStderr(containing: "msg=session"))
+        let line = server.process.stderr.split(separator: "\n").first { $0.contains("msg=session") }.map(String.init) ?? ""
+        #expect(logfmtFields(line)["end"] == "quota", "\(line)")
+    }
+
     @Test func theSaveAtSIGTERMKeepsEveryByteAndAMonthlyQuotaHoldsAfterARestart() async throws {
         let home = try await home()
         defer { try? FileManager.default.removeItem(atPath: home) }

@@ -110,7 +110,7 @@ public final class ServerMetrics: Sendable {
             ("up", "relayed", counters.datagramsUp), ("down", "relayed", counters.datagramsDown),
             ("up", "foreign", counters.droppedForeign), ("up", "malformed", counters.droppedMalformed),
             ("up", "fragment", counters.droppedFragments), ("up", "denied", counters.droppedDenied),
-            ("up", "over_limit", counters.droppedOverLimit), ("up", "no_room", counters.droppedNoRoom),
+            ("up", "over_limit", counters.droppedOverLimit), ("up", "over_quota", counters.droppedOverQuota), ("up", "no_room", counters.droppedNoRoom),
         ]
         for (direction, outcome, count) in counts where count > 0 {
             counter("sallyport_udp_datagrams_total", [("direction", direction), ("outcome", outcome)]).increment(by: Int64(count))

@@ -171,8 +171,9 @@ extension Session {
         let payload = buffer.readableBytes > 0 ? buffer : nil
         buffer = ByteBuffer()
         do {
-            let configuration = RelayConfiguration(
+            var configuration = RelayConfiguration(
                 idleTimeout: services.timeouts.idle, clientToTargetLimit: grant?.upload, targetToClientLimit: grant?.download)
+            configuration.allowance = makeAllowance()
             relay = try TCPRelay.start(
                 client: channel, target: target, configuration: configuration, initialPayload: payload, clientInputClosed: clientInputClosed
             ) { [self] outcome in

@@ -60,6 +60,21 @@ public final class UsageLedger: Sendable {
         }
     }
 
+    /// The bytes `subject` may still move before one of its quotas is used up; `UInt64.max`
+    /// when none applies.
+    func remaining(_ subject: PolicySubject, quotas: [Quota]) -> UInt64 {
+        guard let user = subject.user else { return .max }
+        let day = today()
+        let applying = quotas.filter { $0.applies(to: subject) }
+        guard !applying.isEmpty else { return .max }
+        return state.withLockedValue { state in
+            applying.map { quota in
+                let used = state.book.used(user, quota.period, on: day)
+                return used >= quota.bytes ? 0 : quota.bytes - used
+            }.min() ?? .max
+        }
+    }
+
     /// The first quota `subject` has used up.
     func exceeded(_ subject: PolicySubject, quotas: [Quota]) -> Quota? {
         guard !quotas.isEmpty, subject.user != nil else { return nil }
