@@ -59,7 +59,7 @@ public final class PAMAuthenticator: Authenticator {
         return pool.run(request, on: eventLoop) {
             let started = NIODeadline.now()
             let outcome = runPAMTransaction(
-                service: service, username: request.username, password: request.password, remoteHost: request.client?.ipAddress)
+                service: service, username: request.username, password: request.password, remoteHost: request.client.flatMap(IPAddress.init).map { "\($0.unmapped)" })
             observe(NIODeadline.now() - started)
             guard outcome.success else {
                 return (.failure(reason: "pam \(outcome.step): \(outcome.message)"), .microseconds(Int64(outcome.failDelayMicroseconds)))

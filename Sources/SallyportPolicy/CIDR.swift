@@ -100,18 +100,19 @@ public enum SpecialAddressGuard {
 
     static let ipv6Blocks: [CIDR] = [
         "::/128", "::1/128", "fe80::/10", "fec0::/10", "fc00::/7", "ff00::/8", "100::/64", "64:ff9b:1::/48",
+        // Teredo tunnels to whatever IPv4 address its relay is told; documentation.
+        "2001::/32", "2001:db8::/32",
     ].map { CIDR($0)! }
 
     /// Every special block.
     public static let blocks = ipv4Blocks + ipv6Blocks
 
-    /// The address rules and the guard judge: the IPv4 address inside an IPv4-mapped or a NAT64
-    /// (`64:ff9b::/96`) address, else the address itself.
+    /// The address rules and the guard judge: the IPv4 address inside an IPv4-mapped, an
+    /// IPv4-compatible (`::a.b.c.d`), a NAT64 (`64:ff9b::/96`) or a 6to4 (`2002::/16`) address,
+    /// else the address itself.
     public static func judged(_ address: IPAddress) -> IPAddress {
         let unmapped = address.unmapped
-        if case .v6(let v6) = unmapped, v6.high == 0x0064_ff9b_0000_0000, v6.low >> 32 == 0 {
-            return .v4(SOCKSIPv4Address(UInt32(truncatingIfNeeded: v6.low)))
-        }
+        if case .v6(let v6) = unmapped, let embedded = embeddedIPv4(v6) { return .v4(embedded) }
         return unmapped
     }
 

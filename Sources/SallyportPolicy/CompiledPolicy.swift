@@ -74,7 +74,7 @@ public final class CompiledPolicy: Sendable {
     // MARK: Decisions
 
     /// `Policy.admitsClient`.
-    public func admitsClient(_ address: IPAddress) -> (Bool, Policy.Reason) {
+    public func admitsClient(_ address: IPAddress?) -> (Bool, Policy.Reason) {
         policy.admitsClient(address)
     }
 

@@ -235,8 +235,9 @@ public struct Policy: Hashable, Sendable {
 
     /// Checks a client's address at accept. With no client rules, every client may talk; with some,
     /// a client no rule matches is refused.
-    public func admitsClient(_ address: IPAddress) -> (Bool, Reason) {
+    public func admitsClient(_ address: IPAddress?) -> (Bool, Reason) {
         guard !clientRules.isEmpty else { return (true, .defaultAction) }
+        guard let address else { return (false, .clientRule(nil)) }
         for rule in clientRules where rule.from.contains(where: { $0.contains(address) }) {
             return (rule.action == .allow, .clientRule(rule.line))
         }

@@ -46,6 +46,31 @@ import Testing
         #expect(SpecialAddressGuard.judged(ip("64:ff9b::7f00:1")) == ip("127.0.0.1"))
     }
 
+    @Test func ipv4RulesJudgeIPv4Carried6to4AndCompatible() {
+        let deny = Policy(rules: [
+            EgressRule(name: "no-docs", action: .deny, to: [.block(block("203.0.113.0/24"))]),
+            EgressRule(name: "public", action: .allow, to: [.any]),
+        ])
+        // 2002:cb00:7101:: is 6to4 for 203.0.113.1; ::cb00:7101 the IPv4-compatible form.
+        for text in ["2002:cb00:7101::1", "::cb00:7101"] {
+            #expect(deny.checkAddresses([ip(text)], name: nil, port: 80, command: .connect, subject: anonymous) == .deny(.rule("no-docs")), "\(text)")
+        }
+        #expect(SpecialAddressGuard.judged(ip("2002:7f00:1::")) == ip("127.0.0.1"))
+    }
+
+    @Test func teredoIsSpecialAsAWhole() {
+        // Teredo carries an IPv4 server and client, obfuscated: no rule for a public block opens it.
+        #expect(SpecialAddressGuard.block(containing: ip("2001:0:4136:e378:8000:63bf:3fff:fdd2")) == block("2001::/32"))
+        #expect(!allows(Policy.allowPublic, "2001:0:4136:e378:8000:63bf:3fff:fdd2"))
+        #expect(allows(Policy.allowPublic, "2001:4860:4860::8888"), "other 2001: space is ordinary")
+    }
+
+    @Test func withClientRulesAPeerWithoutAnAddressIsRefused() {
+        let policy = Policy(rules: [], clientRules: [ClientRule(action: .allow, from: [block("0.0.0.0/0"), block("::/0")])])
+        #expect(policy.admitsClient(nil).0 == false)
+        #expect(Policy(rules: []).admitsClient(nil).0 == true, "no client rules: nobody is asked for an address")
+    }
+
     @Test func theHostsOwnAddressesAreSpecial() {
         var policy = Policy.allowPublic
         policy.hostAddresses = [ip("203.0.113.5")]

@@ -187,7 +187,7 @@ import Testing
                 && text.contains("s.yaml:13:13: rules[0].action: 'maybe' is not allow or deny")
                 && text.contains("s.yaml:14:10: rules[0].to[0]: 'nowhere/8' is not a destination")
                 && text.contains("s.yaml:15:5: rules[1]: missing key 'action'")
-                && text.contains("s.yaml:16:9: limits: expected a mapping of keys (early_data, max_sessions, sessions_per_user, sessions_per_client, bandwidth_per_user)")
+                && text.contains("s.yaml:16:9: limits: expected a mapping of keys (early_data, max_sessions, sessions_per_user, sessions_per_client, connections_per_client, bandwidth_per_user)")
         }
     }
 

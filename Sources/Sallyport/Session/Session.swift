@@ -101,8 +101,9 @@ final class Session {
     /// balancer the peer must be a trusted one, and the rules wait for the header's client.
     func admit() -> Bool {
         if let proxy = awaitingProxyHeader { return admitBalancer(proxy) }
-        guard let address = record.client.flatMap(IPAddress.init) else { return true }
-        let (admitted, reason) = services.policy.admitsClient(address)
+        // A peer without an IP (the socket was gone before it could be read) matches no client
+        // rule: with rules, it is refused like any address they do not name.
+        let (admitted, reason) = services.policy.admitsClient(record.client.flatMap(IPAddress.init))
         if !admitted {
             services.logger.notice("client denied", metadata: ["client": "\(record.clientText)", "rule": "\(reason)"])
             close(.clientDenied(reason))
