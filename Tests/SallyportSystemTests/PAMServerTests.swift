@@ -172,6 +172,23 @@ struct PAMServerTests {
         #expect(try await onThread { try loginStatus(server.port, "erin", "e-pass") } == 0)
     }
 
+    /// An IPv4 client of a listener on an IPv6 socket (the address `::ffff:127.0.0.1`) reaches
+    /// PAM as `127.0.0.1`, the form PAM rules (pam_access, pam_succeed_if) are written in.
+    @Test func pamRhostIsThePlainIPv4AddressOfAMappedClient() async throws {
+        let server = try await ServerProcess.start("""
+            listen: ["[::ffff:127.0.0.1]:0"]
+            methods: [username]
+            auth:
+              pam: {service: sallyport-counted}
+              cache_ttl: 0
+            """ + loopbackRules)
+        defer { server.process.signal(SIGKILL) }
+        let before = checks(of: "frank", rhost: "127.0.0.1")
+        #expect(try await onThread { try loginStatus(server.port, "frank", "f-pass") } == 0)
+        #expect(checks(of: "frank", rhost: "127.0.0.1") == before + 1)
+        #expect(checks(of: "frank", rhost: "::ffff:127.0.0.1") == 0)
+    }
+
     @Test func behindABalancerTheHeadersClientIsThrottledAndGivenToPAM() async throws {
         let server = try await ServerProcess.start("""
             listen:
