@@ -154,7 +154,7 @@ public struct LineLogHandler: LogHandler {
 
     /// Appends `value` as it is when it needs no quoting, else as a quoted, escaped string.
     static func appendLogfmtValue(_ value: String, to line: inout String) {
-        let needsQuotes = value.isEmpty || value.utf8.contains { $0 <= 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "=") || $0 == 0x7F }
+        let needsQuotes = value.isEmpty || value.utf8.contains { $0 <= 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "=") || $0 >= 0x7F }
         line += needsQuotes ? jsonString(value) : value
     }
 
@@ -187,9 +187,14 @@ public struct LineLogHandler: LogHandler {
             case "\n": result += "\\n"
             case "\r": result += "\\r"
             case "\t": result += "\\t"
-            case _ where scalar.value < 0x20 || scalar.value == 0x7F:
-                let hex = String(scalar.value, radix: 16)
-                result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+            case _ where scalar.value < 0x20 || scalar.value >= 0x7F:
+                // Controls, and everything past ASCII: C1 controls, bidi overrides, U+2028 and
+                // look-alikes would reorder, break or disguise a line on a terminal or in a
+                // viewer. Escaped, a line is ASCII and reads back to the same text.
+                for unit in String(scalar).utf16 {
+                    let hex = String(unit, radix: 16)
+                    result += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
+                }
             default: result.unicodeScalars.append(scalar)
             }
         }
