@@ -12,9 +12,7 @@ public enum AtomicFile {
     public static func write(_ bytes: [UInt8], to path: String, mode: mode_t = 0o640, previous: String? = nil) throws(AtomicFileError) {
         var old = stat()
         let existed = stat(path, &old) == 0
-        let temporary = path + ".tmp-\(getpid())"
-        let fd = open(temporary, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, existed ? old.st_mode & 0o7777 : mode)
-        guard fd >= 0 else { throw .init("cannot create \(temporary)", errno) }
+        let (fd, temporary) = try createTemporary(beside: path, mode: existed ? old.st_mode & 0o7777 : mode)
         var written = 0
         while written < bytes.count {
             let count = bytes.withUnsafeBytes { Glibc.write(fd, $0.baseAddress! + written, bytes.count - written) }
@@ -41,8 +39,7 @@ public enum AtomicFile {
         close(fd)
         if let previous, existed {
             // A hard link of the old file, renamed over the previous copy: atomic too.
-            let link = previous + ".tmp-\(getpid())"
-            unlink(link)
+            let link = previous + ".tmp-" + randomSuffix()
             if Glibc.link(path, link) == 0, rename(link, previous) != 0 { unlink(link) }
         }
         guard rename(temporary, path) == 0 else {
@@ -51,6 +48,24 @@ public enum AtomicFile {
             throw .init("cannot rename \(temporary) to \(path)", code)
         }
         syncDirectory(of: path)
+    }
+
+    /// A new file of our own beside `path`: a name nobody can guess, created exclusively and
+    /// never through a symlink, so that a link planted in the directory redirects nothing.
+    private static func createTemporary(beside path: String, mode: mode_t) throws(AtomicFileError) -> (Int32, String) {
+        var code: Int32 = 0
+        for _ in 0..<8 {
+            let temporary = path + ".tmp-" + randomSuffix()
+            let fd = open(temporary, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, mode)
+            if fd >= 0 { return (fd, temporary) }
+            code = errno
+            guard code == EEXIST else { throw .init("cannot create \(temporary)", code) }
+        }
+        throw .init("cannot create a temporary file beside \(path)", code)
+    }
+
+    private static func randomSuffix() -> String {
+        String(UInt64.random(in: 0...UInt64.max), radix: 36)
     }
 
     /// Flushes the directory holding `path`, so that a rename survives a power cut.
