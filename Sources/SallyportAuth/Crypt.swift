@@ -33,7 +33,7 @@ public enum PasswordHash {
     }
 
     /// Prefixes of the methods a user file may hold: strong, salted and slow by design.
-    static let acceptedPrefixes = ["$y$", "$gy$", "$7$", "$2b$", "$2y$", "$2a$", "$6$", "$5$"]
+    static let acceptedPrefixes = ["$y$", "$gy$", "$2b$", "$2y$", "$2a$", "$6$", "$5$"]
 
     /// Why a hash is not taken, or nil when it is. A hash that starts with `!` or `*` is a locked
     /// account: valid, and no password matches it.
@@ -48,7 +48,41 @@ public enum PasswordHash {
         guard check == CRYPT_SALT_OK || check == CRYPT_SALT_METHOD_LEGACY, isWellFormed(hash) else {
             return "the hash is malformed or uses a method this libxcrypt does not offer; write it again with `sallyport passwd`"
         }
+        if let cost = excessiveCost(hash) {
+            return "the hash's cost (\(cost)) is more than a login may take; write it again with `sallyport passwd` (or a lower cost)"
+        }
         return nil
+    }
+
+    /// The most a login's hash may cost: about a second of one core. A file holding a hash of
+    /// bcrypt cost 31 or a billion SHA rounds would tie a check thread for hours per attempt.
+    static let maximumBcryptCost = 14
+    static let maximumSHARounds = 1_000_000
+    /// yescrypt's N (log2, as the second character of its parameters, `j9T` being the default):
+    /// `F` is libxcrypt's cost 11, its highest.
+    static let maximumYescryptN = itoa64.firstIndex(of: UInt8(ascii: "F"))!
+    static let itoa64 = Array("./0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz".utf8)
+
+    /// The cost of a hash past the bounds above, as text; nil when it is within them.
+    static func excessiveCost(_ hash: String) -> String? {
+        let parts = hash.split(separator: "$", omittingEmptySubsequences: false)
+        guard parts.count >= 4 else { return nil }
+        switch parts[1] {
+        case "2b", "2y", "2a":
+            guard let cost = Int(parts[2]), cost > maximumBcryptCost else { return nil }
+            return "bcrypt 2^\(cost), at most 2^\(maximumBcryptCost)"
+        case "5", "6":
+            guard parts[2].hasPrefix("rounds="), let rounds = Int(parts[2].dropFirst(7)), rounds > maximumSHARounds else { return nil }
+            return "\(rounds) rounds, at most \(maximumSHARounds)"
+        case "y", "gy":
+            let parameters = Array(parts[2].utf8)
+            guard parameters.count == 3, parameters[0] == UInt8(ascii: "j"), let n = itoa64.firstIndex(of: parameters[1]),
+                let r = itoa64.firstIndex(of: parameters[2]), n <= maximumYescryptN, r <= itoa64.firstIndex(of: UInt8(ascii: "T"))!
+            else { return "yescrypt parameters '\(parts[2])', at most jFT" }
+            return nil
+        default:
+            return nil
+        }
     }
 
     /// The shape of each accepted method: the fields between `$` and the length of the checksum.
@@ -62,7 +96,6 @@ public enum PasswordHash {
         guard parts.count >= 4, parts[0].isEmpty, let checksum = parts.last, alphabet(checksum) else { return false }
         switch parts[1] {
         case "y", "gy": return parts.count == 5 && checksum.count == 43 && !parts[3].isEmpty
-        case "7": return parts.count == 4 && checksum.count == 43
         case "2b", "2y", "2a": return parts.count == 4 && Int(parts[2]).map { (4...31).contains($0) } == true && checksum.count == 53
         case "5", "6":
             let salted = parts.count == 5 ? parts[2].hasPrefix("rounds=") : parts.count == 4

@@ -65,6 +65,14 @@ public final class DestinationList: Sendable {
     /// Whether it holds any address block.
     public var hasBlocks: Bool { !ipv4.isEmpty || !ipv6.isEmpty }
 
+    /// The listed blocks that lie inside a special range (for `check-config`: a file can open
+    /// those as an inline block can).
+    public var specialBlocks: [CIDR] {
+        let all = ipv4.flatMap { length, networks in networks.map { CIDR(network: .v4(SOCKSIPv4Address($0)), prefixLength: length) } }
+            + ipv6.flatMap { length, networks in networks.map { CIDR(network: .v6($0), prefixLength: length) } }
+        return all.filter { block in SpecialAddressGuard.blocks.contains { $0.holds(block) } }.sorted { $0.description < $1.description }
+    }
+
     /// Whether `name` (normalized: lower case, no trailing dot) is a listed host, lies in a listed
     /// domain, or everything is listed.
     public func matches(name: String) -> Bool {

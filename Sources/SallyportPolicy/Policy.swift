@@ -263,6 +263,16 @@ public struct Policy: Hashable, Sendable {
         return result
     }
 
+    /// Allow rules whose `to_file` lists blocks inside special ranges: the file opens them as an
+    /// inline block would, out of sight of whoever reads the rules. For `check-config`.
+    public func specialRangesOpenedByFiles() -> [(rule: String, file: String, blocks: [CIDR])] {
+        rules.enumerated().compactMap { index, rule in
+            guard rule.action == .allow, let list = rule.list else { return nil }
+            let blocks = list.specialBlocks
+            return blocks.isEmpty ? nil : (rule.label(index: index), rule.listFile ?? "to_file", blocks)
+        }
+    }
+
     /// What refuses every destination of `command` to `subject`, or nil when some destination could
     /// be allowed: the first rule for them (whatever the port) that denies everything, before any
     /// allow for them; else the default action when no allow applies to them at all.

@@ -57,6 +57,11 @@ struct Passwd: ParsableCommand {
             updated = removed
         } else {
             guard let password = readPassword(prompt: "New password for \(user): ") else { fail("no password given") }
+            // RFC 1929 carries 1 to 255 bytes: a longer one could never be typed into a login.
+            let length = password.withUnsafeBytes { $0.count }
+            guard (1...255).contains(length) else {
+                fail("the password is \(length) bytes; a SOCKS5 login carries 1 to 255 (RFC 1929), so a longer one could never log in; nothing changed")
+            }
             if isatty(0) == 1 {
                 guard let again = readPassword(prompt: "Again: "), again == password else { fail("the passwords do not match; nothing changed") }
             }

@@ -44,4 +44,23 @@ enum Vectors {
         // A NUL byte cannot be part of a crypt(3) passphrase: never a match.
         #expect(!PasswordHash.verify(Password(bytes: Array(Vectors.yescrypt.0.utf8) + [0]), hash: Vectors.yescrypt.1))
     }
+
+    /// A hash whose cost would tie a check thread for minutes per attempt is refused at load.
+    @Test(arguments: [
+        "$2b$31$IBXehqq7Wp84Sc0Eu/sSF.2hkiXCgMH.GguHUOjYR3McQEZ1bHV4a", "$2y$15$IBXehqq7Wp84Sc0Eu/sSF.2hkiXCgMH.GguHUOjYR3McQEZ1bHV4a",
+        "$6$rounds=999999999$saltsalt$Z08MM/rAz/aol6EOnr76D823.Y1I5Sd6OU9bhHqkxXoMlLP04PPZVyy2VTPy0/nQHMTrAznuA5vMk3lldMGxp1",
+        "$y$jZT$2Ai6ai5cM6lROYWo09gX01$Fdz1Vb2gdR0WB2aFIitZ68b6V00MCPxf5GjPjkNlYY.",
+        "$y$j9z$2Ai6ai5cM6lROYWo09gX01$Fdz1Vb2gdR0WB2aFIitZ68b6V00MCPxf5GjPjkNlYY.",
+    ])
+    func anUnboundedCostIsRefused(hash: String) {
+        let problem = PasswordHash.problem(with: hash)
+        #expect(problem?.contains("more than a login may take") == true || problem?.contains("malformed") == true, "\(problem ?? "accepted")")
+    }
+
+    @Test func costsUpToTheBoundAreTaken() {
+        #expect(PasswordHash.excessiveCost("$2b$14$IBXehqq7Wp84Sc0Eu/sSF.2hkiXCgMH.GguHUOjYR3McQEZ1bHV4a") == nil)
+        #expect(PasswordHash.excessiveCost("$6$rounds=1000000$saltsalt$x") == nil)
+        #expect(PasswordHash.excessiveCost("$y$jFT$salt$x") == nil)
+        #expect(PasswordHash.excessiveCost(Vectors.yescrypt.1) == nil)
+    }
 }

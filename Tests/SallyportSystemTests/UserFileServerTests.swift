@@ -173,8 +173,10 @@ import Testing
         for (arguments, reason) in [
             (["bad:name", "--file", users], "user name"), (["bob", "--file", users, "--groups", "a b"], "--groups"),
             (["bob", "--file", users, "--method", "md5"], "--method"), (["nobody", "--file", users, "--delete"], "has no user"),
+            (["bob", "--file", users], "a SOCKS5 login carries 1 to 255"),
         ] {
-            let refused = try await passwd(arguments, input: "pw\n")
+            // The last: a password of 256 bytes, more than RFC 1929 can carry.
+            let refused = try await passwd(arguments, input: reason.hasPrefix("a SOCKS5") ? String(repeating: "p", count: 256) + "\n" : "pw\n")
             #expect(refused.status == 1 && refused.stderr.contains(reason), "\(arguments): \(refused.stderr)")
         }
         #expect(try String(contentsOfFile: users, encoding: .utf8).split(separator: "\n").count == 2)

@@ -74,9 +74,15 @@ extension AuthenticationSettings {
         switch UserFile.parse(String(decoding: data, as: UTF8.self)) {
         case .success(let users):
             var status = stat()
-            let everyone = stat(path, &status) == 0 && status.st_mode & S_IROTH != 0
-            let warning = everyone ? "\(path) is readable by every user of this host: its hashes can be guessed offline; chmod 0640 it" : nil
-            return .success((users, warning))
+            let known = stat(path, &status) == 0
+            var warnings: [String] = []
+            if known, status.st_mode & (S_IWGRP | S_IWOTH) != 0 {
+                warnings.append("\(path) is writable by its group or by every user of this host: whoever can write it can add a login; chmod 0640 it (owner root)")
+            }
+            if known, status.st_mode & S_IROTH != 0 {
+                warnings.append("\(path) is readable by every user of this host: its hashes can be guessed offline; chmod 0640 it")
+            }
+            return .success((users, warnings.isEmpty ? nil : warnings.joined(separator: "; ")))
         case .failure(let problems):
             return .failure(UserFileError(messages: problems.lines.prefix(5).map { "\(path):\($0.line): \($0.message)" }))
         }

@@ -190,7 +190,7 @@ extension UpstreamProxy {
             kind = .http
             rest = text.dropFirst("http://".count)
         } else {
-            return .failure(.init("'\(text)' is not a proxy URL; \(usage)"))
+            return .failure(.init("'\(redacted(text))' is not a proxy URL; \(usage)"))
         }
         if rest.hasSuffix("/") { rest = rest.dropLast() }
         var username: String?
@@ -199,7 +199,9 @@ extension UpstreamProxy {
             let userinfo = rest[..<at]
             rest = rest[rest.index(after: at)...]
             let parts = userinfo.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-            guard let user = percentDecoded(parts[0]), !user.isEmpty, let secret = parts.count == 2 ? percentDecoded(parts[1]) : "" else {
+            guard let user = percentDecoded(parts[0]), !user.isEmpty, !user.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F || $0 == UInt8(ascii: ":") }),
+                let secret = parts.count == 2 ? percentDecoded(parts[1]) : "", !secret.utf8.contains(where: { $0 < 0x20 || $0 == 0x7F })
+            else {
                 return .failure(.init("the user and password of '\(kind.rawValue)://...@\(rest)' are not valid; percent-encode : @ / and %"))
             }
             username = user
@@ -216,10 +218,19 @@ extension UpstreamProxy {
         } else {
             return .failure(.init("'\(kind.rawValue)://\(rest)' names no port; \(usage)"))
         }
-        guard !host.isEmpty, !host.contains("/"), let port = UInt16(portText), port > 0 else {
+        guard IPAddress(host) != nil || DestinationName.normalized(host.utf8) != nil, let port = UInt16(portText), port > 0 else {
             return .failure(.init("'\(kind.rawValue)://\(rest)' is not host:port with a port from 1 to 65535; \(usage)"))
         }
         return .success(UpstreamProxy(kind: kind, host: host, port: port, username: username, password: password))
+    }
+
+    /// The URL as a message may show it: whatever stands before the `@` replaced, so that a
+    /// mistyped URL's password reaches no log, `systemctl status` or admin page.
+    static func redacted(_ text: String) -> String {
+        guard let at = text.lastIndex(of: "@") else { return text }
+        let scheme = text.firstIndex(of: ":").flatMap { colon in text[colon...].hasPrefix("://") ? text.index(colon, offsetBy: 3) : nil }
+        let start = scheme.map { $0 < at ? $0 : text.startIndex } ?? text.startIndex
+        return String(text[..<start]) + "***" + String(text[at...])
     }
 
     private static func percentDecoded(_ text: Substring) -> String? {

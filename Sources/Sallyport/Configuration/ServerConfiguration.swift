@@ -135,6 +135,12 @@ extension ServerConfiguration {
     public func validate(externalAuthenticator: Bool = false) -> ConfigurationFindings {
         var findings = ConfigurationFindings()
         if !allowUnauthenticatedRemote {
+            // Behind a PROXY-protocol balancer the clients are remote whatever the bound address.
+            for listener in listeners where listener.methods.contains(.none) && listener.proxyProtocol != nil && listener.isLoopback {
+                findings.errors.append((
+                    "\(listener.addressDescription) takes its clients from a PROXY-protocol balancer, so they are not local, but offers method 'none', which would make an open proxy; offer [username] there, or set allow_unauthenticated_remote: true if that is really meant",
+                    listener))
+            }
             for listener in listeners where listener.methods.contains(.none) && !listener.isLoopback {
                 findings.errors.append((
                     "\(listener.addressDescription) is not a loopback address but offers method 'none', which would make an open proxy; offer [username] there, or set allow_unauthenticated_remote: true if that is really meant",
@@ -145,6 +151,23 @@ extension ServerConfiguration {
                     "\(listener.addressDescription) is not a loopback address but serves socks4, which carries no password: anyone who reaches it gets the rules for anonymous; set allow_unauthenticated_remote: true if that is really meant",
                     listener))
             }
+        }
+        for listener in listeners where listener.socks4 && !listener.methods.contains(.none) {
+            findings.errors.append((
+                "\(listener.addressDescription) asks for a login (methods: [username]) but serves socks4, which carries no password: SOCKS4 clients would get in without one; serve socks4 on a listener of its own with method none, or remove socks4",
+                listener))
+        }
+        for listener in listeners {
+            for block in listener.proxyProtocol?.trusted ?? [] where block.prefixLength == 0 {
+                findings.errors.append((
+                    "trusted_proxies holds \(block): any host could send a PROXY header and claim any client address, escaping client rules, throttling and per-client limits; list your balancers' addresses",
+                    listener))
+            }
+        }
+        // RFC 1929 sends the password in clear; with PAM it is the user's system password.
+        for listener in listeners where listener.methods.contains(.usernamePassword) && !listener.isLoopback {
+            findings.warnings.append(
+                "\(listener.addressDescription) takes logins off loopback: RFC 1929 sends user names and passwords in clear (with PAM, the users' system passwords), readable by anyone on the path; put TLS in front (stunnel), or reach it through a VPN or SSH tunnel")
         }
         if admin.enabled, !admin.isLoopback {
             if !admin.allowRemote || admin.token == nil {
@@ -171,6 +194,11 @@ extension ServerConfiguration {
             let shown = names.count > 4 ? names.prefix(4).joined(separator: ", ") + " and \(names.count - 4) more" : names.joined(separator: ", ")
             findings.warnings.append(
                 "rule \(rule): \(block) holds special ranges that stay closed (\(shown)): a block opens a special range only when it lies inside it; name a range (as to: [\(closed[0])]) to open it")
+        }
+        for (rule, file, blocks) in policy.specialRangesOpenedByFiles() {
+            let shown = blocks.count > 4 ? blocks.prefix(4).map(\.description).joined(separator: ", ") + " and \(blocks.count - 4) more" : blocks.map(\.description).joined(separator: ", ")
+            findings.warnings.append(
+                "rule \(rule): \(file) lists special ranges (\(shown)), which this allow rule opens: private, loopback or metadata addresses become reachable through the proxy; if that is meant, name them in the rule itself (to: [\(blocks[0])])")
         }
         findings.warnings += egressRouteWarnings()
         if timeouts.shutdownDelay + timeouts.shutdownGrace > .seconds(40) {
