@@ -269,4 +269,26 @@ import Testing
         #expect(names.contains { $0.hasPrefix("usage.json.corrupt-") }, "\(names)")
         #expect(report["state_file"] as? String == home + "/state/usage.json")
     }
+
+    /// Both snapshots unreadable with quotas set: starting from zero would give every user a fresh
+    /// allowance, so the server refuses to start, names both files and says how to go on; the
+    /// files stay where they are, so a second start refuses too.
+    @Test func withQuotasTwoCorruptSnapshotsStopTheStartInsteadOfCountingFromZero() async throws {
+        let home = try await home()
+        defer { try? FileManager.default.removeItem(atPath: home) }
+        try "{\"version\":1,\"users\":{\"alice\":".write(toFile: home + "/state/usage.json", atomically: false, encoding: .utf8)
+        try "not json".write(toFile: home + "/state/usage.json.prev", atomically: false, encoding: .utf8)
+        let path = try temporaryFile(config(home, "quotas: [{who: [group:staff], bytes: 1000000, period: day}]"))
+        for _ in 0..<2 {
+            let start = try await runProcess(sallyportExecutable(), ["--config", path], environment: ["LD_PRELOAD": ""], timeout: 30)
+            #expect(start.status != 0)
+            #expect(start.stderr.contains("\(home)/state/usage.json is corrupt") && start.stderr.contains("usage.json.prev")
+                && start.stderr.contains("move the files aside"), "\(start.stderr)")
+        }
+        #expect(FileManager.default.fileExists(atPath: home + "/state/usage.json"))
+        // Without quotas nothing is at stake: the file is moved aside and counting starts again.
+        let server = try await ServerProcess.start(config(home))
+        defer { server.process.signal(SIGKILL) }
+        #expect(server.process.stderr.contains("usage totals start from zero"))
+    }
 }

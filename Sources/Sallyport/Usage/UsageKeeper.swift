@@ -59,7 +59,13 @@ final class UsageKeeper: Sendable {
     private func openStore() -> String? {
         guard let configured = state.withLockedValue({ $0.settings.stateDirectory }) else { return nil }
         if let problem = UsageStore.prepare(configured) { return problem }
-        let loaded = UsageStore.load(from: configured, now: LineLogHandler.timestamp())
+        let withQuotas = !quotas.isEmpty
+        let loaded = UsageStore.load(from: configured, now: LineLogHandler.timestamp(), keepCorrupt: withQuotas)
+        if loaded.lost {
+            // With quotas, starting from zero would hand every user a fresh allowance: refuse.
+            return loaded.errors.joined(separator: "; ")
+                + "; move the files aside (or restore them from a backup) to start counting from zero"
+        }
         for error in loaded.errors { logger.error("\(error)") }
         for note in loaded.notes { logger.info("\(note)") }
         ledger.replace(with: loaded.book)

@@ -16,9 +16,15 @@ enum UsageStore {
         var book = UsageBook()
         var errors: [String] = []
         var notes: [String] = []
+        /// Saved totals existed but none could be read: starting from zero would forget what
+        /// each user used (with quotas, fail open).
+        var lost = false
     }
 
-    static func load(from directory: String, now: String) -> Loaded {
+    /// Loads the totals. `keepCorrupt`: leave an unreadable file where it is when no snapshot
+    /// can replace it (the caller refuses to start; a later start must not find it gone and
+    /// begin from zero).
+    static func load(from directory: String, now: String, keepCorrupt: Bool = false) -> Loaded {
         var loaded = Loaded()
         let (path, previous) = (file(in: directory), previous(in: directory))
         switch read(path) {
@@ -29,6 +35,16 @@ enum UsageStore {
         case .success(nil):
             break
         case .failure(let reason):
+            if keepCorrupt, case .success(nil) = read(previous) {
+                loaded.errors.append("the usage state file \(path) is corrupt (\(reason)) and there is no previous snapshot \(previous)")
+                loaded.lost = true
+                return loaded
+            }
+            if keepCorrupt, case .failure(let second) = read(previous) {
+                loaded.errors.append("the usage state file \(path) is corrupt (\(reason)), and so is the previous snapshot \(previous) (\(second))")
+                loaded.lost = true
+                return loaded
+            }
             let aside = "\(path).corrupt-\(now)"
             let moved = rename(path, aside) == 0
             loaded.errors.append(
