@@ -229,7 +229,8 @@ func prometheusSamples(_ text: String) -> [String: Double] {
         #expect(missing.status == 404)
         #expect(pac.status == 200)
         // The bound SOCKS port, not the 0 of the file; listed entries go direct.
-        #expect(pac.body.contains("return \"SOCKS5 127.0.0.1:\(server.port); SOCKS 127.0.0.1:\(server.port)\";"), "\(pac.body)")
+        #expect(pac.body.contains("return \"SOCKS5 127.0.0.1:\(server.port)\";"), "\(pac.body)")
+        #expect(!pac.body.contains("\"SOCKS ") && !pac.body.contains("; SOCKS"), "no SOCKS4 fallback, which resolves names in the browser")
         #expect(pac.body.contains("dnsDomainIs(host, \".corp.example\")"))
         #expect(pac.body.contains("isInNet(host, \"10.0.0.0\", \"255.0.0.0\")"))
     }

@@ -3,8 +3,8 @@ import SOCKSProtocol
 import SallyportPolicy
 
 /// A proxy auto-config file (the `FindProxyForURL` JavaScript browsers read): the names, domains
-/// and IPv4 blocks listed go direct, everything else through this SOCKS5 server (`SOCKS5 host:port`
-/// for browsers that know SOCKS5, then `SOCKS host:port` for those that do not).
+/// and IPv4 blocks listed go direct, everything else through this SOCKS5 server (`SOCKS5 host:port`,
+/// with no SOCKS4 fallback).
 enum PACFile {
     static func make(proxyHost: String, proxyPort: Int, direct: [String]) -> String {
         let proxy = proxyHost.contains(":") ? "[\(proxyHost)]:\(proxyPort)" : "\(proxyHost):\(proxyPort)"
@@ -21,7 +21,9 @@ enum PACFile {
                 lines.append("  if (host == \"\(javaScript(entry))\") return \"DIRECT\";")
             }
         }
-        lines.append("  return \"SOCKS5 \(proxy); SOCKS \(proxy)\";")
+        // SOCKS5 only: a browser that falls back to `SOCKS` (version 4) resolves names itself,
+        // telling the local resolver every site and leaving the rules only an address to judge.
+        lines.append("  return \"SOCKS5 \(proxy)\";")
         lines.append("}")
         return lines.joined(separator: "\n") + "\n"
     }
