@@ -32,6 +32,9 @@ public final class SallyportServer: Service, Sendable {
     let generation: NIOLockedValueBox<Generation>
     let state = NIOLockedValueBox<State>(.idle)
     private let trimmer = NIOLockedValueBox<MemoryTrimmer?>(nil)
+    /// Reads this host's addresses again every `hostAddressInterval` (a DHCP lease, a VPN up).
+    private let addressWatch = NIOLockedValueBox<RepeatedTask?>(nil)
+    static let hostAddressInterval: TimeAmount = .seconds(30)
     /// What the admin listener reports: its address, when the server started, the last reload.
     let admin = NIOLockedValueBox(AdminState())
     /// Counts of sessions, logins, lookups and reloads, for `/metrics`.
@@ -153,6 +156,11 @@ public final class SallyportServer: Service, Sendable {
         state.withLockedValue { $0 = .running(channels) }
         admin.withLockedValue { $0.listeners = addresses }
         trimmer.withLockedValue { $0 = MemoryTrimmer(registry: registry, eventLoop: group.next(), pool: Self.backgroundPool) }
+        addressWatch.withLockedValue {
+            $0 = group.next().scheduleRepeatedTask(initialDelay: Self.hostAddressInterval, delay: Self.hostAddressInterval) { [weak self] _ in
+                self?.takeHostAddresses(Self.hostAddresses())
+            }
+        }
         logger.info("listening", metadata: ["addresses": "\(addresses.map(\.endpointText).joined(separator: ","))"])
         for warning in configuration.warnings { logger.warning("\(warning)") }
         return addresses
@@ -322,6 +330,7 @@ public final class SallyportServer: Service, Sendable {
         }
         for channel in channels { try? await channel.close() }
         trimmer.withLockedValue { $0?.stop() }
+        addressWatch.withLockedValue { $0?.cancel() }
         let grace = grace ?? configuration.timeouts.shutdownGrace
         let waiting = registry.count
         if waiting > 0 {
@@ -340,8 +349,21 @@ public final class SallyportServer: Service, Sendable {
         logger.info("stopped")
     }
 
-    /// This host's own addresses but loopback (which the guard holds anyway), read at start and on
-    /// every reload: a CONNECT to them would reach services bound to the wildcard.
+    /// Judges new sessions with `addresses` as this host's own (special to the guard), when they
+    /// differ from those in use; running sessions keep what they were allowed.
+    func takeHostAddresses(_ addresses: Set<IPAddress>) {
+        generation.withLockedValue { generation in
+            guard generation.services.egress.compiled.policy.hostAddresses != addresses else { return }
+            var policy = generation.services.egress.compiled.policy
+            policy.hostAddresses = addresses
+            let egress = Egress(policy: policy, resolver: resolver)
+            generation.services.egress = egress
+            for index in generation.listenerServices.indices { generation.listenerServices[index].egress = egress }
+        }
+    }
+
+    /// This host's own addresses but loopback (which the guard holds anyway), read at start, on
+    /// every reload and every 30 s: a CONNECT to them would reach services bound to the wildcard.
     static func hostAddresses() -> Set<IPAddress> {
         let devices = (try? System.enumerateDevices()) ?? []
         return Set(devices.compactMap { $0.address.flatMap(IPAddress.init)?.unmapped }.filter { !$0.isLoopback })

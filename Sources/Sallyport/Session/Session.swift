@@ -10,7 +10,7 @@ import SallyportRelay
 struct SessionServices: Sendable {
     let timeouts: Timeouts
     let limits: Limits
-    let egress: Egress
+    var egress: Egress
     var authenticator: (any Authenticator)?
     let connector: any OutboundConnecting
     let logger: Logger
