@@ -343,6 +343,27 @@ let loopbackRules = """
         await echo.stop()
     }
 
+    /// With --listen the addresses are the command line's, but methods follow the file: a reload
+    /// that turns logins on takes effect on those listeners too.
+    @Test func withListenAReloadStillChangesTheMethods() async throws {
+        let path = try temporaryFile("methods: [none]\n" + loopbackRules)
+        let server = try BackgroundProcess(sallyportExecutable(), ["--config", path, "--listen", "127.0.0.1:0"])
+        defer { server.signal(SIGKILL) }
+        #expect(await server.waitForStderr(containing: "msg=listening"))
+        let line = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
+        let port = Int(logfmtFields(line)["addresses"]?.split(separator: ":").last ?? "") ?? 0
+        let choice = { @Sendable () throws -> [UInt8] in
+            let socket = try TestSocket(host: "127.0.0.1", port: port)
+            try socket.send([5, 1, 0])
+            return try socket.receive(exactly: 2)
+        }
+        #expect(try await onThread(choice) == [5, 0])
+        try ("methods: [username]\nauth: {pam: {service: sallyport-test}}\n" + loopbackRules).write(toFile: path, atomically: true, encoding: .utf8)
+        server.signal(SIGHUP)
+        #expect(await server.waitForStderr(containing: "configuration reloaded"))
+        #expect(try await onThread(choice) == [5, 0xFF], "method none is no longer offered")
+    }
+
     @Test func checkConfigSaysWhatAFileWithoutRulesAllows() async throws {
         let path = try temporaryFile("listen: [127.0.0.1:1080]\n")
         let result = try await runProcess(sallyportExecutable(), ["check-config", path])
