@@ -58,14 +58,9 @@ func cpuSeconds(_ pid: Int32) -> Double? {
 
     @Test(.timing) func atTheDescriptorLimitTheServerPausesAcceptsAndRecovers() async throws {
         let echo = try await TargetServer.echo()
-        let config = try temporaryFile(loopbackRules)
         // 160 descriptors, soft and hard, so that the server cannot raise its own limit.
-        let server = try BackgroundProcess(
-            "/bin/sh", ["-c", "ulimit -n 160 && exec \"$0\" --config \"$1\" --listen 127.0.0.1:0", sallyportExecutable(), config])
+        let (server, port) = try await serverWithDescriptorLimit(160, loopbackRules)
         defer { server.signal(SIGKILL) }
-        #expect(await server.waitForStderr(containing: "msg=listening"))
-        let listening = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
-        let port = Int(logfmtFields(listening)["addresses"]?.split(separator: ":").last ?? "") ?? 0
         let pid = server.processIdentifier
         // 300 clients that connect and say nothing: more than the server has descriptors for.
         var clients = try await onThread { try (0..<300).map { _ in try TestSocket(host: "127.0.0.1", port: port) } }
@@ -101,13 +96,8 @@ func cpuSeconds(_ pid: Int32) -> Double? {
     /// connections_per_client closes the flood's connections past 20 at accept.
     @Test func silentConnectionsFromOneClientAreCappedAtAcceptAndOthersAreServed() async throws {
         let echo = try await TargetServer.echo()
-        let config = try temporaryFile("limits: {sessions_per_client: 20, connections_per_client: 20}\n" + loopbackRules)
-        let server = try BackgroundProcess(
-            "/bin/sh", ["-c", "ulimit -n 256 && exec \"$0\" --config \"$1\" --listen 127.0.0.1:0", sallyportExecutable(), config])
+        let (server, port) = try await serverWithDescriptorLimit(256, "limits: {sessions_per_client: 20, connections_per_client: 20}\n" + loopbackRules)
         defer { server.signal(SIGKILL) }
-        #expect(await server.waitForStderr(containing: "msg=listening"))
-        let listening = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
-        let port = Int(logfmtFields(listening)["addresses"]?.split(separator: ":").last ?? "") ?? 0
         let flood = try await onThread { try (0..<400).map { _ in try TestSocket(host: "127.0.0.1", port: port, from: "127.0.4.1", timeout: 5) } }
         #expect(await server.waitForStderr(containing: "connections closed at accept"))
         let held = try await onThread { flood.filter { !$0.waitForClose(timeout: 0.05) }.count }

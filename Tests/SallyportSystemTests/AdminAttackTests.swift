@@ -123,12 +123,9 @@ func httpRequest(port: Int, _ path: String, method: String = "GET", host: String
     /// at accept, and the SOCKS service answers.
     @Test func aFloodOfIdleAdminConnectionsLeavesTheSOCKSServiceAnswering() async throws {
         let echo = try await TargetServer.echo()
-        let config = try temporaryFile("listen: [127.0.0.1:0]\nadmin:\n  listen: 127.0.0.1:0\n  max_connections: 32\n" + loopbackRules)
-        let server = try BackgroundProcess("/bin/sh", ["-c", "ulimit -n 256 && exec \"$0\" --config \"$1\"", sallyportExecutable(), config])
+        let (server, socksPort) = try await serverWithDescriptorLimit(
+            256, "listen: [127.0.0.1:0]\nadmin:\n  listen: 127.0.0.1:0\n  max_connections: 32\n" + loopbackRules, listen: false)
         defer { server.signal(SIGKILL) }
-        #expect(await server.waitForStderr(containing: "msg=listening"))
-        let socksPort = Int(logfmtFields(server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? "")["addresses"]?
-            .split(separator: ":").last ?? "") ?? 0
         let adminLine = server.stderr.split(separator: "\n").first { $0.contains("admin listening") }.map(String.init) ?? ""
         let admin = try #require(Int(logfmtFields(adminLine)["address"]?.split(separator: ":").last ?? ""))
         let flood = try await onThread { try (0..<366).map { _ in try TestSocket(host: "127.0.0.1", port: admin, timeout: 5) } }

@@ -347,3 +347,17 @@ struct ServerProcess {
 func openDescriptors(_ pid: Int32) -> Int? {
     (try? FileManager.default.contentsOfDirectory(atPath: "/proc/\(pid)/fd"))?.count
 }
+
+/// The server binary on 127.0.0.1:0 (and whatever listeners `yaml` adds) under a descriptor limit
+/// of `limit`, soft and hard, so that it cannot raise its own; the process and its first port.
+func serverWithDescriptorLimit(_ limit: Int, _ yaml: String, listen: Bool = true) async throws -> (BackgroundProcess, Int) {
+    let config = try temporaryFile(yaml)
+    let command = "ulimit -n \(limit) && exec \"$0\" --config \"$1\"" + (listen ? " --listen 127.0.0.1:0" : "")
+    let server = try BackgroundProcess("/bin/sh", ["-c", command, sallyportExecutable(), config])
+    guard await server.waitForStderr(containing: "msg=listening") else {
+        server.signal(SIGKILL)
+        throw TestSocketError("the server did not start: \(server.stderr)", errno: 0)
+    }
+    let listening = server.stderr.split(separator: "\n").first { $0.contains("msg=listening") }.map(String.init) ?? ""
+    return (server, Int(logfmtFields(listening)["addresses"]?.split(separator: ",").first?.split(separator: ":").last ?? "") ?? 0)
+}
