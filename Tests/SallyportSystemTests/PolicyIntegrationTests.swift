@@ -30,6 +30,27 @@ func connectAs(
 }
 
 @Suite(.system, .timeLimit(.minutes(3))) struct PolicyIntegrationTests {
+    /// The attack: deny `.evil.example`, allow `*`, and a name whose U+0600 fuses with the next
+    /// dot into one grapheme, so that a string comparison saw no `.evil.example` suffix. It is no
+    /// DNS name: reply 0x01, no rule asked, nothing looked up.
+    @Test func aUnicodeNameCannotSlipPastADenyByName() async throws {
+        let proxy = try await TestProxy.start { configuration in
+            configuration.policy = Policy(rules: [
+                EgressRule(name: "no-evil", action: .deny, to: [.domainSuffix("evil.example")]),
+                EgressRule(name: "public", action: .allow, to: [.any]),
+            ])
+        }
+        for name in ["x\u{0600}.evil.example", "x.evil.example\u{0301}", "x.EVIL.example."] {
+            let (_, reply) = try await onThread { try connectAs(nil, proxyPort: proxy.port, to: SOCKSEndpoint(host: .domain(name), port: 80)) }
+            #expect(reply == (name.utf8.allSatisfy { $0 < 0x80 } ? .notAllowed : .generalFailure), "\(name.debugDescription)")
+        }
+        #expect(await proxy.logs.wait { $0.filter { $0.contains("msg=session") }.count == 3 })
+        let sessions = proxy.logs.lines.filter { $0.contains("msg=session") }.map(logfmtFields)
+        #expect(sessions.filter { $0["rule"] == "-" && $0["reply"] == "1" && $0["end"] == "protocol_error" && $0["remote"] == "-" }.count == 2, "\(sessions)")
+        #expect(sessions.contains { $0["rule"] == "no-evil" && $0["reply"] == "2" })
+        await proxy.stop()
+    }
+
     @Test func loopbackIsRefusedWithoutAnExplicitAllow() async throws {
         let echo = try await TargetServer.echo()
         // The embedded default policy: public destinations only.
