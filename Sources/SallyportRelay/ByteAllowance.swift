@@ -33,8 +33,15 @@ public final class ByteAllowance {
     /// Whether `bytes` more may go now (a datagram is taken whole or not at all).
     public func admits(_ bytes: Int) -> Bool {
         guard !exhausted else { return false }
-        if remaining >= bytes { return true }
-        return topUp() && remaining > 0
+        while remaining < bytes {
+            let granted = refill()
+            guard granted > 0 else {
+                if remaining <= 0 { exhausted = true }
+                return false
+            }
+            remaining += granted
+        }
+        return true
     }
 
     private func topUp() -> Bool {

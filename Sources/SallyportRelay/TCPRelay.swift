@@ -36,16 +36,13 @@ public struct RelayOutcome: Sendable {
 }
 
 /// Settings of the relay.
-public struct RelayConfiguration {
+public struct RelayConfiguration: Sendable {
     /// Close the session when no byte has moved either way for this long; nil never does.
     public var idleTimeout: TimeAmount?
     /// Shapes client→target bytes (shared with the user's other sessions); nil for no limit.
     public var clientToTargetLimit: RateLimiter?
     /// Shapes target→client bytes; nil for no limit.
     public var targetToClientLimit: RateLimiter?
-    /// The bytes a user with a quota may still move; nil for no quota. Not `Sendable`: made and
-    /// used on the session's event loop.
-    public var allowance: ByteAllowance?
 
     public init(idleTimeout: TimeAmount?, clientToTargetLimit: RateLimiter? = nil, targetToClientLimit: RateLimiter? = nil) {
         self.idleTimeout = idleTimeout
@@ -67,6 +64,7 @@ public enum TCPRelay {
     /// - Parameters:
     ///   - initialPayload: bytes the client sent ahead of the reply, written to the target first.
     ///   - clientInputClosed: the client already sent EOF; the target's write side is shut at once.
+    ///   - allowance: what a user with a quota may still move (both directions spend it); nil for none.
     ///   - onEnd: called once, on the event loop, when both channels have closed.
     /// - Returns: a handle that can close the session.
     @discardableResult
@@ -76,12 +74,13 @@ public enum TCPRelay {
         configuration: RelayConfiguration,
         initialPayload: ByteBuffer?,
         clientInputClosed: Bool,
+        allowance: ByteAllowance? = nil,
         onEnd: @escaping (RelayOutcome) -> Void
     ) throws -> RelaySession {
         precondition(client.eventLoop === target.eventLoop, "the relay needs both channels on one event loop")
         client.eventLoop.preconditionInEventLoop()
         let session = RelaySession(eventLoop: client.eventLoop, configuration: configuration, onEnd: onEnd)
-        session.allowance = configuration.allowance
+        session.allowance = allowance
         let clientHandler = RelayHandler(side: .client, session: session, limiter: configuration.clientToTargetLimit)
         let targetHandler = RelayHandler(side: .target, session: session, limiter: configuration.targetToClientLimit)
         clientHandler.partner = targetHandler
@@ -108,7 +107,7 @@ public enum TCPRelay {
         // Under a quota, one read at a time of at most a lease, from a receive queue of about a
         // lease: what is read past a used-up allowance is one read, plus at the peer's EOF (when
         // NIO reads the queue whole) that queue.
-        if let allowance = configuration.allowance {
+        if let allowance = allowance {
             for channel in [client, target] {
                 guard let options = channel.syncOptions else { continue }
                 try options.setOption(.maxMessagesPerRead, value: 1)
@@ -117,7 +116,7 @@ public enum TCPRelay {
             }
         }
         if let initialPayload, initialPayload.readableBytes > 0 {
-            configuration.allowance?.spend(initialPayload.readableBytes)
+            allowance?.spend(initialPayload.readableBytes)
             session.counters.clientToTarget += UInt64(initialPayload.readableBytes)
             clientHandler.charge(initialPayload.readableBytes)
             target.writeAndFlush(initialPayload, promise: nil)

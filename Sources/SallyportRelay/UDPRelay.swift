@@ -3,7 +3,7 @@ import NIOPosix
 import SOCKSProtocol
 
 /// Settings of a UDP association.
-public struct UDPRelayConfiguration {
+public struct UDPRelayConfiguration: Sendable {
     /// End the association when no datagram has moved either way for this long; nil never.
     public var idleTimeout: TimeAmount?
     /// Polices client→destination bytes (datagrams over the rate are dropped); nil for no limit.
@@ -18,9 +18,6 @@ public struct UDPRelayConfiguration {
     public var maxPendingBytes: Int
     /// Refused destinations remembered (their datagrams are dropped without asking again).
     public var refusedMemory: Int
-    /// The bytes a user with a quota may still move; datagrams past it are dropped. Made and
-    /// used on the association's event loop.
-    public var allowance: ByteAllowance?
 
     public init(
         idleTimeout: TimeAmount?, clientToTargetLimit: RateLimiter? = nil, targetToClientLimit: RateLimiter? = nil,
@@ -101,6 +98,8 @@ public final class UDPAssociation {
     public let boundAddress: SocketAddress
     private let eventLoop: any EventLoop
     private let configuration: UDPRelayConfiguration
+    /// The bytes a user with a quota may still move; datagrams past it are dropped.
+    private let allowance: ByteAllowance?
     private let gate: UDPDestinationGate
     /// The client's IP, compared with every datagram's source.
     private let clientIP: IPAddress?
@@ -130,13 +129,13 @@ public final class UDPAssociation {
     ///   - onEnd: called once, on the event loop, when the association is over.
     public static func start(
         on eventLoop: any EventLoop, bindHost: String, ports: ClosedRange<Int>?, client: SocketAddress, expectedPort: Int?,
-        configuration: UDPRelayConfiguration, gate: @escaping UDPDestinationGate,
+        configuration: UDPRelayConfiguration, allowance: ByteAllowance? = nil, gate: @escaping UDPDestinationGate,
         onEnd: @escaping (UDPCounters, UDPRelayEnd) -> Void
     ) -> EventLoopFuture<UDPAssociation> {
         let handlerBox = NIOLoopBound(UDPClientHandler(), eventLoop: eventLoop)
         return bindFirst(of: bindCandidates(ports), host: bindHost, on: eventLoop, handler: handlerBox).assumeIsolated().map { channel in
             let association = UDPAssociation(
-                channel: channel, eventLoop: eventLoop, configuration: configuration, gate: gate,
+                channel: channel, eventLoop: eventLoop, configuration: configuration, allowance: allowance, gate: gate,
                 client: client, clientPort: expectedPort, onEnd: onEnd)
             handlerBox.value.association = association
             association.idleWatch?.start()
@@ -145,14 +144,15 @@ public final class UDPAssociation {
     }
 
     private init(
-        channel: any Channel, eventLoop: any EventLoop, configuration: UDPRelayConfiguration, gate: @escaping UDPDestinationGate,
-        client: SocketAddress, clientPort: Int?, onEnd: @escaping (UDPCounters, UDPRelayEnd) -> Void
+        channel: any Channel, eventLoop: any EventLoop, configuration: UDPRelayConfiguration, allowance: ByteAllowance?,
+        gate: @escaping UDPDestinationGate, client: SocketAddress, clientPort: Int?, onEnd: @escaping (UDPCounters, UDPRelayEnd) -> Void
     ) {
         self.boundAddress = channel.localAddress!
         self.clientChannel = channel
         self.allocator = channel.allocator
         self.eventLoop = eventLoop
         self.configuration = configuration
+        self.allowance = allowance
         self.gate = gate
         self.clientIP = IPAddress(client)?.unmapped
         self.clientPort = clientPort
@@ -255,7 +255,7 @@ public final class UDPAssociation {
 
     /// Takes the datagram's bytes from the upload bucket; false (dropped, nothing taken) when over the limit.
     private func charge(_ bytes: Int) -> Bool {
-        if let allowance = configuration.allowance, !allowance.admits(bytes) {
+        if let allowance = allowance, !allowance.admits(bytes) {
             counters.droppedOverQuota += 1
             return false
         }
@@ -263,7 +263,7 @@ public final class UDPAssociation {
             counters.droppedOverLimit += 1
             return false
         }
-        configuration.allowance?.spend(bytes)
+        allowance?.spend(bytes)
         return true
     }
 
@@ -358,7 +358,7 @@ public final class UDPAssociation {
             counters.droppedNoRoom += 1
             return
         }
-        if let allowance = configuration.allowance, !allowance.admits(data.readableBytes) {
+        if let allowance = allowance, !allowance.admits(data.readableBytes) {
             counters.droppedOverQuota += 1
             return
         }
@@ -366,7 +366,7 @@ public final class UDPAssociation {
             counters.droppedOverLimit += 1
             return
         }
-        configuration.allowance?.spend(data.readableBytes)
+        allowance?.spend(data.readableBytes)
         counters.datagramsDown += 1
         counters.bytesDown += UInt64(data.readableBytes)
         var packet = clientChannel.allocator.buffer(capacity: data.readableBytes + 22)

@@ -58,6 +58,27 @@ struct AssociationHarness {
         }.get()
     }
 
+    /// With a quota allowance: `quotaLeft` bytes in the ledger, leased `lease` at a time (the
+    /// allowance is made on the association's loop, where it lives).
+    init(quotaLeft: Int, lease: Int) async throws {
+        let loop = MultiThreadedEventLoopGroup.singleton.next()
+        let gate = HeldGate(loop: loop)
+        self.loop = loop
+        self.gate = gate
+        association = try await loop.flatSubmit {
+            var left = quotaLeft
+            let allowance = ByteAllowance(lease: lease) {
+                let granted = min(left, lease)
+                left -= granted
+                return granted
+            }
+            return UDPAssociation.start(
+                on: loop, bindHost: "127.0.0.1", ports: nil, client: Self.client, expectedPort: nil,
+                configuration: UDPRelayConfiguration(idleTimeout: nil), allowance: allowance, gate: gate.gate, onEnd: { _, _ in }
+            ).map { NIOLoopBound($0, eventLoop: loop) }
+        }.get()
+    }
+
     /// A datagram of `size` payload bytes from the client to `destination`.
     func send(to destination: SOCKSEndpoint, size: Int = 100) async throws {
         let association = self.association
@@ -118,6 +139,17 @@ struct AssociationHarness {
         #expect(counters.droppedDenied == 10, "\(counters)")
         try await harness.send(to: Self.destination(4))
         #expect(harness.gate.endpoints.count == 4)
+        try await harness.close()
+    }
+
+    /// A user's quota in an association: datagrams are taken whole from the allowance, and those
+    /// it has no room for are dropped and counted, not sent.
+    @Test func datagramsPastTheQuotaAllowanceAreDroppedWhole() async throws {
+        let harness = try await AssociationHarness(quotaLeft: 250, lease: 100)
+        for _ in 0..<5 { try await harness.send(to: Self.destination(1), size: 100) }
+        let counters = try await harness.counters
+        #expect(counters.droppedOverQuota == 3, "\(counters)")
+        #expect(harness.gate.endpoints.count == 1)
         try await harness.close()
     }
 

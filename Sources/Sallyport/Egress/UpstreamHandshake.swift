@@ -13,7 +13,7 @@ public enum UpstreamStep: Equatable {
 }
 
 /// The client side of a CONNECT through another proxy, as a value.
-public protocol UpstreamHandshaking {
+public protocol UpstreamHandshaking: Sendable {
     /// The first bytes to send.
     func opening() -> ByteBuffer
     mutating func process(_ buffer: inout ByteBuffer) -> UpstreamStep

@@ -20,15 +20,15 @@ extension Session {
         ticket = services.egress.resolver.makeTicket()
         let udp = services.udp
         let eventLoop = channel.eventLoop
-        var configuration = UDPRelayConfiguration(
+        let configuration = UDPRelayConfiguration(
             idleTimeout: udp.idle, clientToTargetLimit: grant?.upload, targetToClientLimit: grant?.download,
             maxDestinations: udp.maxDestinations, maxPendingDestinations: udp.maxPendingDestinations,
             maxPendingBytes: udp.maxPendingBytes, refusedMemory: udp.refusedMemory)
-        configuration.allowance = makeAllowance()
         // The request's DST is where the client will send from (0 when it does not know yet).
         let expectedPort = request.destination.port == 0 ? nil : Int(request.destination.port)
         UDPAssociation.start(
             on: eventLoop, bindHost: local, ports: udp.ports, client: client, expectedPort: expectedPort, configuration: configuration,
+            allowance: makeAllowance(),
             gate: { [weak self] endpoint in
                 self?.gate(endpoint, on: eventLoop) ?? eventLoop.makeSucceededFuture(.dropped)
             },

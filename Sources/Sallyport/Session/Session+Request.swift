@@ -171,11 +171,11 @@ extension Session {
         let payload = buffer.readableBytes > 0 ? buffer : nil
         buffer = ByteBuffer()
         do {
-            var configuration = RelayConfiguration(
+            let configuration = RelayConfiguration(
                 idleTimeout: services.timeouts.idle, clientToTargetLimit: grant?.upload, targetToClientLimit: grant?.download)
-            configuration.allowance = makeAllowance()
             relay = try TCPRelay.start(
-                client: channel, target: target, configuration: configuration, initialPayload: payload, clientInputClosed: clientInputClosed
+                client: channel, target: target, configuration: configuration, initialPayload: payload, clientInputClosed: clientInputClosed,
+                allowance: makeAllowance()
             ) { [self] outcome in
                 record.counters = outcome.counters
                 record.counters.targetToClient += leftover
