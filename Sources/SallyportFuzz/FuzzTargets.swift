@@ -161,6 +161,10 @@ public enum FuzzTargets {
                 log.append("auth \(credentials.username)")
                 return perform(machine.authenticationCompleted(success: options & 0x40 == 0))
             case .execute(let request):
+                // A name the machine passes on is a DNS name in normalized form, whatever came in.
+                if case .domain(let name) = request.destination.host {
+                    precondition(DestinationName.isNormalized(name), "a request carries \(name.debugDescription)")
+                }
                 log.append("execute \(request)")
                 if options & 0x80 == 0 {
                     return perform(machine.requestSucceeded(bound: .unspecified))
