@@ -194,7 +194,9 @@ public enum FuzzTargets {
         written.writeUDPDatagramHeader(header)
         var reread = written
         precondition((try? reread.readUDPDatagramHeader()) == header, "a header did not read back")
-        if case .domain = header.endpoint.host {} else {
+        // A name is normalized (or taken as the address it spells): only addresses sent as such
+        // come back byte for byte; a name comes back as a name that reads to the same header.
+        if input.count > 3, input[3] != 3 {
             // RSV (the first two bytes) is ignored on the way in and written as zero.
             precondition(Array(written.readableBytesView.dropFirst(2)) == Array(input[2..<consumed]), "an address header did not serialise back")
         }
