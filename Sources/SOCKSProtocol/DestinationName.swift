@@ -21,11 +21,15 @@ public enum DestinationName {
     public static func host<Bytes: Collection<UInt8>>(fromWire bytes: Bytes) -> SOCKSHost? {
         if bytes.contains(UInt8(ascii: ":")) { return ipv6Literal(bytes) }
         guard let name = normalized(bytes) else { return nil }
+        // Only a name whose last label is a number (`127.1`, `2130706433`, `0x7f000001`) can be
+        // an address: the C library's parser is asked for those alone.
+        let last = name.utf8.reversed().prefix { $0 != UInt8(ascii: ".") }
+        let digits = last.allSatisfy(isDigit)
+        guard digits || last.reversed().starts(with: "0x".utf8) else { return .domain(name) }
         if let address = ipv4Literal(name) { return .ipv4(address) }
         // A last label of digits only is no host name (RFC 3696 section 2) but what an address
         // that inet_aton refused looks like (`1.2.3.256`): not a name to pass on.
-        if let last = name.utf8.split(separator: UInt8(ascii: ".")).last, last.allSatisfy(isDigit) { return nil }
-        return .domain(name)
+        return digits ? nil : .domain(name)
     }
 
     /// Whether a normalized name is one of the loopback names (`localhost` and `*.localhost` of
