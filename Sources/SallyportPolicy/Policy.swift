@@ -362,6 +362,9 @@ public struct Policy: Hashable, Sendable {
 
     /// A name as rules compare it: lower case, without a trailing dot.
     public static func normalize(_ name: String) -> String {
+        // What the parser passes on is in this form already: no copy for it.
+        let bytes = name.utf8
+        if bytes.last != UInt8(ascii: "."), !bytes.contains(where: { ($0 >= 0x41 && $0 <= 0x5A) || $0 >= 0x80 }) { return name }
         var lowered = name.lowercased()
         while lowered.hasSuffix(".") { lowered.removeLast() }
         return lowered

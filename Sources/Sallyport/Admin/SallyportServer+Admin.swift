@@ -69,8 +69,14 @@ extension SallyportServer {
 
 extension AdminSettings {
     /// What binding the admin listener depends on: where, and its connections' bounds.
-    var listenerIdentity: String {
-        "\(addressDescription) \(maxConnections) \(idleTimeout.nanoseconds) \(requestTimeout.nanoseconds)"
+    struct ListenerIdentity: Hashable {
+        var address: String
+        var limits: [Int64]
+    }
+
+    var listenerIdentity: ListenerIdentity {
+        ListenerIdentity(
+            address: addressDescription, limits: [Int64(maxConnections), idleTimeout.nanoseconds, requestTimeout.nanoseconds])
     }
 }
 
