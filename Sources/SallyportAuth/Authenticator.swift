@@ -65,7 +65,15 @@ public enum AuthenticationResult: Sendable, Equatable {
     case failure(reason: String)
     /// Not checked at all: the client is throttled or the checker is saturated. Does not count as a
     /// failed login.
-    case refused(reason: String)
+    case refused(reason: String, why: Refusal = .overloaded)
+
+    /// Why a login was not checked.
+    public enum Refusal: String, Sendable, Equatable {
+        /// The client's recent failures: the login throttle.
+        case throttled
+        /// The checker's queue or this client's share of it is full, or the checker is unavailable.
+        case overloaded
+    }
 }
 
 /// Checks RFC 1929 credentials. Implementations answer asynchronously on the given event loop and must

@@ -200,8 +200,8 @@ public final class ThrottledAuthenticator: Authenticator {
         case .allowed:
             return checked(request, key: key, on: eventLoop)
         }
-        guard refusalDelay > .zero else { return eventLoop.makeSucceededFuture(.refused(reason: refusal)) }
-        return eventLoop.scheduleTask(in: refusalDelay) { AuthenticationResult.refused(reason: refusal) }.futureResult
+        guard refusalDelay > .zero else { return eventLoop.makeSucceededFuture(.refused(reason: refusal, why: .throttled)) }
+        return eventLoop.scheduleTask(in: refusalDelay) { AuthenticationResult.refused(reason: refusal, why: .throttled) }.futureResult
     }
 
     private func checked(_ request: AuthenticationRequest, key: String, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> {

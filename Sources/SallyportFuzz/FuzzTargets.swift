@@ -265,7 +265,7 @@ public enum FuzzTargets {
                 compiled.checkAddresses(addresses, name: text, port: 22, command: .connect, subject: subject) == decision,
                 "compiled address check differs for \(addresses)")
             switch decision {
-            case .allow(let allowed, _):
+            case .allow(let allowed, _, _):
                 // Only the LAN rule's block opens a special address (NAT64 and mapped ones judged as IPv4).
                 for address in allowed {
                     let special = SpecialAddressGuard.block(containing: address) != nil

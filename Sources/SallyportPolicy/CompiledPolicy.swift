@@ -23,12 +23,15 @@ public final class CompiledPolicy: Sendable {
     /// A policy this small is decided by trying its rules one by one: that allocates nothing and
     /// is quicker than the index until there are dozens of entries.
     private let tryRulesInTurn: Bool
+    /// Each rule's label, made once: decisions name their rule without building text.
+    private let labels: [Policy.Reason]
 
     /// `indexFrom`: the number of inline entries from which the index is used (the tests set 0).
     public init(_ policy: Policy, indexFrom: Int = 48) {
         self.policy = policy
         let entries = policy.rules.reduce(0) { $0 + ($1.to?.count ?? 1) }
         self.tryRulesInTurn = entries < indexFrom && policy.rules.allSatisfy { $0.list == nil }
+        self.labels = policy.rules.indices.map { .rule(policy.rules[$0].label(index: $0)) }
         var hosts: [String: [Int32]] = [:]
         var domains: [String: [Int32]] = [:]
         var ipv4: [Int: [UInt32: [Int32]]] = [:]
@@ -85,7 +88,7 @@ public final class CompiledPolicy: Sendable {
 
     /// `Policy.checkName`, through the index.
     public func checkName(_ name: String, port: UInt16, command: SOCKSCommand, subject: PolicySubject) -> Policy.NameDecision {
-        if tryRulesInTurn { return policy.checkName(name, port: port, command: command, subject: subject) }
+        if tryRulesInTurn { return policy.checkName(name, port: port, command: command, subject: subject) { labels[$0] } }
         let normalized = Policy.normalize(name)
         let named = rules(naming: normalized)
         var candidates = Candidates([everywhere, withBlocks, withLists, named])
@@ -93,8 +96,9 @@ public final class CompiledPolicy: Sendable {
             let rule = policy.rules[Int(index)]
             guard rule.appliesTo(subject, port: port, command: command) else { continue }
             if named.contains(index) || rule.matchesEveryAddress || (rule.list?.matches(name: normalized) ?? false) {
-                if rule.action == .deny { return .deny(.rule(rule.label(index: Int(index)))) }
-                return rule.route?.via != nil ? .upstream(.rule(rule.label(index: Int(index)))) : .resolve
+                if rule.action == .deny { return .deny(labels[Int(index)]) }
+                if let route = rule.route, route.via != nil { return .upstream(labels[Int(index)], route: route) }
+                return .resolve
             }
             if rule.hasBlocks { return .resolve }
         }
@@ -105,7 +109,7 @@ public final class CompiledPolicy: Sendable {
     public func checkAddresses(
         _ addresses: [IPAddress], name: String?, port: UInt16, command: SOCKSCommand, subject: PolicySubject
     ) -> Policy.Decision {
-        if tryRulesInTurn { return policy.checkAddresses(addresses, name: name, port: port, command: command, subject: subject) }
+        if tryRulesInTurn { return policy.checkAddresses(addresses, name: name, port: port, command: command, subject: subject) { labels[$0] } }
         let normalized = name.map(Policy.normalize)
         let named = normalized.map(rules(naming:)) ?? []
         return Policy.decide(addresses) { checkAddress($0, name: normalized, named: named, port: port, command: command, subject: subject) }
@@ -113,7 +117,7 @@ public final class CompiledPolicy: Sendable {
 
     private func checkAddress(
         _ address: IPAddress, name: String?, named: [Int32], port: UInt16, command: SOCKSCommand, subject: PolicySubject
-    ) -> Result<Policy.Reason, Policy.Refusal> {
+    ) -> Result<Policy.Allowed, Policy.Refusal> {
         let judged = SpecialAddressGuard.judged(address)
         let special = policy.specialBlock(containing: address)
         var hits = blockHits(address)
@@ -127,13 +131,13 @@ public final class CompiledPolicy: Sendable {
             if rule.list != nil { blocks = rule.blocks(containing: address, judged: judged) }
             let byOther = rule.matchesEveryAddress || named.contains(index) || (name.map { rule.list?.matches(name: $0) ?? false } ?? false)
             guard !blocks.isEmpty || byOther else { continue }
-            let label = Policy.Reason.rule(rule.label(index: Int(index)))
+            let label = labels[Int(index)]
             if rule.action == .deny { return .failure(Policy.Refusal(reason: label)) }
             if let special, !blocks.contains(where: special.holds) { continue }
-            return .success(label)
+            return .success(Policy.Allowed(reason: label, route: rule.route))
         }
         if let special { return .failure(Policy.Refusal(reason: .specialAddress(special))) }
-        return policy.defaultAction == .allow ? .success(.defaultAction) : .failure(Policy.Refusal(reason: .defaultAction))
+        return policy.defaultAction == .allow ? .success(Policy.Allowed(reason: .defaultAction)) : .failure(Policy.Refusal(reason: .defaultAction))
     }
 
     /// Rules whose inline hosts or domains hold `name`, in order.

@@ -185,15 +185,6 @@ public struct Policy: Hashable, Sendable {
         self.hostAddresses = hostAddresses
     }
 
-    /// The routes of the rules that name one, by the label decisions give them: built once per
-    /// configuration, looked up per session (`EgressRoutes`).
-    public var routesByLabel: [String: EgressRoute] {
-        var routes: [String: EgressRoute] = [:]
-        for (index, rule) in rules.enumerated() {
-            if let route = rule.route { routes[rule.label(index: index)] = route }
-        }
-        return routes
-    }
 
     /// The embedded default: every public destination for everyone, the guard on.
     public static let allowPublic = Policy(rules: [EgressRule(name: "default-public", action: .allow, to: [.any])])
@@ -221,14 +212,15 @@ public struct Policy: Hashable, Sendable {
         case resolve
         case deny(Reason)
         /// An allow rule that sends its sessions through another proxy matched the name itself:
-        /// the name goes to that proxy unresolved (it resolves it).
-        case upstream(Reason)
+        /// the name goes to that proxy unresolved (it resolves it). `route` is that rule's.
+        case upstream(Reason, route: EgressRoute)
     }
 
     /// The outcome of an address check.
     public enum Decision: Hashable, Sendable {
-        /// These addresses may be used; `reason` names the rule that allowed the first of them.
-        case allow([IPAddress], Reason)
+        /// These addresses may be used; `reason` names the rule that allowed the first of them,
+        /// `route` is that rule's own (nil: the policy's default route).
+        case allow([IPAddress], Reason, route: EgressRoute? = nil)
         /// None may; `reason` names what refused the first address.
         case deny(Reason)
     }
@@ -286,11 +278,17 @@ public struct Policy: Hashable, Sendable {
 
     /// The first check of a name: a deny here needs no lookup.
     public func checkName(_ name: String, port: UInt16, command: SOCKSCommand, subject: PolicySubject) -> NameDecision {
+        checkName(name, port: port, command: command, subject: subject) { .rule(rules[$0].label(index: $0)) }
+    }
+
+    /// `checkName`, naming rule `index` by `label(index)`.
+    func checkName(_ name: String, port: UInt16, command: SOCKSCommand, subject: PolicySubject, label: (Int) -> Reason) -> NameDecision {
         let normalized = Self.normalize(name)
         for (index, rule) in rules.enumerated() where rule.appliesTo(subject, port: port, command: command) {
             if rule.matches(name: normalized) {
-                if rule.action == .deny { return .deny(.rule(rule.label(index: index))) }
-                return rule.route?.via != nil ? .upstream(.rule(rule.label(index: index))) : .resolve
+                if rule.action == .deny { return .deny(label(index)) }
+                if let route = rule.route, route.via != nil { return .upstream(label(index), route: route) }
+                return .resolve
             }
             // An address rule may judge the name's addresses: only they can tell.
             if rule.hasBlocks { return .resolve }
@@ -302,27 +300,40 @@ public struct Policy: Hashable, Sendable {
     public func checkAddresses(
         _ addresses: [IPAddress], name: String?, port: UInt16, command: SOCKSCommand, subject: PolicySubject
     ) -> Decision {
+        checkAddresses(addresses, name: name, port: port, command: command, subject: subject) { .rule(rules[$0].label(index: $0)) }
+    }
+
+    /// `checkAddresses`, naming rule `index` by `label(index)`.
+    func checkAddresses(
+        _ addresses: [IPAddress], name: String?, port: UInt16, command: SOCKSCommand, subject: PolicySubject, label: (Int) -> Reason
+    ) -> Decision {
         let normalized = name.map(Self.normalize)
-        return Self.decide(addresses) { checkAddress($0, name: normalized, port: port, command: command, subject: subject) }
+        return Self.decide(addresses) { checkAddress($0, name: normalized, port: port, command: command, subject: subject, label: label) }
     }
 
     /// The decision over several addresses from each one's: those allowed, named by the rule that
     /// allowed the first; else the refusal of the first.
-    static func decide(_ addresses: [IPAddress], _ check: (IPAddress) -> Result<Reason, Refusal>) -> Decision {
+    static func decide(_ addresses: [IPAddress], _ check: (IPAddress) -> Result<Allowed, Refusal>) -> Decision {
         var allowed: [IPAddress] = []
-        var firstAllow: Reason?
+        var firstAllow: Allowed?
         var firstDeny: Reason?
         for address in addresses {
             switch check(address) {
-            case .success(let reason):
+            case .success(let allow):
                 allowed.append(address)
-                if firstAllow == nil { firstAllow = reason }
+                if firstAllow == nil { firstAllow = allow }
             case .failure(let refusal):
                 if firstDeny == nil { firstDeny = refusal.reason }
             }
         }
-        if let firstAllow { return .allow(allowed, firstAllow) }
+        if let firstAllow { return .allow(allowed, firstAllow.reason, route: firstAllow.route) }
         return .deny(firstDeny ?? .defaultAction)
+    }
+
+    /// What allowed one address: the rule, and its route.
+    struct Allowed {
+        var reason: Reason
+        var route: EgressRoute?
     }
 
     struct Refusal: Error {
@@ -336,9 +347,9 @@ public struct Policy: Hashable, Sendable {
         return SpecialAddressGuard.block(containing: address)
     }
 
-    func checkAddress(_ address: IPAddress, name: String?, port: UInt16, command: SOCKSCommand, subject: PolicySubject)
-        -> Result<Reason, Refusal>
-    {
+    func checkAddress(
+        _ address: IPAddress, name: String?, port: UInt16, command: SOCKSCommand, subject: PolicySubject, label: (Int) -> Reason
+    ) -> Result<Allowed, Refusal> {
         let judged = SpecialAddressGuard.judged(address)
         let special = specialBlock(containing: address)
         for (index, rule) in rules.enumerated() where rule.appliesTo(subject, port: port, command: command) {
@@ -350,14 +361,13 @@ public struct Policy: Hashable, Sendable {
             }
             let byOther = rule.matchesEveryAddress || (name.map { rule.matches(name: $0) } ?? false)
             guard byBlock || byOther else { continue }
-            let label = Reason.rule(rule.label(index: index))
-            if rule.action == .deny { return .failure(Refusal(reason: label)) }
+            if rule.action == .deny { return .failure(Refusal(reason: label(index))) }
             // A special address needs an allow whose block lies inside the special block.
             if special != nil && !opensSpecial { continue }
-            return .success(label)
+            return .success(Allowed(reason: label(index), route: rule.route))
         }
         if let special { return .failure(Refusal(reason: .specialAddress(special))) }
-        return defaultAction == .allow ? .success(.defaultAction) : .failure(Refusal(reason: .defaultAction))
+        return defaultAction == .allow ? .success(Allowed(reason: .defaultAction)) : .failure(Refusal(reason: .defaultAction))
     }
 
     /// A name as rules compare it: lower case, without a trailing dot.

@@ -113,7 +113,7 @@ let teamPolicy = Policy(rules: [
             decision = teamPolicy.checkAddresses([ip(testCase.address)], name: testCase.name, port: testCase.port, command: testCase.command, subject: testCase.subject)
         }
         switch decision {
-        case .allow(_, let reason):
+        case .allow(_, let reason, _):
             #expect(testCase.allowed)
             #expect(reason.description == testCase.reason)
         case .deny(let reason):

@@ -204,7 +204,7 @@ import Testing
             return try socket.receiveUntilEOF().count
         }
         #expect(received <= quota + quota / 4, "\(received) bytes arrived against a quota of \(quota)")
-        #expect(received >= quota - Session.quotaLease, "the quota itself is served: \(received)")
+        #expect(received >= quota - SessionUsage.lease, "the quota itself is served: \(received)")
         #expect(await server.process.waitForStderr(containing: "msg=session"))
         let line = server.process.stderr.split(separator: "\n").first { $0.contains("msg=session") }.map(String.init) ?? ""
         #expect(logfmtFields(line)["end"] == "quota", "\(line)")

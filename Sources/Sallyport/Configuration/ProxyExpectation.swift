@@ -1,3 +1,4 @@
+import NIOCore
 import SOCKSProtocol
 import SallyportPolicy
 
@@ -37,5 +38,29 @@ public struct ProxyExpectation: Sendable, Hashable {
         case (nil, nil): break
         }
         return nil
+    }
+}
+
+/// What reading a PROXY protocol header from the front of a session's bytes came to.
+enum ProxyHeaderStep {
+    /// Not all there yet: nothing consumed.
+    case incomplete
+    case refused(ProxyHeaderError)
+    /// A LOCAL connection: the balancer's own health check, with nothing to serve.
+    case local
+    /// The client the balancer speaks for.
+    case client(SocketAddress)
+}
+
+extension ByteBuffer {
+    /// Takes a header of `version` off the front of the buffer.
+    mutating func takeProxyHeader(_ version: ProxyProtocolVersion) -> ProxyHeaderStep {
+        do {
+            guard let header = try readProxyHeader(version) else { return .incomplete }
+            guard let source = header.source, let client = source.socketAddress else { return .local }
+            return .client(client)
+        } catch {
+            return .refused(error)
+        }
     }
 }

@@ -1,6 +1,7 @@
 import NIOCore
 import SOCKSProtocol
 import SallyportPolicy
+import SallyportRelay
 
 /// UDP ASSOCIATE.
 public struct UDPSettings: Sendable, Hashable {
@@ -40,5 +41,14 @@ extension UDPSettings {
         section.integer("max_pending_destinations", range: 1...65_536, into: &maxPendingDestinations)
         section.byteSize("max_pending_bytes", range: 0...(64 << 20), into: &maxPendingBytes)
         section.integer("refused_memory", range: 1...65_536, into: &refusedMemory)
+    }
+}
+
+extension UDPSettings {
+    /// The relay's settings for one association under a limiter grant.
+    func relayConfiguration(grant: SessionLimiter.Grant?) -> UDPRelayConfiguration {
+        UDPRelayConfiguration(
+            idleTimeout: idle, clientToTargetLimit: grant?.upload, targetToClientLimit: grant?.download, maxDestinations: maxDestinations,
+            maxPendingDestinations: maxPendingDestinations, maxPendingBytes: maxPendingBytes, refusedMemory: refusedMemory)
     }
 }

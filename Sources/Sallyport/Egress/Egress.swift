@@ -7,13 +7,13 @@ import SallyportRelay
 /// Where a destination may be reached, as the egress path decided it.
 enum EgressDecision: Sendable {
     /// These addresses (with the destination's port) may be used, in the resolver's order; `rule`
-    /// allowed the first of them.
-    case allowed([SocketAddress], rule: Policy.Reason)
+    /// allowed the first of them, and its `route` (nil: the default route) says how to leave.
+    case allowed([SocketAddress], rule: Policy.Reason, route: EgressRoute?)
     /// The policy refuses the destination: reply 0x02.
     case denied(Policy.Reason)
-    /// A rule that sends its sessions through an upstream proxy allowed the name itself: the
-    /// name goes there unresolved.
-    case upstream(rule: Policy.Reason)
+    /// A rule that sends its sessions through an upstream proxy (its `route`) allowed the name
+    /// itself: the name goes there unresolved.
+    case upstream(rule: Policy.Reason, route: EgressRoute)
     /// The name could not be resolved for this client now (no answer, no address, over its share
     /// of lookups, the queue full): reply 0x04. `transient` when asking again later may succeed.
     case unresolved(String, transient: Bool)
@@ -22,45 +22,41 @@ enum EgressDecision: Sendable {
 }
 
 /// The one way from "this subject wants host:port for command C" to "these addresses, allowed by
-/// rule R", for CONNECT and for every UDP destination alike: the name check (a deny needs no
-/// lookup), the lookup (through the shared resolver and its cache), then every address against the
-/// rules and the special-address guard.
+/// rule R, leaving by route X", for CONNECT and for every UDP destination alike: the name check (a
+/// deny needs no lookup), the lookup (through the shared resolver and its cache), then every
+/// address against the rules and the special-address guard.
 struct Egress: Sendable {
     /// The policy, with its rules as an index: what decisions go through. (A reference: every
     /// session holds a copy of this struct, which stays a few words.)
     let compiled: CompiledPolicy
     let resolver: any NameResolving
-    /// The routes of the rules that name one (a reference: every session holds a copy of this).
-    private let routes: Routes
+    /// How sessions leave when their rule names no route (a reference, made once).
+    private let defaults: Defaults
 
-    /// Built once per configuration.
-    private final class Routes: Sendable {
-        let byLabel: [String: EgressRoute]
-        let defaultRoute: EgressRoute?
-        let defaultBinding: OutboundBinding?
+    private final class Defaults: Sendable {
+        let route: EgressRoute?
+        let binding: OutboundBinding?
 
-        init(_ policy: Policy) {
-            byLabel = policy.routesByLabel
-            defaultRoute = policy.defaultRoute
-            defaultBinding = policy.defaultRoute.map(OutboundBinding.init)
+        init(_ route: EgressRoute?) {
+            self.route = route
+            self.binding = route.map(OutboundBinding.init)
         }
     }
 
     init(policy: Policy, resolver: any NameResolving) {
         self.compiled = CompiledPolicy(policy)
         self.resolver = resolver
-        self.routes = Routes(policy)
+        self.defaults = Defaults(policy.defaultRoute)
     }
 
-    /// The upstream proxy of the sessions `rule` allowed, if its route names one.
-    func upstream(for rule: Policy.Reason) -> UpstreamProxy? {
-        guard !routes.byLabel.isEmpty, case .rule(let label) = rule else { return routes.defaultRoute?.via }
-        return routes.byLabel[label]?.via ?? routes.defaultRoute?.via
+    /// The upstream proxy of a decision's route (or of the default route).
+    func upstream(for route: EgressRoute?) -> UpstreamProxy? {
+        route?.via ?? defaults.route?.via
     }
 
-    /// Where the sessions `rule` allowed leave from: the rule's route, else the default route.
-    func binding(for rule: Policy.Reason) -> OutboundBinding? {
-        guard !routes.byLabel.isEmpty, case .rule(let label) = rule, let route = routes.byLabel[label] else { return routes.defaultBinding }
+    /// Where the sessions of a decision's route leave from: the route's, else the default's.
+    func binding(for route: EgressRoute?) -> OutboundBinding? {
+        guard let route else { return defaults.binding }
         return OutboundBinding(route)
     }
 
@@ -77,7 +73,8 @@ struct Egress: Sendable {
             // UDP has no upstream: its datagrams go direct, to the name's addresses. A loopback
             // name is looked up here, so that the guard judges its addresses: the upstream would
             // take it for its own loopback.
-            case .upstream(let rule) where command == .connect && !DestinationName.isLoopbackName(name): return .upstream(rule: rule)
+            case .upstream(let rule, let route) where command == .connect && !DestinationName.isLoopbackName(name):
+                return .upstream(rule: rule, route: route)
             case .upstream, .resolve: return nil
             }
         }
@@ -117,9 +114,9 @@ struct Egress: Sendable {
         switch compiled.checkAddresses(ips, name: name, port: port, command: command, subject: subject) {
         case .deny(let reason):
             return .denied(reason)
-        case .allow(let allowed, let reason):
-            if allowed.count == ips.count { return .allowed(addresses, rule: reason) }
-            return .allowed(addresses.filter { IPAddress($0).map(allowed.contains) ?? false }, rule: reason)
+        case .allow(let allowed, let reason, let route):
+            if allowed.count == ips.count { return .allowed(addresses, rule: reason, route: route) }
+            return .allowed(addresses.filter { IPAddress($0).map(allowed.contains) ?? false }, rule: reason, route: route)
         }
     }
 }
@@ -159,5 +156,25 @@ struct RefusalNotice {
 extension OutboundBinding {
     init(_ route: EgressRoute) {
         self.init(address: route.address, interface: route.interface)
+    }
+}
+
+extension EgressDecision {
+    /// What a UDP destination's datagrams get for this decision, and why it was refused when it
+    /// was (for the session's refusal notice).
+    func udpGate(_ egress: Egress) -> (UDPGateAnswer, refusal: String?) {
+        switch self {
+        case .allowed(let addresses, _, let route):
+            let binding = egress.binding(for: route)
+            guard let address = addresses.first(where: { binding?.reaches($0) ?? true }) else {
+                return (.refused, "no address of the egress address's family")
+            }
+            return (.send(address, binding), nil)
+        case .denied(let reason): return (.refused, reason.description)
+        // Not for UDP: `decideAtOnce` resolves UDP destinations whatever the rule.
+        case .upstream: return (.dropped, nil)
+        case .unresolved(let reason, let transient): return (transient ? .dropped : .refused, reason)
+        case .cancelled: return (.dropped, nil)
+        }
     }
 }

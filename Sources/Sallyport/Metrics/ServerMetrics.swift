@@ -87,9 +87,16 @@ public final class ServerMetrics: Sendable {
         }
     }
 
-    /// A username/password login: `success`, `failure`, `throttled` or `overloaded`.
-    func authAttempt(_ result: String) {
-        counter("sallyport_auth_attempts_total", [("result", result)]).increment()
+    /// How a username/password login went: the `result` label.
+    enum LoginResult: String {
+        case success
+        case failure
+        case throttled
+        case overloaded
+    }
+
+    func authAttempt(_ result: LoginResult) {
+        counter("sallyport_auth_attempts_total", [("result", result.rawValue)]).increment()
     }
 
     /// One PAM transaction's time on its thread (the delay after a failure not included).

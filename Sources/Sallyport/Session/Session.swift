@@ -5,84 +5,41 @@ import SallyportAuth
 import SallyportPolicy
 import SallyportRelay
 
-/// What every session started under one configuration shares: settings and services. Immutable; a
-/// reload makes a new one for the sessions that start after it.
-struct SessionServices: Sendable {
-    let timeouts: Timeouts
-    let limits: Limits
-    var egress: Egress
-    var authenticator: (any Authenticator)?
-    let connector: any OutboundConnecting
-    let logger: Logger
-    let accessLogger: Logger
-    let registry: SessionRegistry
-    let limiter: SessionLimiter
-    let udp: UDPSettings
-    /// Where sessions, logins and refusals are counted (nil: not counted, as in unit tests).
-    var metrics: ServerMetrics? = nil
-    /// Count sessions and bytes per user name too.
-    var perUserMetrics = false
-    /// Where each user's bytes are counted (nil: not counted), and the quotas judged against them.
-    var usage: UsageLedger? = nil
-    var quotas: [Quota] = []
-
-    var policy: CompiledPolicy { egress.compiled }
-}
-
-/// One client connection, from accept to its access-log line: what it costs the server (the
-/// limiter grant, the registry entry, its timer, its lookups) and the one `finish(_:)` that gives
-/// all of it back. Bound to the event loop of its channel; the channel handler only hands it the
-/// channel's events.
+/// One client connection, from accept to its access-log line. Where it is and what it holds there
+/// is one `State`; each channel event and each answer (login, lookup, dial, bind) is one `switch`
+/// over it, and every change of state goes through `move(to:)`, which gives back what the state
+/// left held (timer, lookups, login waiter, limiter grant). Bound to its channel's event loop; the
+/// channel handler only hands it the channel's events.
 final class Session {
-    /// Where the session is, for the events that may still arrive.
-    enum Phase: Equatable {
-        case negotiating
-        case resolving
-        case connecting
-        case binding
-        case relaying
-        case associated
-        /// A failure reply is on its way; the channel is closing.
-        case closing
-    }
-
-    let services: SessionServices
-    var machine: ServerNegotiation
+    private let services: SessionServices
+    private var state: State
+    private var machine: ServerNegotiation
     /// Bytes read from the client and not yet consumed by the negotiation.
-    var buffer = ByteBuffer()
-    var record: SessionRecord
-    var channel: (any Channel)?
+    private var buffer = ByteBuffer()
+    private var record: SessionRecord
+    private var identity = Identity.anonymous
+    private var channel: (any Channel)?
     /// Takes the channel handler out of the pipeline once the relay owns the channel.
     private var detach: (() -> Void)?
-    var identity = Identity.anonymous
-    var clientInputClosed = false
-    var phase = Phase.negotiating
-    /// The negotiation timer, then the request timer (`timeouts.connect` for lookup and connect).
-    var timer: Scheduled<Void>?
-    var grant: SessionLimiter.Grant?
-    /// The session's name lookups, dropped when it ends.
-    var ticket: LookupTicket?
-    /// Told when the session ends, so that a login check still queued for it is dropped.
-    var loginWaiter: LoginWaiter?
-    var outbound: (any Channel)?
-    var relay: RelaySession?
-    var association: UDPAssociation?
-    var refusals: RefusalNotice
-    /// The bytes already given to the usage ledger.
-    var accounted = RelayCounters()
+    private var clientInputClosed = false
+    private var usage = SessionUsage()
     /// The first end decided; what the access log says even if other events follow.
     private var decided: SessionEnd?
-    private(set) var finished = false
-
-    /// Set while the PROXY protocol header this listener expects has not been read.
-    var awaitingProxyHeader: ProxyExpectation?
 
     init(services: SessionServices, negotiation: ServerNegotiation.Configuration, listener: String, proxy: ProxyExpectation? = nil) {
         self.services = services
-        self.awaitingProxyHeader = proxy
+        self.state = proxy.map { .awaitingProxyHeader($0, timer: nil) } ?? .negotiating(timer: nil)
         self.machine = ServerNegotiation(configuration: negotiation)
         self.record = SessionRecord(id: services.registry.makeID(), listener: listener)
-        self.refusals = RefusalNotice(logger: services.logger)
+    }
+
+    private var subject: PolicySubject { PolicySubject(user: identity.user, groups: identity.groups) }
+
+    /// The one way from one state to the next.
+    private func move(to next: State) {
+        let left = state.holdings
+        state = next
+        left.release(keeping: next.holdings, to: services.limiter)
     }
 
     // MARK: Channel events, as the handler passes them on
@@ -92,15 +49,23 @@ final class Session {
         self.detach = detach
         record.client = channel.remoteAddress
         services.registry.add(record.id, NIOLoopBound(self, eventLoop: channel.eventLoop))
-        timer = channel.eventLoop.assumeIsolated().scheduleTask(in: services.timeouts.negotiation) { [self] in
-            negotiationTimedOut()
+        let timer = channel.eventLoop.assumeIsolated().scheduleTask(in: services.timeouts.negotiation) { [self] in timedOut() }
+        switch state {
+        case .awaitingProxyHeader(let proxy, _): state = .awaitingProxyHeader(proxy, timer: timer)
+        case .negotiating: state = .negotiating(timer: timer)
+        default: timer.cancel()
         }
     }
 
-    /// Client rules, before any negotiation: false when the client was turned away. Behind a load
-    /// balancer the peer must be a trusted one, and the rules wait for the header's client.
+    /// At accept: false when the client was turned away. Behind a load balancer the peer must be a
+    /// trusted one, and the client rules wait for the header's client.
     func admit() -> Bool {
-        if let proxy = awaitingProxyHeader { return admitBalancer(proxy) }
+        if case .awaitingProxyHeader(let proxy, _) = state {
+            if let peer = record.client.flatMap(IPAddress.init), proxy.trusts(peer) { return true }
+            services.logger.notice("connection from outside trusted_proxies closed", metadata: ["peer": "\(record.clientText)"])
+            close(.proxyHeaderRefused)
+            return false
+        }
         // A peer without an IP (the socket was gone before it could be read) matches no client
         // rule: with rules, it is refused like any address they do not name.
         let (admitted, reason) = services.policy.admitsClient(record.client.flatMap(IPAddress.init))
@@ -113,18 +78,33 @@ final class Session {
 
     func received(_ bytes: inout ByteBuffer) {
         // Once a UDP association is up, its control connection carries nothing (RFC 1928 section 7).
-        guard association == nil, !finished else { return }
+        guard state.isNegotiating else { return }
         // Copied, not kept: holding on to the read buffer would stop the channel's receive-buffer
         // pool from reusing it, and every session would keep a second buffer for its whole life.
         buffer.writeBuffer(&bytes)
-        if let proxy = awaitingProxyHeader, !readProxyHeader(proxy) { return }
+        if case .awaitingProxyHeader(let proxy, let timer) = state {
+            switch buffer.takeProxyHeader(proxy.version) {
+            case .incomplete: return
+            case .refused(let reason):
+                services.logger.notice("PROXY protocol header refused", metadata: ["peer": "\(record.clientText)", "reason": "\(reason)"])
+                close(.proxyHeaderRefused)
+                return
+            case .local:
+                close(.proxyLocal)  // the balancer's health check: nothing to serve
+                return
+            case .client(let client):
+                record.client = client
+                state = .negotiating(timer: timer)
+                guard admit() else { return }
+            }
+        }
         runMachine()
     }
 
     func inputClosed() {
         clientInputClosed = true
         // A client that ends its side of the control connection ends its association.
-        if let association {
+        if case .associated(let association, _) = state {
             association.close(.controlClosed)
             return
         }
@@ -132,11 +112,14 @@ final class Session {
     }
 
     func channelClosed() {
-        // The association lives exactly as long as its control connection.
-        association?.close(.controlClosed)
-        outbound?.close(promise: nil)
-        if relay == nil { finish(.negotiation(.clientClosed)) }
         channel = nil
+        switch state {
+        // The association lives exactly as long as its control connection.
+        case .associated(let association, _): association.close(.controlClosed)
+        // The relay reports its own end.
+        case .relaying, .finished: break
+        default: finish(.negotiation(.clientClosed))
+        }
     }
 
     func clientError(_ error: any Error) {
@@ -144,46 +127,42 @@ final class Session {
         close(.clientError)
     }
 
-    /// Server shutdown: close now, whatever the phase.
+    // MARK: From the server: admin, shutdown, usage
+
     /// Closed from the admin listener: the access log says `end=closed_by_admin`.
-    func closeByAdmin() {
-        decide(.closedByAdmin)
-        closeForShutdown()
-    }
+    func closeByAdmin() { close(.closedByAdmin) }
+
+    /// Server shutdown: close now, whatever the state.
+    func closeForShutdown() { close(.closedByServer) }
 
     /// What the admin listener shows of this session now. Call on the session's event loop.
-    var snapshot: SessionSnapshot {
-        let bytes = bytesSoFar
-        return SessionSnapshot(
-            id: record.idText, listener: record.listener, client: record.clientText, user: record.user,
-            command: record.command?.description, destination: record.destination?.description,
-            bytesUp: bytes.clientToTarget, bytesDown: bytes.targetToClient,
-            ageSeconds: Double((NIODeadline.now() - record.start).nanoseconds) / 1e9)
-    }
+    var snapshot: SessionSnapshot { record.snapshot(bytes: bytesSoFar) }
 
     /// The bytes relayed so far, each way. Call on the session's event loop.
-    var bytesSoFar: RelayCounters {
-        if let association {
+    private var bytesSoFar: RelayCounters {
+        switch state {
+        case .associated(let association, _):
             let counters = association.countersSoFar
             return RelayCounters(clientToTarget: counters.bytesUp, targetToClient: counters.bytesDown)
-        }
-        return relay?.bytesSoFar ?? record.counters
-    }
-
-    func closeForShutdown() {
-        if let association {
-            association.close(.closedByServer)
-        } else if let relay {
-            relay.close()
-        } else {
-            close(.closedByServer)
+        case .relaying(let relay, _): return relay.bytesSoFar
+        default: return record.counters
         }
     }
 
-    // MARK: Driving the negotiation
+    /// The keeper's tick: report the bytes so far, and close the session when its user has used
+    /// up a quota. Call on the session's event loop.
+    func usageTick(quotas: [Quota]) {
+        guard !state.isOver, identity.user != nil else { return }
+        usage.account(bytesSoFar, of: identity, in: services.usage)
+        // Relaying or associated: only a running session is closed for a quota here.
+        guard !quotas.isEmpty, !state.isNegotiating, let quota = overQuota(quotas) else { return }
+        close(.quota(quota))
+    }
 
-    func runMachine() {
-        while channel != nil, !finished, relay == nil, association == nil {
+    // MARK: The negotiation
+
+    private func runMachine() {
+        while channel != nil, state.isNegotiating {
             let action = machine.process(&buffer)
             if case .needMoreData = action { break }
             if case .wait = action { break }
@@ -192,8 +171,8 @@ final class Session {
         channel?.flush()
     }
 
-    func perform(_ action: ServerNegotiation.Action) {
-        guard let channel, !finished else { return }
+    private func perform(_ action: ServerNegotiation.Action) {
+        guard let channel, !state.isOver else { return }
         if machine.isSOCKS4, record.notes?.socks4UserID == nil {
             record.notesForWriting().socks4UserID = SessionRecord.printable(machine.socks4UserID ?? [])
         }
@@ -206,7 +185,7 @@ final class Session {
             decide(.negotiation(failure))
             if let reply { record.reply = reply }
             if case .commandNotSupported(let command) = failure { record.command = command }
-            phase = .closing
+            move(to: .closing)
             channel.writeAndFlush(bytes).whenComplete { _ in channel.close(promise: nil) }
         case .close(let failure):
             close(.negotiation(failure))
@@ -216,64 +195,160 @@ final class Session {
             authenticate(credentials)
         case .execute(let request):
             execute(request)
-        case .established(let reply):
-            established(reply: reply)
+        case .established:
+            // Only `requestSucceeded` answers this, and the request's own step handles it.
+            break
         }
     }
 
     private func authenticate(_ credentials: UsernamePasswordRequest) {
         record.user = credentials.username
-        guard let authenticator = services.authenticator, let channel else {
+        guard let authenticator = services.authenticator, let channel, case .negotiating(let timer) = state else {
             perform(machine.authenticationCompleted(success: false))
             return
         }
         let waiter = LoginWaiter()
-        loginWaiter = waiter
+        move(to: .authenticating(waiter, timer: timer))
         let request = AuthenticationRequest(
-            username: credentials.username, password: credentials.password, client: record.client,
-            stillWanted: { waiter.isWaiting })
-        let user = credentials.username
-        authenticator.authenticate(request, on: channel.eventLoop).hop(to: channel.eventLoop).assumeIsolated()
-            .whenComplete { [self] result in
-                guard !finished else { return }
-                var metadata: Logger.Metadata = ["session": "\(record.idText)", "user": "\(user)", "client": "\(record.clientText)"]
-                switch result {
-                case .success(.success(let identity)):
-                    self.identity = identity
-                    record.user = identity.user
-                    services.metrics?.authAttempt("success")
-                    services.logger.info("authentication succeeded", metadata: metadata)
-                    perform(machine.authenticationCompleted(success: true))
-                    runMachine()
-                case .success(.failure(let reason)):
-                    metadata["reason"] = "\(reason)"
-                    services.metrics?.authAttempt("failure")
-                    services.logger.notice("authentication failed", metadata: metadata)
-                    perform(machine.authenticationCompleted(success: false))
-                case .success(.refused(let reason)):
-                    services.metrics?.authAttempt(reason.hasPrefix("throttled") ? "throttled" : "overloaded")
-                    metadata["reason"] = "\(reason)"
-                    services.logger.notice("authentication refused", metadata: metadata)
-                    decide(.authRefused)
-                    perform(machine.authenticationCompleted(success: false))
-                case .failure(let error):
-                    metadata["error"] = "\(error)"
-                    services.logger.error("authenticator error", metadata: metadata)
-                    perform(machine.authenticationCompleted(success: false))
-                }
+            username: credentials.username, password: credentials.password, client: record.client, stillWanted: { waiter.isWaiting })
+        authenticator.authenticate(request, on: channel.eventLoop).hop(to: channel.eventLoop).assumeIsolated().whenComplete { [self] result in
+            guard case .authenticating(let current, let timer) = state, current === waiter else { return }
+            move(to: .negotiating(timer: timer))
+            LoginOutcome.report(result, user: credentials.username, session: record, logger: services.logger, metrics: services.metrics)
+            let login = LoginOutcome(result)
+            if case .succeeded(let identity) = login {
+                self.identity = identity
+                record.user = identity.user
+                perform(machine.authenticationCompleted(success: true))
+                runMachine()
+                return
             }
+            if case .refused = login { decide(.authRefused) }
+            perform(machine.authenticationCompleted(success: false))
+        }
     }
 
-    /// The relay owns the channel from now on: the handler leaves the pipeline.
-    func detachFromPipeline() {
-        detach?()
-        detach = nil
+    // MARK: The request: decide, dial or bind, reply
+
+    private func execute(_ request: SOCKSRequest) {
+        guard let channel else { return }
+        record.command = request.command
+        record.destination = request.destination
+        let running = SessionRequest(request, services: services, subject: subject, record: record)
+        move(to: .requesting(running))
+        // A user over a quota gets nothing more this period.
+        if let quota = overQuota() { return fail(.quota(quota)) }
+        let hooks = SessionRequest.AssociationHooks(
+            allowance: request.command == .udpAssociate ? makeAllowance() : nil,
+            onEnd: { [weak self] counters, end in self?.associationEnded(counters, end) })
+        running.start(on: channel, association: hooks) { [weak self] outcome in
+            guard let self else { return outcome.discard() }
+            requestDone(outcome, running)
+        }
+    }
+
+    /// Decided, dialled or bound: the reply, then the relay or the association; or the refusal.
+    private func requestDone(_ outcome: SessionRequest.Outcome, _ running: SessionRequest) {
+        guard case .requesting(let current) = state, current === running, let channel else { return outcome.discard() }
+        record.rule = running.rule
+        if let via = running.via { record.notesForWriting().upstream = via }
+        if case .failed(let end) = outcome { return fail(end) }
+        record.remote = outcome.remote
+        guard case .established(let reply) = machine.requestSucceeded(bound: outcome.bound(advertising: services.udp.advertise)) else {
+            return outcome.discard()
+        }
+        record.reply = .succeeded
+        channel.write(reply, promise: nil)
+        switch outcome {
+        case .connected(let dialed): startRelay(to: dialed, grant: running.grant)
+        case .associated(let association):
+            channel.flush()
+            buffer = ByteBuffer()
+            move(to: .associated(association, running))
+        case .failed: break
+        }
+    }
+
+    /// The success reply is written: relay, the bytes the client sent ahead going first.
+    private func startRelay(to dialed: Dialed, grant: SessionLimiter.Grant?) {
+        guard let channel else { return dialed.channel.close(promise: nil) }
+        // What the target said along with the upstream's answer, before anything relayed.
+        if let leftover = dialed.leftover { channel.write(leftover, promise: nil) }
+        channel.flush()
+        let leftover = UInt64(dialed.leftover?.readableBytes ?? 0)
+        let payload = buffer.readableBytes > 0 ? buffer : nil
+        buffer = ByteBuffer()
+        let configuration = RelayConfiguration(idleTimeout: services.timeouts.idle, clientToTargetLimit: grant?.upload, targetToClientLimit: grant?.download)
+        do {
+            let relay = try TCPRelay.start(
+                client: channel, target: dialed.channel, configuration: configuration, initialPayload: payload, clientInputClosed: clientInputClosed,
+                allowance: makeAllowance()
+            ) { [self] outcome in
+                record.counters = outcome.counters
+                record.counters.targetToClient += leftover
+                finish(.relay(outcome.end))
+            }
+            // A relay that ended at once has finished the session already.
+            guard case .requesting = state else { return }
+            move(to: .relaying(relay, grant: grant))
+            detach?()
+            detach = nil
+        } catch {
+            services.logger.error("cannot start the relay", metadata: record.logFields(["error": "\(error)"]))
+            dialed.channel.close(promise: nil)
+            close(.clientError)
+        }
+    }
+
+    private func associationEnded(_ counters: UDPCounters, _ end: UDPRelayEnd) {
+        record.udp = counters
+        record.counters = RelayCounters(clientToTarget: counters.bytesUp, targetToClient: counters.bytesDown)
+        // Closing the channel may finish the session at once; the association's end comes first.
+        decide(.association(end))
+        channel?.close(promise: nil)
+        finish(.association(end))
+    }
+
+    /// `timeouts.negotiation` ran out (the request's own timer is the request's).
+    private func timedOut() {
+        switch state {
+        case .awaitingProxyHeader, .negotiating, .authenticating: close(.negotiationTimeout)
+        default: break
+        }
+    }
+
+    // MARK: Quotas
+
+    /// The quota the session's user has used up, logged; nil when none.
+    private func overQuota(_ quotas: [Quota]? = nil) -> Quota? {
+        guard let quota = services.usage?.exceeded(subject, quotas: quotas ?? services.quotas) else { return nil }
+        services.logger.notice("quota used up", metadata: record.logFields(["quota": "\(quota.label)"]))
+        return quota
+    }
+
+    /// The allowance a session of a user with a quota relays under; nil when no quota applies.
+    private func makeAllowance() -> ByteAllowance? {
+        guard SessionUsage.needsAllowance(identity, services: services), let ledger = services.usage else { return nil }
+        let (quotas, subject) = (services.quotas, subject)
+        return ByteAllowance(lease: SessionUsage.lease) { [weak self] in
+            guard let self, !state.isOver else { return 0 }
+            // What this session moved so far goes into the ledger first: every session's
+            // unreported bytes stay within its current lease.
+            usage.account(bytesSoFar, of: identity, in: ledger)
+            let left = ledger.remaining(subject, quotas: quotas)
+            if left == 0 {
+                // Used up: the session ends, after the read that spent it is passed on.
+                if let quota = overQuota(quotas) { decide(.quota(quota)) }
+                channel?.eventLoop.assumeIsolated().execute { [self] in closeForShutdown() }
+            }
+            return Int(min(left, UInt64(SessionUsage.lease)))
+        }
     }
 
     // MARK: Ending
 
     /// Records why the session ends, unless an earlier cause was recorded.
-    func decide(_ end: SessionEnd) {
+    private func decide(_ end: SessionEnd) {
         guard decided == nil else { return }
         decided = end
         switch end {
@@ -282,58 +357,44 @@ final class Session {
         }
     }
 
-    /// Ends the session for `end`: closes the client connection (which then finishes it).
-    func close(_ end: SessionEnd) {
-        decide(end)
-        phase = .closing
-        channel?.close(promise: nil)
-    }
-
-    /// Answers the request with a failure reply and closes.
-    func fail(_ end: SessionEnd, reply code: SOCKSReplyCode) {
-        guard !finished, phase != .closing else { return }
+    /// Answers the request with the end's reply code, then closes.
+    private func fail(_ end: SessionEnd) {
+        guard case .requesting = state, let code = end.reply else { return }
         decide(end)
         perform(machine.requestFailed(code))
     }
 
-    private func negotiationTimedOut() {
-        timer = nil
-        guard phase == .negotiating, !machine.isFinished else { return }
-        close(.negotiationTimeout)
+    /// Ends the session for `end`, whatever its state: a running relay or association is closed
+    /// (and reports its end), anything before closes the client connection (which then finishes it).
+    private func close(_ end: SessionEnd) {
+        decide(end)
+        switch state {
+        case .relaying(let relay, _): relay.close()
+        case .associated(let association, _): association.close(.closedByServer)
+        case .finished: break
+        default:
+            move(to: .closing)
+            channel?.close(promise: nil)
+        }
     }
 
     /// Gives back everything the session held and writes its access-log line; once.
-    func finish(_ end: SessionEnd) {
-        guard !finished else { return }
-        finished = true
-        timer?.cancel()
-        timer = nil
-        ticket?.cancel()
-        ticket = nil
-        loginWaiter?.leave()
-        loginWaiter = nil
+    private func finish(_ end: SessionEnd) {
+        if case .finished = state { return }
+        move(to: .finished)
         services.registry.remove(record.id)
-        if let grant {
-            services.limiter.release(grant)
-            self.grant = nil
-        }
         let final = decided ?? end
-        account(record.counters)
+        usage.account(record.counters, of: identity, in: services.usage)
         // Metrics first: whoever reads the access-log line finds the session in the metrics too.
-        if let metrics = services.metrics {
-            metrics.sessionEnded(
-                command: record.command?.description ?? "-", end: final.logName, up: record.counters.clientToTarget,
-                down: record.counters.targetToClient, user: services.perUserMetrics ? identity.user : nil)
-            if let udp = record.udp { metrics.udpDatagrams(udp) }
-        }
+        services.metrics?.sessionEnded(record, end: final, user: services.perUserMetrics ? identity.user : nil)
         services.accessLogger.info("session", metadata: record.metadata(end: final))
         // Let go of what the session held as soon as it is over; the detach closure holds the
         // handler's context, which holds the handler, which holds this session: a cycle until now.
         buffer = ByteBuffer()
-        outbound = nil
-        relay = nil
-        association = nil
         detach = nil
         channel = nil
     }
+
+    /// For tests: the negotiation buffer as it is now.
+    func withNegotiationBuffer<T>(_ body: (ByteBuffer) -> T) -> T { body(buffer) }
 }

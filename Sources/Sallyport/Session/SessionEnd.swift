@@ -2,8 +2,8 @@ import SOCKSProtocol
 import SallyportPolicy
 import SallyportRelay
 
-/// Every way a session ends. The access log's `end` and `rule` fields come from it alone; the
-/// reply code is the one the negotiation's action sent.
+/// Every way a session ends. The access log's `end` and `rule` fields come from it alone, and so
+/// does the reply code of an end that refuses a request.
 enum SessionEnd: Sendable, Equatable {
     /// A client rule refused the client's address before any negotiation.
     case clientDenied(Policy.Reason)
@@ -63,6 +63,19 @@ enum SessionEnd: Sendable, Equatable {
         case .proxyHeaderRefused: return "proxy_refused"
         case .proxyLocal: return "proxy_local"
         case .quota: return "quota"
+        }
+    }
+
+    /// The reply a refused or failed request gets for this end; nil for ends that come before a
+    /// request or after its reply.
+    var reply: SOCKSReplyCode? {
+        switch self {
+        // The server-wide cap is the server's own state (0x01), worth retrying later; per-user and
+        // per-client limits, like the rules and quotas, are policy (0x02).
+        case .limit(.server): return .generalFailure
+        case .limit, .denied, .quota: return .notAllowed
+        case .requestFailed(let code): return code
+        default: return nil
         }
     }
 

@@ -36,6 +36,21 @@ struct SessionRecord {
     }
     var clientText: String { client?.endpointText ?? "-" }
 
+    /// What the admin listener shows of the session, with the bytes relayed so far.
+    func snapshot(bytes: RelayCounters) -> SessionSnapshot {
+        SessionSnapshot(
+            id: idText, listener: listener, client: clientText, user: user, command: command?.description,
+            destination: destination?.description, bytesUp: bytes.clientToTarget, bytesDown: bytes.targetToClient,
+            ageSeconds: Double((NIODeadline.now() - start).nanoseconds) / 1e9)
+    }
+
+    /// The fields that name the session in the server log's lines about it, with `extra`.
+    func logFields(_ extra: Logger.Metadata = [:]) -> Logger.Metadata {
+        var metadata: Logger.Metadata = ["session": .string(idText), "user": .string(user ?? "-"), "client": .string(clientText)]
+        metadata.merge(extra) { $1 }
+        return metadata
+    }
+
     func metadata(end: SessionEnd) -> Logger.Metadata {
         let elapsed = NIODeadline.now() - start
         let seconds = Double(elapsed.nanoseconds) / 1e9
@@ -90,5 +105,15 @@ extension SessionRecord {
         let made = SessionNotes()
         notes = made
         return made
+    }
+}
+
+extension ServerMetrics {
+    /// A session's end, its bytes and its datagrams.
+    func sessionEnded(_ record: SessionRecord, end: SessionEnd, user: String?) {
+        sessionEnded(
+            command: record.command?.description ?? "-", end: end.logName, up: record.counters.clientToTarget, down: record.counters.targetToClient,
+            user: user)
+        if let udp = record.udp { udpDatagrams(udp) }
     }
 }

@@ -1,0 +1,228 @@
+import Logging
+import NIOCore
+import SOCKSProtocol
+import SallyportPolicy
+import SallyportRelay
+
+/// A request being carried out, from its limits to the outbound connection or the relay socket:
+/// limits first (a refused session costs no lookup), the egress decision (with a lookup when the
+/// name needs one), then the dial (CONNECT) or the bind (UDP ASSOCIATE). It holds what it took —
+/// the limiter grant, the session's lookups, the `timeouts.connect` timer — until the session's
+/// next state takes them over or leaving the state gives them back; it reports to the session
+/// once. Lives on the session's event loop.
+final class SessionRequest {
+    enum Step: Equatable {
+        case admitting
+        /// The destination's name is being looked up.
+        case resolving
+        /// The outbound connection (and an upstream's handshake) is being made.
+        case dialing
+        /// The UDP relay socket is being opened.
+        case binding
+    }
+
+    enum Outcome {
+        /// The outbound connection is up: the session replies and relays.
+        case connected(Dialed)
+        /// The relay socket is open: the session replies and the association runs.
+        case associated(UDPAssociation)
+        /// Refused or failed: the session replies with the end's code and closes.
+        case failed(SessionEnd)
+
+        /// What an outcome nobody waits for any more still holds, closed.
+        func discard() {
+            switch self {
+            case .connected(let dialed): dialed.channel.close(promise: nil)
+            case .associated(let association): association.close(.controlClosed)
+            case .failed: break
+            }
+        }
+    }
+
+    /// Hooks of the association for a UDP ASSOCIATE: its quota allowance, and its end.
+    struct AssociationHooks {
+        var allowance: ByteAllowance?
+        var onEnd: (UDPCounters, UDPRelayEnd) -> Void
+    }
+
+    let request: SOCKSRequest
+    private(set) var step = Step.admitting
+    private(set) var grant: SessionLimiter.Grant?
+    private(set) var ticket: LookupTicket?
+    private(set) var timer: Scheduled<Void>?
+    /// The rule that allowed the destination, and the upstream it goes through: for the access log.
+    private(set) var rule: String?
+    private(set) var via: String?
+    private let services: SessionServices
+    private let subject: PolicySubject
+    /// The session's record as it was at the request: names the session in log lines.
+    private let record: SessionRecord
+    private var report: ((Outcome) -> Void)?
+
+    init(_ request: SOCKSRequest, services: SessionServices, subject: PolicySubject, record: SessionRecord) {
+        self.request = request
+        self.services = services
+        self.subject = subject
+        self.record = record
+    }
+
+    private var client: ClientNetwork { ClientNetwork(record.client) }
+
+    /// Carries the request out on `channel`'s event loop; `report` hears how it went, once.
+    func start(on channel: any Channel, association hooks: AssociationHooks, report: @escaping (Outcome) -> Void) {
+        self.report = report
+        switch services.limiter.acquire(user: subject.user, client: client, limits: services.limits) {
+        case .failure(let refusal):
+            services.logger.notice("session limit reached", metadata: record.logFields(["limit": "\(refusal.description)"]))
+            return finish(.failed(.limit(refusal)))
+        case .success(let grant):
+            self.grant = grant
+        }
+        if request.command == .udpAssociate { return associate(on: channel, hooks) }
+        let eventLoop = channel.eventLoop
+        // The lookup and the connect together get `timeouts.connect`.
+        let deadline = eventLoop.now + services.timeouts.connect
+        let destination = request.destination
+        if let decision = services.egress.decideAtOnce(destination, command: .connect, subject: subject) {
+            return dial(decision, deadline: deadline, on: eventLoop)
+        }
+        guard case .domain(let name) = destination.host else { return }
+        step = .resolving
+        ticket = services.egress.resolver.makeTicket()
+        startTimer(deadline, on: eventLoop)
+        services.egress.resolve(name, port: destination.port, command: .connect, subject: subject, client: client, ticket: ticket, on: eventLoop)
+            .assumeIsolated()
+            .whenSuccess { [self] decision in
+                guard step == .resolving else { return }
+                dial(decision, deadline: deadline, on: eventLoop)
+            }
+    }
+
+    /// The session moved on: nothing more is dialled or reported (what is still under way is
+    /// closed when it arrives).
+    func abandon() { report = nil }
+
+    private func finish(_ outcome: Outcome) {
+        guard let report else { return outcome.discard() }
+        self.report = nil
+        report(outcome)
+    }
+
+    /// `timeouts.connect` ran out while the name was looked up (0x04) or connected to (0x06).
+    private func startTimer(_ deadline: NIODeadline, on eventLoop: any EventLoop) {
+        guard timer == nil else { return }
+        timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
+            switch step {
+            case .resolving: finish(.failed(.requestFailed(.hostUnreachable)))
+            case .dialing: finish(.failed(.requestFailed(.ttlExpired)))
+            case .admitting, .binding: break
+            }
+        }
+    }
+
+    private func dial(_ decision: EgressDecision, deadline: NIODeadline, on eventLoop: any EventLoop) {
+        // Nobody waits for an answer any more: nothing is dialled.
+        guard report != nil else { return }
+        let destination = request.destination
+        let addresses: [SocketAddress]?
+        let route: EgressRoute?
+        switch decision {
+        case .cancelled: return
+        case .denied(let reason): return deny(reason)
+        case .unresolved(let reason, _):
+            services.logger.debug("lookup failed", metadata: record.logFields(["dst": "\(destination)", "error": "\(reason)"]))
+            return finish(.failed(.requestFailed(.hostUnreachable)))
+        case .upstream(let allowedBy, let routed):
+            // The name goes to the upstream unresolved.
+            (addresses, route, rule) = (nil, routed, allowedBy.description)
+        case .allowed(let allowed, let allowedBy, let routed):
+            (addresses, route, rule) = (allowed, routed, allowedBy.description)
+        }
+        let dialer = EgressDialer(egress: services.egress, connector: services.connector)
+        step = .dialing
+        if let upstream = dialer.upstream(for: route) {
+            via = upstream.description
+            if ticket == nil { ticket = services.egress.resolver.makeTicket() }
+            startTimer(deadline, on: eventLoop)
+        }
+        dialer.dial(destination, addresses: addresses, route: route, client: client, ticket: ticket, deadline: deadline, on: eventLoop)
+            .assumeIsolated()
+            .whenComplete { [self] result in
+                switch result {
+                case .success(let dialed):
+                    finish(.connected(dialed))
+                case .failure(let error):
+                    let failure = OutboundConnector.failure(for: error)
+                    // A source address or interface that cannot be used, or an upstream down, is
+                    // the configuration's problem.
+                    let fields = record.logFields(["dst": "\(destination)", "error": "\(failure.reason)", "via": "\(via ?? "-")"])
+                    services.logger.log(level: failure.configuration ? .warning : .debug, "connect failed", metadata: fields)
+                    finish(.failed(.requestFailed(failure.code)))
+                }
+            }
+    }
+
+    /// Refuses a destination the policy denies: reply 0x02, a notice naming the rule.
+    private func deny(_ reason: Policy.Reason) {
+        var notice = RefusalNotice(logger: services.logger)
+        notice.refused(
+            "request denied", request.destination, reason: reason.description, command: request.command, session: record.idText,
+            user: subject.user, client: record.clientText)
+        finish(.failed(.denied(reason)))
+    }
+
+    /// UDP ASSOCIATE: a relay socket on the control connection's local IP, every destination
+    /// through the egress path (`AssociationGate`).
+    private func associate(on channel: any Channel, _ hooks: AssociationHooks) {
+        guard let local = channel.localAddress?.ipAddress, let client = record.client else {
+            return finish(.failed(.requestFailed(.generalFailure)))
+        }
+        // A subject whom no rule could allow UDP gets no association whose every datagram is refused.
+        if let reason = services.policy.refusesEveryDestination(.udpAssociate, subject: subject) { return deny(reason) }
+        step = .binding
+        ticket = services.egress.resolver.makeTicket()
+        let eventLoop = channel.eventLoop
+        let gate = AssociationGate(egress: services.egress, subject: subject, ticket: ticket, record: record, logger: services.logger)
+        // The request's DST is where the client will send from (0 when it does not know yet).
+        let expectedPort = request.destination.port == 0 ? nil : Int(request.destination.port)
+        UDPAssociation.start(
+            on: eventLoop, bindHost: local, ports: services.udp.ports, client: client, expectedPort: expectedPort,
+            configuration: services.udp.relayConfiguration(grant: grant), allowance: hooks.allowance,
+            gate: { endpoint in gate.answer(endpoint, on: eventLoop) }, onEnd: hooks.onEnd
+        )
+        .assumeIsolated()
+        .whenComplete { [self] result in
+            switch result {
+            case .success(let association):
+                finish(.associated(association))
+            case .failure(let error):
+                services.logger.error("cannot open a UDP relay socket", metadata: record.logFields(["error": "\(error)"]))
+                finish(.failed(.requestFailed(.generalFailure)))
+            }
+        }
+    }
+}
+
+extension SessionRequest.Outcome {
+    /// Where the session's outbound side is: the target's address, or the relay socket's.
+    var remote: SocketAddress? {
+        switch self {
+        case .connected(let dialed): return dialed.channel.remoteAddress
+        case .associated(let association): return association.boundAddress
+        case .failed: return nil
+        }
+    }
+
+    /// The reply's BND: the outbound socket's address, or the relay socket's (with `advertise`'s
+    /// address instead of its own, for a server behind NAT).
+    func bound(advertising advertise: String?) -> SOCKSEndpoint {
+        switch self {
+        case .connected(let dialed): return dialed.channel.localAddress.map(SOCKSEndpoint.init) ?? .unspecified
+        case .associated(let association):
+            let bound = SOCKSEndpoint(association.boundAddress)
+            guard let advertised = advertise.flatMap(IPAddress.init) else { return bound }
+            return SOCKSEndpoint(host: advertised.socksHost, port: bound.port)
+        case .failed: return .unspecified
+        }
+    }
+}
