@@ -40,10 +40,12 @@ final class FakeConnector: OutboundConnecting, @unchecked Sendable {
 /// Answers each login by hand.
 final class FakeAuthenticator: Authenticator, @unchecked Sendable {
     var asked: [EventLoopPromise<AuthenticationResult>] = []
+    var requests: [AuthenticationRequest] = []
 
     func authenticate(_ request: AuthenticationRequest, on eventLoop: any EventLoop) -> EventLoopFuture<AuthenticationResult> {
         let promise = eventLoop.makePromise(of: AuthenticationResult.self)
         asked.append(promise)
+        requests.append(request)
         return promise.futureResult
     }
 }
@@ -59,16 +61,21 @@ struct SessionHarness {
     let timeouts: Timeouts
     let session: Session
 
-    init(methods: [AuthenticationMethod] = [.none], policy: Policy = .allowPublic, limits: Limits = Limits(), timeouts: Timeouts = Timeouts()) throws {
+    let registry = SessionRegistry()
+
+    init(
+        methods: [AuthenticationMethod] = [.none], policy: Policy = .allowPublic, limits: Limits = Limits(), timeouts: Timeouts = Timeouts(),
+        proxy: ProxyExpectation? = nil
+    ) throws {
         self.timeouts = timeouts
         let services = SessionServices(
             timeouts: timeouts, limits: limits, egress: Egress(policy: policy, resolver: resolver), authenticator: authenticator,
             connector: connector, logger: logs.logger(label: "sallyport"), accessLogger: logs.logger(label: "sallyport.access"),
-            registry: SessionRegistry(), limiter: limiter, udp: UDPSettings())
+            registry: registry, limiter: limiter, udp: UDPSettings())
         let negotiation = ServerNegotiation.Configuration(methods: methods, commands: [.connect, .udpAssociate], maximumEarlyData: 1024)
         channel.remoteAddress = try SocketAddress(ipAddress: "198.51.100.7", port: 40_000)
         channel.localAddress = try SocketAddress(ipAddress: "127.0.0.1", port: 1080)
-        session = Session(services: services, negotiation: negotiation, listener: "test")
+        session = Session(services: services, negotiation: negotiation, listener: "test", proxy: proxy)
         try channel.pipeline.syncOperations.addHandler(SOCKSServerHandler(session: session))
         channel.pipeline.fireChannelActive()
     }

@@ -395,6 +395,9 @@ final class Session {
         channel = nil
     }
 
+    /// Where the session is, by name (for tests).
+    var stateName: String { state.name }
+
     /// For tests: the negotiation buffer as it is now.
     func withNegotiationBuffer<T>(_ body: (ByteBuffer) -> T) -> T { body(buffer) }
 }

@@ -84,6 +84,9 @@ final class SessionLimiter: Sendable {
         }
     }
 
+    /// Grants held now.
+    var held: Int { state.withLockedValue { $0.total } }
+
     func release(_ grant: Grant) {
         state.withLockedValue { state in
             state.total -= 1

@@ -55,6 +55,20 @@ extension Session {
             }
         }
 
+        /// For logs and tests.
+        var name: String {
+            switch self {
+            case .awaitingProxyHeader: return "awaiting_proxy_header"
+            case .negotiating: return "negotiating"
+            case .authenticating: return "authenticating"
+            case .requesting(let request): return "requesting(\(request.step))"
+            case .relaying: return "relaying"
+            case .associated: return "associated"
+            case .closing: return "closing"
+            case .finished: return "finished"
+            }
+        }
+
         var isOver: Bool {
             switch self {
             case .closing, .finished: return true
