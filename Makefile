@@ -16,8 +16,8 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VERSION := $(shell sed -n 's/^public let sallyportVersion = "\(.*\)"/\1/p' Sources/Sallyport/Version.swift)
 
 # Debian packages: to build and run, and what the tests drive (real clients, pam_wrapper).
-RUN_PACKAGES := libpam0g-dev libcrypt-dev
-TEST_PACKAGES := $(RUN_PACKAGES) libpam-wrapper libnss-wrapper libpam-modules curl ncat netcat-openbsd proxychains4 python3 python3-socks \
+RUN_PACKAGES := libpam0g-dev libcrypt-dev libyaml-dev
+TEST_PACKAGES := $(RUN_PACKAGES) gcc libpam-wrapper libnss-wrapper libpam-modules curl ncat netcat-openbsd proxychains4 python3 python3-socks \
 	lintian man-db systemd chromium python3-websocket haproxy dante-server tinyproxy whois apache2-utils
 
 # The PAM suite runs through real PAM: pam_wrapper redirects libpam to our service files (pam_matrix
@@ -38,7 +38,7 @@ define apt_install
 	fi
 endef
 
-.PHONY: all build run test unit deps-run deps-test deb clean bench bench-pam profile fuzz sanitize soak cluster cluster-run
+.PHONY: all build run test unit alloc-counter deps-run deps-test deb clean bench bench-pam profile fuzz sanitize soak cluster cluster-run
 
 all: build
 
@@ -63,14 +63,22 @@ SYSTEM_TEST_WIDTH ?= 4
 # The system tests marked `@Test(.timing ...)`: run after the others, one at a time.
 TIMING_TESTS := $(shell grep -h -A1 '@Test.\.timing' Tests/SallyportSystemTests/*.swift | grep -o 'func [A-Za-z0-9_]*' | cut -c6- | sort -u | paste -sd'|')
 TEST_TMP := $(CURDIR)/.build/test-tmp
-SYSTEM_TEST_ENV := $(PAM_TEST_ENV) TMPDIR=$(TEST_TMP)/
+SYSTEM_TEST_ENV := $(PAM_TEST_ENV) TMPDIR=$(TEST_TMP)/ SALLYPORT_MALLOC_COUNTER=$(MALLOC_COUNTER) \
+	SALLYPORT_RELEASE_BINARY=$(CURDIR)/.build/release/sallyport
+
+# Counts the allocations of a process it is preloaded into: the allocation ceilings of the release
+# binary (AllocationTests) read it.
+MALLOC_COUNTER := $(CURDIR)/.build/malloc-counter.so
+alloc-counter: $(MALLOC_COUNTER)
+$(MALLOC_COUNTER): Tests/AllocationCounter/malloc_counter.c
+	mkdir -p .build && $(CC) -O2 -shared -fPIC -o $@ $<
 
 unit: deps-run
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build --parallel --filter '$(UNIT_TEST_TARGETS)'
 
 # The package tests install, run and purge the .deb that `deb` builds (root, as CI has).
-test: deps-test deb
+test: deps-test deb alloc-counter
 	$(SWIFT) build --build-tests
 	rm -rf $(TEST_TMP) && mkdir -p $(TEST_TMP) && chmod 1777 $(TEST_TMP)
 	TMPDIR=$(TEST_TMP)/ $(SWIFT) test --skip-build --filter '$(UNIT_TEST_TARGETS)'

@@ -12,7 +12,6 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.8.2"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
-        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
     ],
@@ -30,6 +29,13 @@ let package = Package(
             path: "Sources/CPAM",
             providers: [.apt(["libpam0g-dev"])]
         ),
+        // libyaml, from Debian's libyaml-dev: the configuration file's parser.
+        .systemLibrary(
+            name: "CYAML",
+            path: "Sources/CYAML",
+            pkgConfig: "yaml-0.1",
+            providers: [.apt(["libyaml-dev"])]
+        ),
         // libxcrypt's crypt_r, from Debian's libcrypt-dev: the user file's password hashes.
         .systemLibrary(
             name: "CCrypt",
@@ -41,7 +47,7 @@ let package = Package(
         .target(
             name: "SallyportAuth",
             dependencies: [
-                "CPAM", "CCrypt", "SOCKSProtocol",
+                "CPAM", "CCrypt", "CYAML", "SOCKSProtocol",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
@@ -139,7 +145,6 @@ let package = Package(
                 .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
                 // Only to check the configuration reader against a full YAML implementation.
-                .product(name: "Yams", package: "Yams"),
             ]
         ),
         // What the unit and system tests share: log capture, waiting for a change, the package root.

@@ -51,7 +51,7 @@ public enum ConfigurationLoader {
     public static func parse(yaml: String, file: String) throws(ConfigurationError) -> ServerConfiguration {
         let root: YAMLNode?
         do {
-            root = try YAMLReader.compose(yaml)
+            root = try YAMLComposer.compose(yaml)
         } catch {
             throw ConfigurationError(problems: [
                 .init(file: file, line: error.mark.line, column: error.mark.column, keyPath: "", message: "not valid YAML: \(error.message)")

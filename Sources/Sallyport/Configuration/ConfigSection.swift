@@ -68,9 +68,11 @@ struct ConfigSection {
         section.finish()
     }
 
-    /// Reports the keys nobody asked for.
+    /// Reports the keys nobody asked for. At the top level, keys starting with `x-` are the
+    /// file's own (a place for anchors that rules and listeners then merge in) and are skipped.
     func finish() {
         for (name, entry) in entries.sorted(by: { ($0.value.key.mark?.line ?? 0) < ($1.value.key.mark?.line ?? 0) }) where !known.contains(name) {
+            if path.isEmpty, name.hasPrefix("x-") { continue }
             problems.report(entry.key, keyPath(name), "unknown key; known keys here: \(known.joined(separator: ", "))")
         }
     }

@@ -314,13 +314,14 @@ struct ServerProcess {
     /// Starts `sallyport --config PATH` (plus `arguments`) with `yaml` written to a temporary file;
     /// throws when it does not say it listens within 20 s.
     /// In network namespace `namespace` when given (`ip netns exec` becomes the server: same PID).
+    /// `executable`: another build of the server than the one beside the tests.
     static func start(
-        _ yaml: String, arguments: [String] = [], environment: [String: String]? = nil, namespace: String? = nil
+        _ yaml: String, arguments: [String] = [], environment: [String: String]? = nil, namespace: String? = nil, executable: String? = nil
     ) async throws -> ServerProcess {
         // Usage totals go to a directory of the test's own, never /var/lib/sallyport.
         let stateDirectory = TestRun.current.temporaryPath("state")
         let path = try temporaryFile(yaml.contains("state_dir:") ? yaml : yaml + "\nstate_dir: \(stateDirectory)\n")
-        let command = [sallyportExecutable(), "--config", path] + arguments
+        let command = [executable ?? sallyportExecutable(), "--config", path] + arguments
         let ip = which("ip") ?? "/usr/sbin/ip"
         // Logins through PAM need the wrappers; a user file or method none does not.
         let pam = yaml.contains("username") && !yaml.contains("auth: {file") && !yaml.contains("\n  file:")
