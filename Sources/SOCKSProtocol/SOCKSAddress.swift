@@ -22,7 +22,7 @@ public struct SOCKSIPv4Address: Hashable, Sendable {
 }
 
 extension SOCKSIPv4Address: CustomStringConvertible {
-    public var description: String { bytes.map(String.init).joined(separator: ".") }
+    public var description: String { AddressText.ipv4(value) }
 }
 
 /// An IPv6 address as it travels in a SOCKS message (sixteen bytes, network order).
@@ -136,10 +136,7 @@ public struct SOCKSEndpoint: Hashable, Sendable {
 
 extension SOCKSEndpoint: CustomStringConvertible {
     /// `host:port`, with an IPv6 host in brackets.
-    public var description: String {
-        if case .ipv6 = host { return "[\(host)]:\(port)" }
-        return "\(host):\(port)"
-    }
+    public var description: String { AddressText.endpoint(host, port: Int(port)) }
 }
 
 extension ByteBuffer {

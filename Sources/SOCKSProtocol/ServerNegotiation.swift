@@ -134,11 +134,17 @@ public struct ServerNegotiation: Sendable {
         }
     }
 
+    /// Room for any reply (a SOCKS5 reply with a 255-byte name is 262 bytes; the others are
+    /// short) in one allocation, not grown write by write.
+    static func replyBuffer() -> ByteBuffer {
+        ByteBufferAllocator().buffer(capacity: 24)
+    }
+
     /// The authenticator's answer to the `.authenticate` action.
     public mutating func authenticationCompleted(success: Bool) -> Action {
         // An answer that arrives after the negotiation ended (the client flooded or left) is moot.
         guard case .authenticating = state else { return .wait }
-        var reply = ByteBuffer()
+        var reply = Self.replyBuffer()
         if success {
             state = .awaitingRequest
             reply.writeUsernamePasswordReply(.success)
@@ -153,7 +159,7 @@ public struct ServerNegotiation: Sendable {
     public mutating func requestSucceeded(bound: SOCKSEndpoint) -> Action {
         guard case .executing = state else { return .wait }
         state = .established
-        var reply = ByteBuffer()
+        var reply = Self.replyBuffer()
         if isSOCKS4 {
             reply.writeSOCKS4Reply(.granted, bound: bound)
         } else {
@@ -181,8 +187,13 @@ public struct ServerNegotiation: Sendable {
     }
 
     private mutating func chooseMethod(from greeting: ClientGreeting) -> Action {
-        var reply = ByteBuffer()
-        guard let chosen = configuration.methods.first(where: greeting.methods.contains) else {
+        var reply = Self.replyBuffer()
+        var chosen: AuthenticationMethod?
+        for method in configuration.methods where greeting.methods.contains(method) {
+            chosen = method
+            break
+        }
+        guard let chosen else {
             state = .closed
             reply.writeMethodSelection(MethodSelection(method: .noAcceptableMethods))
             return .sendAndClose(reply, .noAcceptableMethod, reply: nil)
@@ -195,7 +206,7 @@ public struct ServerNegotiation: Sendable {
     /// Refuses with `code` (SOCKS4 knows only "rejected"); `reply:` keeps the SOCKS5 code for the log.
     private mutating func fail(_ failure: Failure, reply code: SOCKSReplyCode) -> Action {
         state = .closed
-        var reply = ByteBuffer()
+        var reply = Self.replyBuffer()
         if isSOCKS4 {
             reply.writeSOCKS4Reply(.rejected)
         } else {
@@ -208,7 +219,7 @@ public struct ServerNegotiation: Sendable {
         switch (state, error) {
         case (.awaitingCredentials, .invalidCredentials):
             state = .closed
-            var reply = ByteBuffer()
+            var reply = Self.replyBuffer()
             reply.writeUsernamePasswordReply(.failure)
             return .sendAndClose(reply, .protocolError(error), reply: nil)
         case (.awaitingRequest, .unsupportedAddressType):

@@ -157,8 +157,7 @@ extension SocketAddress {
     /// `192.0.2.1:80` or `[2001:db8::1]:80`, as logs and listener labels show an address.
     public var endpointText: String {
         guard let ip = IPAddress(self), let port else { return "\(self)" }
-        if case .v6 = ip { return "[\(ip)]:\(port)" }
-        return "\(ip):\(port)"
+        return AddressText.endpoint(ip.socksHost, port: port)
     }
 
     /// This address with another port.

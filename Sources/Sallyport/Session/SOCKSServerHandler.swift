@@ -13,10 +13,7 @@ final class SOCKSServerHandler: ChannelInboundHandler, RemovableChannelHandler {
     }
 
     func handlerAdded(context: ChannelHandlerContext) {
-        session.attach(to: context.channel) { [weak self] in
-            guard let self else { return }
-            context.pipeline.syncOperations.removeHandler(self, promise: nil)
-        }
+        session.attach(to: context.channel, handler: self)
     }
 
     func channelActive(context: ChannelHandlerContext) {

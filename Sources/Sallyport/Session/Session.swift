@@ -19,8 +19,8 @@ final class Session {
     private var record: SessionRecord
     private var identity = Identity.anonymous
     private var channel: (any Channel)?
-    /// Takes the channel handler out of the pipeline once the relay owns the channel.
-    private var detach: (() -> Void)?
+    /// The channel handler, taken out of the pipeline once the relay owns the channel.
+    private var handler: (any RemovableChannelHandler)?
     private var clientInputClosed = false
     private var usage = SessionUsage()
     /// The first end decided; what the access log says even if other events follow.
@@ -44,9 +44,9 @@ final class Session {
 
     // MARK: Channel events, as the handler passes them on
 
-    func attach(to channel: any Channel, detach: @escaping () -> Void) {
+    func attach(to channel: any Channel, handler: any RemovableChannelHandler) {
         self.channel = channel
-        self.detach = detach
+        self.handler = handler
         record.client = channel.remoteAddress
         services.registry.add(record.id, NIOLoopBound(self, eventLoop: channel.eventLoop))
         let timer = channel.eventLoop.assumeIsolated().scheduleTask(in: services.timeouts.negotiation) { [self] in timedOut() }
@@ -104,10 +104,7 @@ final class Session {
     func inputClosed() {
         clientInputClosed = true
         // A client that ends its side of the control connection ends its association.
-        if case .associated(let association, _) = state {
-            association.close(.controlClosed)
-            return
-        }
+        if case .associated(let association, _) = state { return association.close(.controlClosed) }
         perform(machine.inputClosed())
     }
 
@@ -238,9 +235,8 @@ final class Session {
         move(to: .requesting(running))
         // A user over a quota gets nothing more this period.
         if let quota = overQuota() { return fail(.quota(quota)) }
-        let hooks = SessionRequest.AssociationHooks(
-            allowance: request.command == .udpAssociate ? makeAllowance() : nil,
-            onEnd: { [weak self] counters, end in self?.associationEnded(counters, end) })
+        let hooks = request.command != .udpAssociate ? nil : SessionRequest.AssociationHooks(
+            allowance: makeAllowance(), onEnd: { [weak self] counters, end in self?.associationEnded(counters, end) })
         running.start(on: channel, association: hooks) { [weak self] outcome in
             guard let self else { return outcome.discard() }
             requestDone(outcome, running)
@@ -291,8 +287,8 @@ final class Session {
             // A relay that ended at once has finished the session already.
             guard case .requesting = state else { return }
             move(to: .relaying(relay, grant: grant))
-            detach?()
-            detach = nil
+            if let handler { channel.pipeline.syncOperations.removeHandler(handler, promise: nil) }
+            handler = nil
         } catch {
             services.logger.error("cannot start the relay", metadata: record.logFields(["error": "\(error)"]))
             dialed.channel.close(promise: nil)
@@ -388,10 +384,10 @@ final class Session {
         // Metrics first: whoever reads the access-log line finds the session in the metrics too.
         services.metrics?.sessionEnded(record, end: final, user: services.perUserMetrics ? identity.user : nil)
         services.accessLogger.info("session", metadata: record.metadata(end: final))
-        // Let go of what the session held as soon as it is over; the detach closure holds the
-        // handler's context, which holds the handler, which holds this session: a cycle until now.
+        // Let go of what the session held as soon as it is over; the handler holds this session:
+        // a cycle until now.
         buffer = ByteBuffer()
-        detach = nil
+        handler = nil
         channel = nil
     }
 

@@ -69,7 +69,7 @@ final class SessionRequest {
     private var client: ClientNetwork { ClientNetwork(record.client) }
 
     /// Carries the request out on `channel`'s event loop; `report` hears how it went, once.
-    func start(on channel: any Channel, association hooks: AssociationHooks, report: @escaping (Outcome) -> Void) {
+    func start(on channel: any Channel, association hooks: AssociationHooks?, report: @escaping (Outcome) -> Void) {
         self.report = report
         switch services.limiter.acquire(user: subject.user, client: client, limits: services.limits) {
         case .failure(let refusal):
@@ -78,7 +78,7 @@ final class SessionRequest {
         case .success(let grant):
             self.grant = grant
         }
-        if request.command == .udpAssociate { return associate(on: channel, hooks) }
+        if let hooks { return associate(on: channel, hooks) }
         let eventLoop = channel.eventLoop
         // The lookup and the connect together get `timeouts.connect`.
         let deadline = eventLoop.now + services.timeouts.connect
