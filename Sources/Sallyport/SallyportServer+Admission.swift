@@ -34,7 +34,7 @@ extension SallyportServer {
             policy.hostAddresses = addresses
             let egress = Egress(policy: policy, resolver: resolver)
             generation.services.egress = egress
-            for index in generation.listenerServices.indices { generation.listenerServices[index].egress = egress }
+            for index in generation.listeners.indices { generation.listeners[index].services.egress = egress }
         }
     }
 

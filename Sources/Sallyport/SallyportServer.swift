@@ -50,32 +50,41 @@ public final class SallyportServer: Service, Sendable {
         var services: SessionServices
         /// What the server made to check logins (none when they are checked by an injected one).
         var checkers: LoginCheckers
-        /// By listener index (a reload keeps the bound listeners): what each negotiates, and the
-        /// services its sessions get (its own login checker).
-        var negotiations: [ServerNegotiation.Configuration]
-        var listenerServices: [SessionServices]
+        /// By listener index (a reload keeps the bound listeners): what each one's sessions get.
+        var listeners: [ListenerPlan]
 
         init(configuration: ServerConfiguration, services: SessionServices, checkers: LoginCheckers, injected: (any Authenticator)?) {
             self.configuration = configuration
             self.services = services
             self.checkers = checkers
             let commands: Set<SOCKSCommand> = services.udp.enabled ? [.connect, .udpAssociate] : [.connect]
-            negotiations = configuration.listeners.map { listener in
-                ServerNegotiation.Configuration(
-                    methods: listener.methods, commands: commands, maximumEarlyData: configuration.limits.earlyDataBytes,
-                    socks4: listener.socks4)
-            }
-            listenerServices = configuration.listeners.map { listener in
+            listeners = configuration.listeners.map { listener in
                 var own = services
                 own.authenticator = injected ?? checkers.authenticator(for: configuration.checker(for: listener))
-                return own
+                let negotiation = ServerNegotiation.Configuration(
+                    methods: listener.methods, commands: commands, maximumEarlyData: configuration.limits.earlyDataBytes,
+                    socks4: listener.socks4)
+                return ListenerPlan(negotiation: negotiation, services: own, proxy: listener.proxyProtocol)
             }
         }
     }
 
+    /// What one listener's sessions get: how they negotiate, their services (with the listener's
+    /// own login checker), and the PROXY protocol header expected first, if any.
+    struct ListenerPlan: Sendable {
+        var negotiation: ServerNegotiation.Configuration
+        var services: SessionServices
+        var proxy: ProxyExpectation?
+    }
+
+    /// Where the server is in its life; the one place that says so.
     enum State {
         case idle
+        /// Accepting on these listening sockets.
         case running([any Channel])
+        /// Shutting down: not ready from the start (`/readyz` 503), still accepting on these
+        /// sockets through `timeouts.shutdown_delay`, then draining with them closed.
+        case stopping([any Channel])
         case stopped
     }
 
@@ -227,7 +236,7 @@ public final class SallyportServer: Service, Sendable {
         metrics.limitUserSeries(to: configuration.admin.perUserMetricsLimit)
         var policy = configuration.policy
         policy.hostAddresses = Self.hostAddresses()
-        let services = SessionServices(
+        var services = SessionServices(
             timeouts: configuration.timeouts,
             limits: configuration.limits,
             egress: Egress(policy: policy, resolver: resolver),
@@ -242,6 +251,8 @@ public final class SallyportServer: Service, Sendable {
             perUserMetrics: configuration.admin.perUserMetrics,
             usage: usage,
             quotas: configuration.usage.quotas)
+        // The wheels outlive a reload: a session keeps its loop's wheel whatever generation it is of.
+        if let previous { services.timers = previous.services.timers }
         return Generation(configuration: configuration, services: services, checkers: checkers, injected: injectedAuthenticator)
     }
 
@@ -264,9 +275,7 @@ public final class SallyportServer: Service, Sendable {
             // TCP_NODELAY: accepted sockets inherit it from the listener, where ServerBootstrap sets it.
             .childChannelInitializer { [self] channel in
                 // Each session takes the configuration current when it is accepted.
-                let (services, negotiation, proxy) = generation.withLockedValue {
-                    ($0.listenerServices[listenerIndex], $0.negotiations[listenerIndex], $0.configuration.listeners[listenerIndex].proxyProtocol)
-                }
+                let plan = generation.withLockedValue { $0.listeners[listenerIndex] }
                 let listenerName = label.withLockedValue { label in
                     if let label { return label }
                     // The address it is bound to, with the port a configured port 0 became.
@@ -276,11 +285,11 @@ public final class SallyportServer: Service, Sendable {
                 }
                 // Behind a PROXY-protocol balancer every connection comes from the balancer: the
                 // per-client count starts with the header there (sessions_per_client).
-                if proxy == nil, !admit(channel, limit: services.limits.connectionsPerClient) { return channel.close() }
+                if plan.proxy == nil, !admit(channel, limit: plan.services.limits.connectionsPerClient) { return channel.close() }
                 return channel.eventLoop.makeCompletedFuture {
                     try relayOptions.apply(to: channel)
-                    try channel.pipeline.syncOperations.addHandler(
-                        SOCKSServerHandler(session: Session(services: services, negotiation: negotiation, listener: listenerName, proxy: proxy)))
+                    let session = Session(services: plan.services, negotiation: plan.negotiation, listener: listenerName, proxy: plan.proxy)
+                    try channel.pipeline.syncOperations.addHandler(SOCKSServerHandler(session: session))
                 }
             }
         do {
@@ -294,19 +303,22 @@ public final class SallyportServer: Service, Sendable {
     /// running sessions go on for up to `grace`, then closes them.
     public func shutdown(grace: TimeAmount? = nil) async {
         let delay = configuration.timeouts.shutdownDelay
-        let first = admin.withLockedValue { admin in
-            defer { admin.stopping = true }
-            return !admin.stopping
+        let channels: [any Channel]? = state.withLockedValue { state in
+            switch state {
+            case .idle:
+                state = .stopping([])
+                return []
+            case .running(let channels):
+                state = .stopping(channels)
+                return channels
+            case .stopping, .stopped:
+                return nil
+            }
         }
-        guard first else { return }
-        if delay > .zero, case .running = state.withLockedValue({ $0 }) {
+        guard let channels else { return }
+        if delay > .zero, !channels.isEmpty {
             logger.info("shutting down: not ready, still accepting", metadata: ["delay": "\(delay)"])
             try? await Task.sleep(for: .nanoseconds(delay.nanoseconds))
-        }
-        let channels: [any Channel] = state.withLockedValue { state in
-            defer { state = .stopped }
-            if case .running(let channels) = state { return channels }
-            return []
         }
         for channel in channels { try? await channel.close() }
         trimmer.withLockedValue { $0?.stop() }
@@ -316,16 +328,17 @@ public final class SallyportServer: Service, Sendable {
         if waiting > 0 {
             logger.info("draining sessions", metadata: ["sessions": "\(waiting)", "grace": "\(grace)"])
         }
-        let registry = self.registry
-        if await !ShutdownDrain(grace: grace).wait(sessions: { registry.count }) {
+        let loop = group.next()
+        if await !((try? ShutdownDrain.drain(registry, grace: grace, on: loop).get()) ?? false) {
             logger.info("closing sessions after grace period", metadata: ["sessions": "\(registry.count)"])
             registry.closeAll()
-            _ = await ShutdownDrain(grace: .seconds(2), step: .milliseconds(10)).wait(sessions: { registry.count })
+            _ = try? await ShutdownDrain.drain(registry, grace: .seconds(2), on: loop).get()
         }
         await usage.stop()
         await admin.withLockedValue { $0.listener }?.close()
         await generation.withLockedValue { $0.checkers.pool }?.shutdown()
         await resolver.shutdown()
+        state.withLockedValue { $0 = .stopped }
         logger.info("stopped")
     }
 

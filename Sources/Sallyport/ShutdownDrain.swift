@@ -1,21 +1,26 @@
+import NIOConcurrencyHelpers
 import NIOCore
 
-/// The wait of a graceful shutdown: until no session is left, or the grace has passed, looking
-/// every `step`. The clock and the sleep are injected, so the arithmetic is tested without waiting.
-struct ShutdownDrain {
-    var grace: TimeAmount
-    var step: TimeAmount = .milliseconds(50)
-    var now: () -> NIODeadline = { .now() }
-    var sleep: (TimeAmount) async -> Void = { try? await Task.sleep(for: .nanoseconds($0.nanoseconds)) }
-
-    /// Whether every session ended within the grace; never sleeps past it.
-    func wait(sessions: () -> Int) async -> Bool {
-        let deadline = now() + grace
-        while sessions() > 0 {
-            let left = deadline - now()
-            guard left > .zero else { return false }
-            await sleep(min(step, left))
+/// The wait of a graceful shutdown: until the registry says its last session has ended, or the
+/// grace has passed, whichever comes first. Nothing polls: the registry's drained signal and one
+/// timer on `eventLoop` decide.
+enum ShutdownDrain {
+    /// True when every session ended within `grace`; false when the grace ran out first.
+    static func drain(_ registry: SessionRegistry, grace: TimeAmount, on eventLoop: any EventLoop) -> EventLoopFuture<Bool> {
+        let outcome = eventLoop.makePromise(of: Bool.self)
+        let settled = NIOLockedValueBox(false)
+        let settle: @Sendable (Bool) -> Void = { drained in
+            let first = settled.withLockedValue { settled in
+                defer { settled = true }
+                return !settled
+            }
+            if first { outcome.succeed(drained) }
         }
-        return true
+        let timer = eventLoop.scheduleTask(in: grace) { settle(false) }
+        registry.drained(on: eventLoop).whenSuccess {
+            timer.cancel()
+            settle(true)
+        }
+        return outcome.futureResult
     }
 }

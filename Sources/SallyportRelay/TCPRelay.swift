@@ -75,11 +75,12 @@ public enum TCPRelay {
         initialPayload: ByteBuffer?,
         clientInputClosed: Bool,
         allowance: ByteAllowance? = nil,
+        timers: TimerWheel? = nil,
         onEnd: @escaping (RelayOutcome) -> Void
     ) throws -> RelaySession {
         precondition(client.eventLoop === target.eventLoop, "the relay needs both channels on one event loop")
         client.eventLoop.preconditionInEventLoop()
-        let session = RelaySession(eventLoop: client.eventLoop, configuration: configuration, onEnd: onEnd)
+        let session = RelaySession(eventLoop: client.eventLoop, configuration: configuration, timers: timers, onEnd: onEnd)
         session.allowance = allowance
         let clientHandler = RelayHandler(side: .client, session: session, limiter: configuration.clientToTargetLimit)
         let targetHandler = RelayHandler(side: .target, session: session, limiter: configuration.targetToClientLimit)
@@ -150,10 +151,10 @@ public final class RelaySession {
     private var openSides = 2
     private var idleWatch: IdleWatch?
 
-    fileprivate init(eventLoop: any EventLoop, configuration: RelayConfiguration, onEnd: @escaping (RelayOutcome) -> Void) {
+    fileprivate init(eventLoop: any EventLoop, configuration: RelayConfiguration, timers: TimerWheel?, onEnd: @escaping (RelayOutcome) -> Void) {
         self.onEnd = onEnd
         idleWatch = IdleWatch(
-            timeout: configuration.idleTimeout, eventLoop: eventLoop,
+            timeout: configuration.idleTimeout, eventLoop: eventLoop, wheel: timers,
             activity: { [unowned self] in counters.clientToTarget &+ counters.targetToClient },
             onIdle: { [unowned self] in
                 noteEnd(.idleTimeout)

@@ -13,7 +13,7 @@ import Testing
         let server = SallyportServer(configuration: ServerConfiguration(), logger: LogCapture().logger())
         let address = IPAddress("203.0.113.77")!
         let allowed = {
-            guard case .allow = server.generation.withLockedValue({ $0.listenerServices[0].egress.compiled })
+            guard case .allow = server.generation.withLockedValue({ $0.listeners[0].services.egress.compiled })
                 .checkAddresses([address], name: nil, port: 80, command: .connect, subject: PolicySubject(user: nil))
             else { return false }
             return true

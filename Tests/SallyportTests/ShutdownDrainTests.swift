@@ -1,39 +1,54 @@
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOEmbedded
 import Testing
 
 @testable import Sallyport
 
-/// The grace period of a shutdown, on an injected clock whose sleeps only move it forward.
+/// The grace period of a shutdown: the registry's drained signal against one timer, on a testing
+/// event loop's clock (nothing waits in real time).
 @Suite(.timeLimit(.minutes(1))) struct ShutdownDrainTests {
-    let start = NIODeadline.uptimeNanoseconds(1_000_000_000)
-
-    func drain(grace: TimeAmount, clock: NIOLockedValueBox<NIODeadline>) -> ShutdownDrain {
-        ShutdownDrain(
-            grace: grace, now: { clock.withLockedValue { $0 } },
-            sleep: { amount in clock.withLockedValue { $0 = $0 + amount } })
+    /// Whether `future` has completed, and with what.
+    static func outcome(_ future: EventLoopFuture<Bool>) -> NIOLockedValueBox<Bool?> {
+        let seen = NIOLockedValueBox<Bool?>(nil)
+        future.whenSuccess { drained in seen.withLockedValue { $0 = drained } }
+        return seen
     }
 
-    @Test func sessionsThatEndWithinTheGraceAreWaitedForAndNoLonger() async {
-        let clock = NIOLockedValueBox(start)
-        let end = start + .seconds(1)
-        let drained = await drain(grace: .milliseconds(1500), clock: clock).wait { clock.withLockedValue { $0 } < end ? 3 : 0 }
-        #expect(drained)
-        let waited = clock.withLockedValue { $0 } - start
-        #expect(waited >= .seconds(1) && waited <= .milliseconds(1050), "waited \(waited)")
+    @Test func theLastSessionEndingEndsTheWaitBeforeTheGrace() async throws {
+        let harness = try SessionHarness()
+        let loop = NIOAsyncTestingEventLoop()
+        #expect(harness.registry.count == 1)
+        let waiting = ShutdownDrain.drain(harness.registry, grace: .seconds(30), on: loop)
+        let seen = Self.outcome(waiting)
+        await loop.advanceTime(by: .seconds(29))
+        #expect(seen.withLockedValue { $0 } == nil, "still waiting for the session")
+        harness.close()
+        #expect(try await waiting.get() == true)
+        await loop.shutdownGracefully()
     }
 
-    @Test func sessionsThatOutliveTheGraceAreLeftAtItExactly() async {
-        let clock = NIOLockedValueBox(start)
-        let drained = await drain(grace: .milliseconds(1525), clock: clock).wait { 1 }
-        #expect(!drained)
-        #expect(clock.withLockedValue { $0 } - start == .milliseconds(1525), "the last sleep is cut to the grace")
+    @Test func aSessionOutlivingTheGraceEndsTheWaitAtTheGraceExactly() async throws {
+        let harness = try SessionHarness()
+        defer { harness.close() }
+        let loop = NIOAsyncTestingEventLoop()
+        let waiting = ShutdownDrain.drain(harness.registry, grace: .milliseconds(1500), on: loop)
+        let seen = Self.outcome(waiting)
+        await loop.advanceTime(by: .milliseconds(1499))
+        #expect(seen.withLockedValue { $0 } == nil)
+        await loop.advanceTime(by: .milliseconds(1))
+        #expect(try await waiting.get() == false)
+        await loop.shutdownGracefully()
     }
 
-    @Test func aZeroGraceWaitsNotAtAllAndNoSessionsNeedNoWait() async {
-        let clock = NIOLockedValueBox(start)
-        #expect(await !drain(grace: .zero, clock: clock).wait { 5 })
-        #expect(await drain(grace: .seconds(10), clock: clock).wait { 0 })
-        #expect(clock.withLockedValue { $0 } == start)
+    @Test func noSessionsNeedNoWaitAndAZeroGraceNone() async throws {
+        let loop = NIOAsyncTestingEventLoop()
+        #expect(try await ShutdownDrain.drain(SessionRegistry(), grace: .seconds(10), on: loop).get() == true)
+        let harness = try SessionHarness()
+        defer { harness.close() }
+        let zero = ShutdownDrain.drain(harness.registry, grace: .zero, on: loop)
+        await loop.run()
+        #expect(try await zero.get() == false)
+        await loop.shutdownGracefully()
     }
 }

@@ -6,8 +6,6 @@ struct AdminState: Sendable {
     var address: SocketAddress?
     /// The admin listener, closed once the sessions have drained at shutdown.
     var listener: AdminListener?
-    /// Shutting down: `/readyz` says 503 from the start of `timeouts.shutdown_delay` on.
-    var stopping = false
     /// The SOCKS listeners' bound addresses (a port 0 in the file is a real port here).
     var listeners: [SocketAddress] = []
     let started = NIODeadline.now()
@@ -91,9 +89,9 @@ extension SallyportServer: AdminBackend {
         metrics.configReload(succeeded: false)
     }
 
+    /// Running and not shutting down: `/readyz` says 503 from the start of a shutdown on.
     var isReady: Bool {
-        guard !admin.withLockedValue({ $0.stopping }) else { return false }
-        return state.withLockedValue { if case .running = $0 { return true } else { return false } }
+        state.withLockedValue { if case .running = $0 { return true } else { return false } }
     }
 
     var adminToken: String? { configuration.admin.token }

@@ -10,8 +10,10 @@ import SallyportRelay
 /// over it, and every change of state goes through `move(to:)`, which gives back what the state
 /// left held (timer, lookups, login waiter, limiter grant). Bound to its channel's event loop; the
 /// channel handler only hands it the channel's events.
-final class Session {
+final class Session: TimerWheelClient {
     private let services: SessionServices
+    /// The channel's event loop's timer wheel: the negotiation timeout.
+    private var wheel: TimerWheel?
     private var state: State
     private var machine: ServerNegotiation
     /// Bytes read from the client and not yet consumed by the negotiation.
@@ -39,7 +41,7 @@ final class Session {
     private func move(to next: State) {
         let left = state.holdings
         state = next
-        left.release(keeping: next.holdings, to: services.limiter)
+        left.release(keeping: next.holdings, to: services.limiter, wheel: wheel)
     }
 
     // MARK: Channel events, as the handler passes them on
@@ -49,11 +51,13 @@ final class Session {
         self.handler = handler
         record.client = channel.remoteAddress
         services.registry.add(record.id, NIOLoopBound(self, eventLoop: channel.eventLoop))
-        let timer = channel.eventLoop.assumeIsolated().scheduleTask(in: services.timeouts.negotiation) { [self] in timedOut() }
+        let wheel = services.timers.wheel(on: channel.eventLoop)
+        self.wheel = wheel
+        let timer = wheel.schedule(at: channel.eventLoop.now + services.timeouts.negotiation, for: self)
         switch state {
         case .awaitingProxyHeader(let proxy, _): state = .awaitingProxyHeader(proxy, timer: timer)
         case .negotiating: state = .negotiating(timer: timer)
-        default: timer.cancel()
+        default: wheel.cancel(timer)
         }
     }
 
@@ -278,7 +282,7 @@ final class Session {
         do {
             let relay = try TCPRelay.start(
                 client: channel, target: dialed.channel, configuration: configuration, initialPayload: payload, clientInputClosed: clientInputClosed,
-                allowance: makeAllowance()
+                allowance: makeAllowance(), timers: wheel
             ) { [self] outcome in
                 record.counters = outcome.counters
                 record.counters.targetToClient += leftover
@@ -306,7 +310,7 @@ final class Session {
     }
 
     /// `timeouts.negotiation` ran out (the request's own timer is the request's).
-    private func timedOut() {
+    func deadlineReached(_ token: Int) {
         switch state {
         case .awaitingProxyHeader, .negotiating, .authenticating: close(.negotiationTimeout)
         default: break

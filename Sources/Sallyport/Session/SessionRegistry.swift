@@ -7,6 +7,8 @@ final class SessionRegistry: Sendable {
         var sessions: [UInt64: NIOLoopBound<Session>] = [:]
         /// The most sessions alive at once since `takePeak()` last asked.
         var peak = 0
+        /// Told when the last session ends.
+        var drainWaiters: [EventLoopPromise<Void>] = []
     }
 
     private let state = NIOLockedValueBox(State())
@@ -28,7 +30,23 @@ final class SessionRegistry: Sendable {
     }
 
     func remove(_ id: UInt64) {
-        state.withLockedValue { _ = $0.sessions.removeValue(forKey: id) }
+        let drained = state.withLockedValue { state -> [EventLoopPromise<Void>] in
+            _ = state.sessions.removeValue(forKey: id)
+            guard state.sessions.isEmpty, !state.drainWaiters.isEmpty else { return [] }
+            defer { state.drainWaiters = [] }
+            return state.drainWaiters
+        }
+        for waiter in drained { waiter.succeed() }
+    }
+
+    /// Succeeds once no session is alive: at once when none is, else when the last one ends.
+    func drained(on eventLoop: any EventLoop) -> EventLoopFuture<Void> {
+        state.withLockedValue { state in
+            if state.sessions.isEmpty { return eventLoop.makeSucceededVoidFuture() }
+            let promise = eventLoop.makePromise(of: Void.self)
+            state.drainWaiters.append(promise)
+            return promise.futureResult
+        }
     }
 
     var count: Int { state.withLockedValue { $0.sessions.count } }

@@ -7,9 +7,9 @@ import SallyportRelay
 /// A request being carried out, from its limits to the outbound connection or the relay socket:
 /// limits first (a refused session costs no lookup), the egress decision (with a lookup when the
 /// name needs one), then the dial (CONNECT) or the bind (UDP ASSOCIATE). It holds what it took —
-/// the limiter grant, the session's lookups, the `timeouts.connect` timer — until the session's
-/// next state takes them over or leaving the state gives them back; it reports to the session
-/// once. Lives on the session's event loop.
+/// the limiter grant and the session's lookups — until the session's next state takes them over
+/// or leaving the state gives them back, and its own `timeouts.connect` timer until then; it
+/// reports to the session once. Lives on the session's event loop.
 final class SessionRequest {
     enum Step: Equatable {
         case admitting
@@ -49,7 +49,9 @@ final class SessionRequest {
     private(set) var step = Step.admitting
     private(set) var grant: SessionLimiter.Grant?
     private(set) var ticket: LookupTicket?
-    private(set) var timer: Scheduled<Void>?
+    /// `timeouts.connect` while a name is looked up or an upstream dialled (a direct connect has
+    /// the connector's own timeout).
+    private var timer: Scheduled<Void>?
     /// The rule that allowed the destination, and the upstream it goes through: for the access log.
     private(set) var rule: String?
     private(set) var via: String?
@@ -100,7 +102,11 @@ final class SessionRequest {
 
     /// The session moved on: nothing more is dialled or reported (what is still under way is
     /// closed when it arrives).
-    func abandon() { report = nil }
+    func abandon() {
+        report = nil
+        timer?.cancel()
+        timer = nil
+    }
 
     private func finish(_ outcome: Outcome) {
         guard let report else { return outcome.discard() }

@@ -18,6 +18,8 @@ struct SessionServices: Sendable {
     let registry: SessionRegistry
     let limiter: SessionLimiter
     let udp: UDPSettings
+    /// One timer wheel per event loop, shared by every configuration's sessions.
+    var timers = TimerWheels()
     /// Where sessions, logins and refusals are counted (nil: not counted, as in unit tests).
     var metrics: ServerMetrics? = nil
     /// Count sessions and bytes per user name too.

@@ -10,11 +10,11 @@ extension Session {
     enum State {
         /// A PROXY protocol listener: the balancer's header has not been read yet (the negotiation
         /// timer runs from accept).
-        case awaitingProxyHeader(ProxyExpectation, timer: Scheduled<Void>?)
+        case awaitingProxyHeader(ProxyExpectation, timer: TimerWheel.Handle?)
         /// The SOCKS negotiation, up to a complete request; the timer is `timeouts.negotiation`.
-        case negotiating(timer: Scheduled<Void>?)
+        case negotiating(timer: TimerWheel.Handle?)
         /// The credentials are being checked; the waiter tells the checker when the client left.
-        case authenticating(LoginWaiter, timer: Scheduled<Void>?)
+        case authenticating(LoginWaiter, timer: TimerWheel.Handle?)
         /// The request is being carried out: limits, the egress decision, the dial or the bind.
         case requesting(SessionRequest)
         /// A CONNECT relaying through the shared relay.
@@ -28,7 +28,7 @@ extension Session {
 
         /// What a state holds that must be given back when it is left.
         struct Holdings {
-            var timer: Scheduled<Void>?
+            var timer: TimerWheel.Handle?
             var ticket: LookupTicket?
             var waiter: LoginWaiter?
             var grant: SessionLimiter.Grant?
@@ -41,7 +41,7 @@ extension Session {
             case .awaitingProxyHeader(_, let timer), .negotiating(let timer): return Holdings(timer: timer)
             case .authenticating(let waiter, let timer): return Holdings(timer: timer, waiter: waiter)
             case .requesting(let request), .associated(_, let request):
-                return Holdings(timer: request.timer, ticket: request.ticket, grant: request.grant, request: request)
+                return Holdings(ticket: request.ticket, grant: request.grant, request: request)
             case .relaying(_, let grant): return Holdings(grant: grant)
             case .closing, .finished: return Holdings()
             }
@@ -79,9 +79,9 @@ extension Session {
 }
 
 extension Session.State.Holdings {
-    /// Gives back what is held here and not in `kept`.
-    func release(keeping kept: Self, to limiter: SessionLimiter) {
-        if let timer, timer.futureResult !== kept.timer?.futureResult { timer.cancel() }
+    /// Gives back what is held here and not in `kept`: the timer to `wheel`, the grant to `limiter`.
+    func release(keeping kept: Self, to limiter: SessionLimiter, wheel: TimerWheel?) {
+        if let timer, timer != kept.timer { wheel?.cancel(timer) }
         if let ticket, ticket !== kept.ticket { ticket.cancel() }
         if let waiter, waiter !== kept.waiter { waiter.leave() }
         if let grant, kept.grant == nil { limiter.release(grant) }
