@@ -89,3 +89,33 @@ public struct SOCKS5ClientHandshake: Sendable {
         return .failed(code, reason)
     }
 }
+
+/// What an upstream handshake says after each read.
+public enum UpstreamStep: Equatable {
+    case send(ByteBuffer)
+    case needMoreData
+    /// Through: what is left in the buffer is the target's.
+    case established
+    case failed(SOCKSReplyCode, String)
+}
+
+/// The client side of a CONNECT through another proxy, as a value.
+public protocol UpstreamHandshaking: Sendable {
+    /// The first bytes to send.
+    func opening() -> ByteBuffer
+    /// Reads what the upstream sent so far: the next step.
+    mutating func advance(_ buffer: inout ByteBuffer) -> UpstreamStep
+}
+
+extension SOCKS5ClientHandshake: UpstreamHandshaking {
+    public func opening() -> ByteBuffer { greeting() }
+
+    public mutating func advance(_ buffer: inout ByteBuffer) -> UpstreamStep {
+        switch process(&buffer) {
+        case .send(let bytes): return .send(bytes)
+        case .needMoreData: return .needMoreData
+        case .established: return .established
+        case .failed(let code, let reason): return .failed(code, reason)
+        }
+    }
+}

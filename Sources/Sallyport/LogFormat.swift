@@ -88,11 +88,9 @@ public struct LineLogHandler: LogHandler {
         sink(line)
     }
 
-    /// Keys of the access log, in the order they are written; other keys follow in sorted order.
-    static let keyOrder = [
-        "session", "listener", "client", "user", "cmd", "dst", "remote", "rule", "reply", "up", "down",
-        "dgrams_up", "dgrams_down", "destinations", "denied", "dropped", "duration", "end",
-    ]
+    /// Keys written first, in this order (the access log's, `SessionRecord.fieldOrder`); other
+    /// keys follow in sorted order.
+    static var keyOrder: [String] { SessionRecord.fieldOrder }
 
     static func formatLine(
         format: LogConfiguration.Format, timestamp: String, level: Logger.Level, message: String,

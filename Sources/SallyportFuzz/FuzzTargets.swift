@@ -68,7 +68,7 @@ public enum FuzzTargets {
         while let piece = rest.popFirst() {
             buffer.writeBytes(piece)
             reading: while true {
-                switch handshake.process(&buffer) {
+                switch handshake.advance(&buffer) {
                 case .send(let bytes): steps.append("send \(Array(bytes.readableBytesView))")
                 case .needMoreData: break reading
                 case .established:

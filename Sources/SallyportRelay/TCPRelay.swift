@@ -242,7 +242,7 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
         case .client: session.counters.clientToTarget &+= UInt64(buffer.readableBytes)
         case .target: session.counters.targetToClient &+= UInt64(buffer.readableBytes)
         }
-        partner?.context?.write(data, promise: nil)
+        partner?.write(data)
         if limiter != nil { charge(buffer.readableBytes) }
         // Used up: neither side reads again (`read` holds it); the session's refill has said so
         // to its owner, who ends it.
@@ -251,20 +251,20 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     /// Counts bytes read against the limiter; holds reading back for the wait it asks for.
     fileprivate func charge(_ bytes: Int) {
-        guard let limiter, let eventLoop = context?.eventLoop ?? partner?.context?.eventLoop else { return }
+        guard let limiter, let eventLoop = context?.eventLoop ?? partner?.eventLoop else { return }
         let wait = limiter.consume(bytes)
         guard wait > .zero, !throttled else { return }
         throttled = true
         eventLoop.assumeIsolated().scheduleTask(in: wait) { [self] in
             throttled = false
-            guard pendingRead, partner?.context?.channel.isWritable == true, session.allowance?.exhausted != true else { return }
+            guard pendingRead, partner?.isWritable == true, session.allowance?.exhausted != true else { return }
             pendingRead = false
             context?.read()
         }
     }
 
     func channelReadComplete(context: ChannelHandlerContext) {
-        partner?.context?.flush()
+        partner?.flush()
     }
 
     func channelInactive(context: ChannelHandlerContext) {
@@ -279,7 +279,7 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
             sawEOF = true
             session.noteEnd(side == .client ? .clientClosed : .targetClosed)
             // Pass the EOF on; the reverse direction keeps flowing.
-            partner?.context?.close(mode: .output, promise: nil)
+            partner?.shutDownOutput()
         }
         context.fireUserInboundEventTriggered(event)
     }
@@ -296,12 +296,33 @@ final class RelayHandler: ChannelDuplexHandler, RemovableChannelHandler {
 
     func read(context: ChannelHandlerContext) {
         if session.allowance?.exhausted == true { return }
-        if !throttled, let partner, partner.context?.channel.isWritable == true {
+        if !throttled, partner?.isWritable == true {
             context.read()
         } else {
             pendingRead = true
         }
     }
+
+    // MARK: What the partner asks of this side
+
+    /// Writes what the partner read (flushed by `flush`).
+    private func write(_ data: NIOAny) {
+        context?.write(data, promise: nil)
+    }
+
+    private func flush() {
+        context?.flush()
+    }
+
+    /// The partner sent EOF: so does this side, while it still reads.
+    private func shutDownOutput() {
+        context?.close(mode: .output, promise: nil)
+    }
+
+    /// Whether this side's channel takes more writes now: the partner reads only then.
+    private var isWritable: Bool { context?.channel.isWritable == true }
+
+    private var eventLoop: (any EventLoop)? { context?.eventLoop }
 
     private func partnerBecameWritable() {
         guard pendingRead, !throttled, session.allowance?.exhausted != true else { return }

@@ -51,6 +51,14 @@ struct SessionRecord {
         return metadata
     }
 
+    /// The access log's fields, in the order every line writes them (both formats).
+    static let fieldOrder = [
+        "session", "listener", "client", "user", "cmd", "dst", "remote", "rule", "reply", "up", "down",
+        "dgrams_up", "dgrams_down", "destinations", "denied", "dropped", "duration", "end",
+    ]
+
+    /// The access-log line's fields (`fieldOrder` puts them in order; `socks4_user` and `via`,
+    /// which few sessions have, follow sorted).
     func metadata(end: SessionEnd) -> Logger.Metadata {
         let elapsed = NIODeadline.now() - start
         let seconds = Double(elapsed.nanoseconds) / 1e9

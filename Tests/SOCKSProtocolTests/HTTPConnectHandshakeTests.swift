@@ -1,13 +1,17 @@
-import SallyportTestSupport
 import NIOCore
-import SOCKSProtocol
 import Testing
 
-@testable import Sallyport
+@testable import SOCKSProtocol
 
 /// HTTP CONNECT towards an upstream: the request, and the response head whole or split.
 @Suite(.timeLimit(.minutes(1))) struct HTTPConnectHandshakeTests {
     static let destination = SOCKSEndpoint(host: .domain("example.com"), port: 443)
+
+    @Test func base64IsRFC4648sTestVectors() {
+        let vectors = [("", ""), ("f", "Zg=="), ("fo", "Zm8="), ("foo", "Zm9v"), ("foob", "Zm9vYg=="), ("fooba", "Zm9vYmE="), ("foobar", "Zm9vYmFy")]
+        for (plain, encoded) in vectors { #expect(Base64.encode(Array(plain.utf8)) == encoded) }
+        #expect(Base64.encode([0xFF, 0xFE, 0x00]) == "//4A")
+    }
 
     @Test func theRequestCarriesBasicCredentials() {
         let handshake = HTTPConnectHandshake(destination: Self.destination, username: "alice", password: "pw")!
@@ -39,7 +43,7 @@ import Testing
         while index < bytes.count, step == .needMoreData {
             buffer.writeBytes(bytes[index..<min(index + chunk, bytes.count)])
             index += chunk
-            step = handshake.process(&buffer)
+            step = handshake.advance(&buffer)
         }
         buffer.writeBytes(bytes[min(index, bytes.count)...])
         #expect(step == .established)
@@ -57,7 +61,7 @@ import Testing
     func refusalsMapToReplyCodes(response: String, code: SOCKSReplyCode) {
         var handshake = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)!
         var buffer = ByteBuffer(string: response)
-        guard case .failed(let got, _) = handshake.process(&buffer) else {
+        guard case .failed(let got, _) = handshake.advance(&buffer) else {
             Issue.record("no failure for \(response)")
             return
         }
@@ -67,7 +71,7 @@ import Testing
     @Test func aHeadThatNeverEndsIsRefused() {
         var handshake = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)!
         var buffer = ByteBuffer(string: "HTTP/1.1 200 OK\r\n" + String(repeating: "X-Padding: 1\r\n", count: 2000))
-        guard case .failed(.generalFailure, _) = handshake.process(&buffer) else {
+        guard case .failed(.generalFailure, _) = handshake.advance(&buffer) else {
             Issue.record("a 28 KB head was taken")
             return
         }
@@ -80,13 +84,13 @@ import Testing
         let head = "HTTP/1.1 200 OK\r\nX-Padding: " + String(repeating: "a", count: length - 33) + "\r\n\r\n"
         var whole = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)!
         var buffer = ByteBuffer(string: head)
-        let once = whole.process(&buffer)
+        let once = whole.advance(&buffer)
         var split = HTTPConnectHandshake(destination: Self.destination, username: nil, password: nil)!
         var pieces = ByteBuffer()
         var step = UpstreamStep.needMoreData
         for chunk in Array(head.utf8).chunked(into: 1000) where step == .needMoreData {
             pieces.writeBytes(chunk)
-            step = split.process(&pieces)
+            step = split.advance(&pieces)
         }
         #expect(step == once)
         #expect((once == .established) == (length < 16 * 1024), "\(length) bytes: \(once)")
