@@ -12,6 +12,10 @@
 #   make soak       a mixed load for SOAK_SECONDS (default 600), sampled into a CSV and a plot
 
 SWIFT ?= swift
+# Release builds (the package, make run, the benchmarks): without Swift's dynamic exclusivity checks,
+# which cost 13 % of the instructions per relayed connection (callgrind, docs/performance.md), as
+# swift-nio builds its own performance tests; debug builds and every test build keep them.
+RELEASE := -c release -Xswiftc -enforce-exclusivity=unchecked
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 VERSION := $(shell sed -n 's/^public let sallyportVersion = "\(.*\)"/\1/p' Sources/Sallyport/Version.swift)
 
@@ -49,7 +53,7 @@ deps-test:
 	$(call apt_install,$(TEST_PACKAGES))
 
 build: deps-run
-	$(SWIFT) build -c release
+	$(SWIFT) build $(RELEASE)
 
 run: build
 	.build/release/sallyport
@@ -100,15 +104,15 @@ cluster-run:
 BENCH_PEERS := microsocks dante-server
 bench: deps-test
 	$(call apt_install,$(BENCH_PEERS))
-	$(SWIFT) build -c release
-	python3 Tests/Benchmarks/bench.py "$$($(SWIFT) build -c release --show-bin-path)" $(BENCH_ARGS)
+	$(SWIFT) build $(RELEASE)
+	python3 Tests/Benchmarks/bench.py "$$($(SWIFT) build $(RELEASE) --show-bin-path)" $(BENCH_ARGS)
 
 # Where the proxies' CPU goes (Sallyport, the bare NIO relay, microsocks, Dante), by system call and
 # by code, from system-wide perf samples: prints tables and writes bench-results/profile.json.
 profile: deps-test
 	$(call apt_install,$(BENCH_PEERS) linux-perf)
-	$(SWIFT) build -c release
-	python3 Tests/Benchmarks/cpu_profile.py "$$($(SWIFT) build -c release --show-bin-path)" $(PROFILE_ARGS)
+	$(SWIFT) build $(RELEASE)
+	python3 Tests/Benchmarks/cpu_profile.py "$$($(SWIFT) build $(RELEASE) --show-bin-path)" $(PROFILE_ARGS)
 
 # PAM logins per second through pam_matrix (a benchmark, not a test).
 bench-pam: deps-test
@@ -170,15 +174,15 @@ sanitize: deps-test deb
 SOAK_SECONDS ?= 600
 soak: deps-test
 	$(call apt_install,python3-matplotlib)
-	$(SWIFT) build -c release
+	$(SWIFT) build $(RELEASE)
 	Tests/Fixtures/make-pam-fixtures.sh $(PAM_FIXTURES)
-	/usr/bin/python3 Tests/Soak/soak.py "$$($(SWIFT) build -c release --show-bin-path)/sallyport" \
+	/usr/bin/python3 Tests/Soak/soak.py "$$($(SWIFT) build $(RELEASE) --show-bin-path)/sallyport" \
 	  --seconds $(SOAK_SECONDS) --fixtures $(PAM_FIXTURES) --out bench-results/soak
 
 DEB_PACKAGES := dpkg-dev binutils
 deb: deps-run
 	$(call apt_install,$(DEB_PACKAGES))
-	$(SWIFT) build -c release --static-swift-stdlib
+	$(SWIFT) build $(RELEASE) --static-swift-stdlib
 	packaging/build-deb.sh "$(VERSION)" .build/release/sallyport dist
 
 clean:
