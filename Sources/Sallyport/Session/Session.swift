@@ -317,13 +317,9 @@ final class Session: TimerWheelClient {
         }
     }
 
-    // MARK: Quotas
-
     /// The quota the session's user has used up, logged; nil when none.
     private func overQuota(_ quotas: [Quota]? = nil) -> Quota? {
-        guard let quota = services.usage?.exceeded(subject, quotas: quotas ?? services.quotas) else { return nil }
-        services.logger.notice("quota used up", metadata: record.logFields(["quota": "\(quota.label)"]))
-        return quota
+        SessionUsage.exceeded(quotas, subject: subject, services: services, record: record)
     }
 
     /// The allowance a session of a user with a quota relays under; nil when no quota applies.

@@ -29,4 +29,12 @@ struct SessionUsage {
         let subject = PolicySubject(user: identity.user, groups: identity.groups)
         return services.usage != nil && identity.user != nil && services.quotas.contains { $0.applies(to: subject) }
     }
+
+    /// The quota `subject` has used up (of `quotas`, else the configured ones), logged for the
+    /// session; nil when none.
+    static func exceeded(_ quotas: [Quota]?, subject: PolicySubject, services: SessionServices, record: SessionRecord) -> Quota? {
+        guard let quota = services.usage?.exceeded(subject, quotas: quotas ?? services.quotas) else { return nil }
+        services.logger.notice("quota used up", metadata: record.logFields(["quota": "\(quota.label)"]))
+        return quota
+    }
 }
