@@ -67,12 +67,12 @@ SYSTEM_TEST_WIDTH ?= 4
 # The system tests marked `@Test(.timing ...)`: run after the others, one at a time.
 TIMING_TESTS := $(shell grep -h -A1 '@Test.\.timing' Tests/SallyportSystemTests/*.swift | grep -o 'func [A-Za-z0-9_]*' | cut -c6- | sort -u | paste -sd'|')
 TEST_TMP := $(CURDIR)/.build/test-tmp
-SYSTEM_TEST_ENV := $(PAM_TEST_ENV) TMPDIR=$(TEST_TMP)/ SALLYPORT_MALLOC_COUNTER=$(MALLOC_COUNTER) \
-	SALLYPORT_RELEASE_BINARY=$(CURDIR)/.build/release/sallyport
-
 # Counts the allocations of a process it is preloaded into: the allocation ceilings of the release
 # binary (AllocationTests) read it.
 MALLOC_COUNTER := $(CURDIR)/.build/malloc-counter.so
+SYSTEM_TEST_ENV := $(PAM_TEST_ENV) TMPDIR=$(TEST_TMP)/ SALLYPORT_MALLOC_COUNTER=$(MALLOC_COUNTER) \
+	SALLYPORT_RELEASE_BINARY=$(CURDIR)/.build/release/sallyport
+
 alloc-counter: $(MALLOC_COUNTER)
 $(MALLOC_COUNTER): Tests/AllocationCounter/malloc_counter.c
 	mkdir -p .build && $(CC) -O2 -shared -fPIC -o $@ $<

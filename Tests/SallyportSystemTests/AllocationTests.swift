@@ -135,8 +135,12 @@ import Testing
 /// The counter file a preloaded Tests/AllocationCounter library counts into.
 struct AllocationCounter {
     /// Built by `make test` (`make alloc-counter`) next to the release binary it counts.
-    static let library = ProcessInfo.processInfo.environment["SALLYPORT_MALLOC_COUNTER"] ?? packageRoot() + "/.build/malloc-counter.so"
-    static let releaseBinary = ProcessInfo.processInfo.environment["SALLYPORT_RELEASE_BINARY"] ?? packageRoot() + "/.build/release/sallyport"
+    static let library = setting("SALLYPORT_MALLOC_COUNTER") ?? packageRoot() + "/.build/malloc-counter.so"
+    static let releaseBinary = setting("SALLYPORT_RELEASE_BINARY") ?? packageRoot() + "/.build/release/sallyport"
+
+    private static func setting(_ name: String) -> String? {
+        ProcessInfo.processInfo.environment[name].flatMap { $0.isEmpty ? nil : $0 }
+    }
 
     let path: String
 

@@ -6,7 +6,7 @@ import SallyportPolicy
 import SallyportRelay
 
 /// One client connection, from accept to its access-log line. Where it is and what it holds there
-/// is one `State`; each channel event and each answer (login, lookup, dial, bind) is one `switch`
+/// is one `SessionState`; each channel event and each answer (login, lookup, dial, bind) is one `switch`
 /// over it, and every change of state goes through `move(to:)`, which gives back what the state
 /// left held (timer, lookups, login waiter, limiter grant). Bound to its channel's event loop; the
 /// channel handler only hands it the channel's events.
@@ -14,7 +14,7 @@ final class Session: TimerWheelClient {
     private let services: SessionServices
     /// The channel's event loop's timer wheel: the negotiation timeout.
     private var wheel: TimerWheel?
-    private var state: State
+    private var state: SessionState
     private var machine: ServerNegotiation
     /// Bytes read from the client and not yet consumed by the negotiation.
     private var buffer = ByteBuffer()
@@ -38,7 +38,7 @@ final class Session: TimerWheelClient {
     private var subject: PolicySubject { PolicySubject(user: identity.user, groups: identity.groups) }
 
     /// The one way from one state to the next.
-    private func move(to next: State) {
+    private func move(to next: SessionState) {
         let left = state.holdings
         state = next
         left.release(keeping: next.holdings, to: services.limiter, wheel: wheel)
