@@ -7,14 +7,18 @@ import Testing
 /// release binary `make test` packages (static standard library), with every malloc, calloc,
 /// realloc and aligned allocation counted by Tests/AllocationCounter preloaded into it. Each
 /// scenario is measured after a warm-up, over many sessions or datagrams, as the counter's growth
-/// divided by their number. A change that adds an allocation per session fails here.
+/// divided by their number. The counts repeat to within about 2 % (how SwiftNIO batches events
+/// under load moves a few), so each ceiling sits about 5 % above its count: a change that adds
+/// allocations per session on these paths fails here, and one that removes some lowers the
+/// ceiling with it.
 @Suite(.system, .timeLimit(.minutes(3))) struct AllocationTests {
     /// Per CONNECT session (greeting, CONNECT to a loopback echo, 4 bytes each way, close, the
-    /// access-log line). Measured: 184.0 before the session became a state machine, 166.3 after.
-    static let connectCeiling = 170.0
+    /// access-log line). Measured: 184.0 before the session became a state machine; 166.3 after
+    /// (167.3 in a fresh-clone `make test`).
+    static let connectCeiling = 175.0
     /// Per idle session brought up (greeting, CONNECT, success reply, relay in place), no byte
-    /// relayed. Measured: 162.1 before, 150.2 after.
-    static let idleCeiling = 154.0
+    /// relayed. Measured: 162.1 before; 150.2 after (153.1 in a fresh-clone `make test`).
+    static let idleCeiling = 160.0
     /// Per UDP round trip (a datagram to the destination and its answer back through an
     /// association). Measured: 8.0 before, 8.0 after.
     static let datagramCeiling = 8.5
