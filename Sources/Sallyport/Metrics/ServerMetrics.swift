@@ -63,7 +63,9 @@ public final class ServerMetrics: Sendable {
         userLabels.withLockedValue { $0.limit = limit }
     }
 
-    /// The label a user's numbers go under: the name, or `other` once the limit is reached.
+    /// The label a user's numbers go under: the name, or `other` once the limit is reached. A
+    /// session claims its user's at login, so the first users to log in keep their own series
+    /// whichever of their sessions ends first.
     func userLabel(_ user: String) -> String {
         userLabels.withLockedValue { labels in
             if labels.users.contains(user) { return user }

@@ -220,6 +220,7 @@ final class Session: TimerWheelClient {
             if case .succeeded(let identity) = login {
                 self.identity = identity
                 record.user = identity.user
+                if services.perUserMetrics, let user = identity.user { _ = services.metrics?.userLabel(user) }
                 perform(machine.authenticationCompleted(success: true))
                 runMachine()
                 return
