@@ -88,7 +88,8 @@ final class SessionRequest {
         if let decision = services.egress.decideAtOnce(destination, command: .connect, subject: subject) {
             return dial(decision, deadline: deadline, on: eventLoop)
         }
-        guard case .domain(let name) = destination.host else { return }
+        // Only a name is left undecided; anything else is a bug reported, never a hang.
+        guard case .domain(let name) = destination.host else { return finish(.failed(.requestFailed(.generalFailure))) }
         step = .resolving
         ticket = services.egress.resolver.makeTicket()
         startTimer(deadline, on: eventLoop)
