@@ -53,28 +53,31 @@ public final class SallyportServer: Service, Sendable {
         /// By listener index (a reload keeps the bound listeners): what each one's sessions get.
         var listeners: [ListenerPlan]
 
-        init(configuration: ServerConfiguration, services: SessionServices, checkers: LoginCheckers, injected: (any Authenticator)?) {
+        init(
+            configuration: ServerConfiguration, services: SessionServices, checkers: LoginCheckers, injected: (any Authenticator)?, tls: [ServerTLS?]
+        ) {
             self.configuration = configuration
             self.services = services
             self.checkers = checkers
             let commands: Set<SOCKSCommand> = services.udp.enabled ? [.connect, .udpAssociate] : [.connect]
-            listeners = configuration.listeners.map { listener in
+            listeners = configuration.listeners.enumerated().map { index, listener in
                 var own = services
                 own.authenticator = injected ?? checkers.authenticator(for: configuration.checker(for: listener))
                 let negotiation = ServerNegotiation.Configuration(
                     methods: listener.methods, commands: commands, maximumEarlyData: configuration.limits.earlyDataBytes,
                     socks4: listener.socks4)
-                return ListenerPlan(negotiation: negotiation, services: own, proxy: listener.proxyProtocol)
+                return ListenerPlan(negotiation: negotiation, services: own, proxy: listener.proxyProtocol, tls: index < tls.count ? tls[index] : nil)
             }
         }
     }
 
     /// What one listener's sessions get: how they negotiate, their services (with the listener's
-    /// own login checker), and the PROXY protocol header expected first, if any.
+    /// own login checker), the PROXY protocol header expected first, if any, and TLS, if any.
     struct ListenerPlan: Sendable {
         var negotiation: ServerNegotiation.Configuration
         var services: SessionServices
         var proxy: ProxyExpectation?
+        var tls: ServerTLS?
     }
 
     /// Where the server is in its life; the one place that says so.
@@ -130,8 +133,10 @@ public final class SallyportServer: Service, Sendable {
     /// Binds every listener. Returns the bound addresses, in the order of the configuration.
     @discardableResult
     public func start() async throws -> [SocketAddress] {
-        let configuration = self.configuration
+        var configuration = self.configuration
         try validate(configuration)
+        let tls = try loadTLS(&configuration)
+        generation.withLockedValue { $0 = Generation(configuration: configuration, services: $0.services, checkers: $0.checkers, injected: injectedAuthenticator, tls: tls) }
         // The saved totals first: no session may start before a quota can be judged.
         try usage.start(on: group.next(), persist: configuration.usesUsernameMethod)
         var channels: [any Channel] = []
@@ -189,11 +194,13 @@ public final class SallyportServer: Service, Sendable {
             next.warnings.append("the listen addresses changed; they take effect at the next restart, the running listeners stay as they are")
         }
         try validate(next)
+        // Read before anything changes: certificate files that cannot be used keep the old pair.
+        let tls = try loadTLS(&next)
         try await followAdmin(next.admin)
         let old = generation.withLockedValue { $0 }
         let fresh = Self.makeGeneration(
             next, previous: old, injectedAuthenticator: injectedAuthenticator, logger: logger, accessLogger: accessLogger,
-            registry: registry, limiter: limiter, resolver: resolver, metrics: metrics, usage: usage.ledger)
+            registry: registry, limiter: limiter, resolver: resolver, metrics: metrics, usage: usage.ledger, tls: tls)
         resolver.update(.init(next))
         if let warning = usage.update(next.usage, active: next.usesUsernameMethod) { next.warnings.append(warning) }
         if next.dns.threads != old.configuration.dns.threads {
@@ -217,6 +224,20 @@ public final class SallyportServer: Service, Sendable {
         for warning in next.warnings { logger.warning("\(warning)") }
     }
 
+    /// Reads every listener's TLS files; their warnings join the configuration's, the expiry
+    /// dates go to the metrics.
+    private func loadTLS(_ configuration: inout ServerConfiguration) throws -> [ServerTLS?] {
+        do {
+            let tls = try ServerTLS.loadAll(configuration, warnings: &configuration.warnings)
+            metrics.certificateExpiries(zip(configuration.listeners, tls).compactMap { listener, tls in
+                tls.map { (listener.addressDescription, $0.expiry) }
+            })
+            return tls
+        } catch {
+            throw StartupError(description: error.description)
+        }
+    }
+
     private func validate(_ configuration: ServerConfiguration) throws {
         let errors = configuration.validate(externalAuthenticator: injectedAuthenticator != nil).errors
         if !errors.isEmpty { throw StartupError(description: errors.map(\.message).joined(separator: "; ")) }
@@ -226,7 +247,7 @@ public final class SallyportServer: Service, Sendable {
     private static func makeGeneration(
         _ configuration: ServerConfiguration, previous: Generation?, injectedAuthenticator: (any Authenticator)?, logger: Logger,
         accessLogger: Logger, registry: SessionRegistry, limiter: SessionLimiter, resolver: NameResolver, metrics: ServerMetrics,
-        usage: UsageLedger
+        usage: UsageLedger, tls: [ServerTLS?] = []
     ) -> Generation {
         let checkers =
             injectedAuthenticator != nil
@@ -253,7 +274,7 @@ public final class SallyportServer: Service, Sendable {
             quotas: configuration.usage.quotas)
         // The wheels outlive a reload: a session keeps its loop's wheel whatever generation it is of.
         if let previous { services.timers = previous.services.timers }
-        return Generation(configuration: configuration, services: services, checkers: checkers, injected: injectedAuthenticator)
+        return Generation(configuration: configuration, services: services, checkers: checkers, injected: injectedAuthenticator, tls: tls)
     }
 
     private func bind(listenerIndex: Int, _ listener: ListenerConfiguration, on loop: any EventLoop) async throws -> any Channel {
@@ -289,7 +310,14 @@ public final class SallyportServer: Service, Sendable {
                 return channel.eventLoop.makeCompletedFuture {
                     try relayOptions.apply(to: channel)
                     let session = Session(services: plan.services, negotiation: plan.negotiation, listener: listenerName, proxy: plan.proxy)
-                    try channel.pipeline.syncOperations.addHandler(SOCKSServerHandler(session: session))
+                    let pipeline = channel.pipeline.syncOperations
+                    // The PROXY header comes first, then TLS (the reader puts it in after the header), then SOCKS.
+                    if let proxy = plan.proxy {
+                        try pipeline.addHandler(ProxyHeaderReader(session: session, version: proxy.version, tls: plan.tls))
+                    } else if let tls = plan.tls {
+                        try pipeline.addHandler(tls.makeHandler())
+                    }
+                    try pipeline.addHandler(SOCKSServerHandler(session: session, tls: plan.tls))
                 }
             }
         do {

@@ -39,10 +39,24 @@ import Testing
         #expect(errors.contains { $0.contains("trusted_proxies holds") && $0.contains("claim any client address") }, "\(errors)")
     }
 
-    @Test func loginsOffLoopbackAreWarnedToCrossTheWireInClear() throws {
+    @Test func loginsOffLoopbackWithoutTLSAreWarnedToCrossTheWireInClearNamingTLSAsTheFix() throws {
         let remote = try findings("methods: [username]\nlisten: [192.0.2.1:1080]\n").warnings
-        #expect(remote.contains { $0.contains("192.0.2.1:1080 takes logins off loopback: RFC 1929 sends user names and passwords in clear") }, "\(remote)")
+        #expect(remote.contains { $0.contains("192.0.2.1:1080 takes logins off loopback without TLS: RFC 1929 sends user names and passwords in clear") }, "\(remote)")
+        #expect(remote.contains { $0.contains("give this listener tls: {certificate: FILE, key: FILE}") }, "\(remote)")
         #expect(!(try findings("methods: [username]\nlisten: [127.0.0.1:1080]\n").warnings.contains { $0.contains("in clear") }))
+        let tls = "methods: [username]\nlisten:\n  - {address: 192.0.2.1:1080, tls: {certificate: c.pem, key: k.pem}}\n"
+        #expect(!(try findings(tls).warnings.contains { $0.contains("in clear") }))
+    }
+
+    @Test func methodNoneOffLoopbackIsAnOpenProxyUnlessClientCertificatesAreRequired() throws {
+        let open = try findings("listen: [192.0.2.1:1080]\n").errors
+        #expect(open.contains { $0.contains("would make an open proxy") }, "\(open)")
+        let withCA = "listen:\n  - {address: 192.0.2.1:1080, methods: [certificate], tls: {certificate: c.pem, key: k.pem, client_ca: ca.pem}}\n"
+        #expect(try findings(withCA).errors.isEmpty)
+        let withoutCA = "listen:\n  - {address: 192.0.2.1:1080, tls: {certificate: c.pem, key: k.pem}}\n"
+        #expect(try findings(withoutCA).errors.contains { $0.contains("would make an open proxy") })
+        let certificateWithoutCA = "listen:\n  - {address: 127.0.0.1:1080, methods: [certificate], tls: {certificate: c.pem, key: k.pem}}\n"
+        #expect(try findings(certificateWithoutCA).errors.contains { $0.contains("offers method 'certificate'") && $0.contains("client_ca") })
     }
 
     @Test func aMistypedProxyURLsPasswordIsNeverInTheMessage() {

@@ -76,6 +76,8 @@ struct SessionHarness {
         channel.remoteAddress = try SocketAddress(ipAddress: "198.51.100.7", port: 40_000)
         channel.localAddress = try SocketAddress(ipAddress: "127.0.0.1", port: 1080)
         session = Session(services: services, negotiation: negotiation, listener: "test", proxy: proxy)
+        // As the server builds it: the PROXY header's reader first, when one is expected.
+        if let proxy { try channel.pipeline.syncOperations.addHandler(ProxyHeaderReader(session: session, version: proxy.version, tls: nil)) }
         try channel.pipeline.syncOperations.addHandler(SOCKSServerHandler(session: session))
         channel.pipeline.fireChannelActive()
     }

@@ -86,6 +86,11 @@ public struct ListenerConfiguration: Sendable, Hashable {
     public var socks4 = false
     /// What checks this listener's logins; nil: the user file when `auth.file` is set, else PAM.
     public var checker: LoginChecker?
+    /// SOCKS inside TLS, with the listener's certificate (and client certificates, when asked for).
+    public var tls: ListenerTLSSettings?
+    /// `methods` names `certificate`: method `none` on the wire, the user from the client
+    /// certificate (needs `tls.client_ca`).
+    public var certificateMethod = false
     /// Where the file gives it, for errors.
     var line: Int?
     var column: Int?
@@ -99,7 +104,7 @@ public struct ListenerConfiguration: Sendable, Hashable {
     /// Listeners are the same when they listen alike, wherever the file wrote them.
     public static func == (lhs: Self, rhs: Self) -> Bool {
         lhs.host == rhs.host && lhs.port == rhs.port && lhs.methods == rhs.methods && lhs.proxyProtocol == rhs.proxyProtocol
-            && lhs.socks4 == rhs.socks4 && lhs.checker == rhs.checker
+            && lhs.socks4 == rhs.socks4 && lhs.checker == rhs.checker && lhs.tls == rhs.tls && lhs.certificateMethod == rhs.certificateMethod
     }
 
     public func hash(into hasher: inout Hasher) {
@@ -109,6 +114,7 @@ public struct ListenerConfiguration: Sendable, Hashable {
         hasher.combine(proxyProtocol)
         hasher.combine(socks4)
         hasher.combine(checker)
+        hasher.combine(tls)
     }
 
     /// `host:port`, with an IPv6 host in brackets.
@@ -136,12 +142,14 @@ extension ServerConfiguration {
         var findings = ConfigurationFindings()
         if !allowUnauthenticatedRemote {
             // Behind a PROXY-protocol balancer the clients are remote whatever the bound address.
-            for listener in listeners where listener.methods.contains(.none) && listener.proxyProtocol != nil && listener.isLoopback {
+            // A verified client certificate is a login: method none is not open there.
+            let open = listeners.filter { $0.methods.contains(.none) && $0.tls?.clientCA == nil }
+            for listener in open where listener.proxyProtocol != nil && listener.isLoopback {
                 findings.errors.append((
                     "\(listener.addressDescription) takes its clients from a PROXY-protocol balancer, so they are not local, but offers method 'none', which would make an open proxy; offer [username] there, or set allow_unauthenticated_remote: true if that is really meant",
                     listener))
             }
-            for listener in listeners where listener.methods.contains(.none) && !listener.isLoopback {
+            for listener in open where !listener.isLoopback {
                 findings.errors.append((
                     "\(listener.addressDescription) is not a loopback address but offers method 'none', which would make an open proxy; offer [username] there, or set allow_unauthenticated_remote: true if that is really meant",
                     listener))
@@ -165,10 +173,11 @@ extension ServerConfiguration {
             }
         }
         // RFC 1929 sends the password in clear; with PAM it is the user's system password.
-        for listener in listeners where listener.methods.contains(.usernamePassword) && !listener.isLoopback {
+        for listener in listeners where listener.methods.contains(.usernamePassword) && !listener.isLoopback && listener.tls == nil {
             findings.warnings.append(
-                "\(listener.addressDescription) takes logins off loopback: RFC 1929 sends user names and passwords in clear (with PAM, the users' system passwords), readable by anyone on the path; put TLS in front (stunnel), or reach it through a VPN or SSH tunnel")
+                "\(listener.addressDescription) takes logins off loopback without TLS: RFC 1929 sends user names and passwords in clear (with PAM, the users' system passwords), readable by anyone on the path; give this listener tls: {certificate: FILE, key: FILE} and point clients at it with socks5+tls (or reach it through a VPN or SSH tunnel)")
         }
+        ListenerTLSSettings.check(listeners, into: &findings)
         if admin.enabled, !admin.isLoopback {
             if !admin.allowRemote || admin.token == nil {
                 findings.errors.append((
@@ -222,13 +231,20 @@ extension ServerConfiguration {
     /// Reads the whole file: each section by the settings type it belongs to.
     mutating func read(_ root: inout ConfigSection) {
         var defaultMethods: [AuthenticationMethod] = [.none]
+        var certificate = false
         if let node = root.node("methods") {
             defaultMethods = ListenerConfiguration.methods(node, root.keyPath("methods"), root.problems) ?? defaultMethods
+            certificate = ListenerConfiguration.namesCertificate(node)
         }
         if let node = root.node("listen") {
-            listeners = ListenerConfiguration.listeners(node, root.keyPath("listen"), root.problems, defaultMethods: defaultMethods)
+            listeners = ListenerConfiguration.listeners(
+                node, root.keyPath("listen"), root.problems, defaultMethods: defaultMethods, defaultMethodsNameCertificate: certificate)
         } else {
-            listeners = listeners.map { ListenerConfiguration(host: $0.host, port: $0.port, methods: defaultMethods) }
+            listeners = listeners.map {
+                var listener = ListenerConfiguration(host: $0.host, port: $0.port, methods: defaultMethods)
+                listener.certificateMethod = certificate
+                return listener
+            }
         }
         root.bool("allow_unauthenticated_remote", into: &allowUnauthenticatedRemote)
         root.section("auth") { auth.read(&$0) }
@@ -245,7 +261,9 @@ extension ServerConfiguration {
 }
 
 extension ListenerConfiguration {
-    static func listeners(_ node: YAMLNode, _ path: String, _ problems: ConfigProblems, defaultMethods: [AuthenticationMethod]) -> [ListenerConfiguration] {
+    static func listeners(
+        _ node: YAMLNode, _ path: String, _ problems: ConfigProblems, defaultMethods: [AuthenticationMethod], defaultMethodsNameCertificate: Bool
+    ) -> [ListenerConfiguration] {
         guard case .sequence(let sequence, _) = node, !sequence.isEmpty else {
             problems.report(node, path, "expected a list of addresses, as [127.0.0.1:1080, \"[::1]:1080\"]")
             return []
@@ -259,10 +277,16 @@ extension ListenerConfiguration {
             var proxy: ProxyExpectation?
             var socks4 = false
             var checker: LoginChecker?
+            var tls: ListenerTLSSettings?
+            var certificateMethod = defaultMethodsNameCertificate
             if case .mapping = item {
                 var entry = ConfigSection(item, path: itemPath, problems: problems)
                 let address = entry.node("address")
-                if let node = entry.node("methods") { methods = self.methods(node, entry.keyPath("methods"), problems) ?? methods }
+                if let node = entry.node("methods") {
+                    methods = self.methods(node, entry.keyPath("methods"), problems) ?? methods
+                    certificateMethod = namesCertificate(node)
+                }
+                tls = ListenerTLSSettings.read(&entry)
                 proxy = ProxyExpectation.read(&entry, item)
                 entry.bool("socks4", into: &socks4)
                 checker = entry.value("auth") { text in
@@ -283,6 +307,8 @@ extension ListenerConfiguration {
                 listener.proxyProtocol = proxy
                 listener.socks4 = socks4
                 listener.checker = checker
+                listener.tls = tls
+                listener.certificateMethod = certificateMethod
                 listener.line = item.mark?.line
                 listener.column = item.mark?.column
                 result.append(listener)
@@ -305,13 +331,23 @@ extension ListenerConfiguration {
             switch name {
             case "none": method = .none
             case "username": method = .usernamePassword
+            // Method none on the wire; the user comes from the verified client certificate.
+            case "certificate": method = .none
             default:
-                problems.report(item, "\(path)[\(index)]", "unknown method '\(name)'; known methods: none, username")
+                problems.report(item, "\(path)[\(index)]", "unknown method '\(name)'; known methods: none, username, certificate")
                 continue
             }
-            if result.contains(method) { problems.report(item, "\(path)[\(index)]", "method '\(name)' is listed twice") }
+            if result.contains(method) {
+                problems.report(item, "\(path)[\(index)]", method == .none ? "none and certificate are one SOCKS method (0x00): list one of them" : "method '\(name)' is listed twice")
+            }
             result.append(method)
         }
         return result
+    }
+
+    /// Whether a `methods` list names `certificate`.
+    static func namesCertificate(_ node: YAMLNode) -> Bool {
+        guard case .sequence(let items, _) = node else { return false }
+        return items.contains { $0.scalar?.string == "certificate" }
     }
 }

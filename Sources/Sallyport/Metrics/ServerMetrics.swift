@@ -57,6 +57,13 @@ public final class ServerMetrics: Sendable {
         CoreMetrics.Timer(label: label, dimensions: dimensions, factory: factory)
     }
 
+    /// Each TLS listener's certificate `notAfter`, Unix seconds: set at start and at every reload.
+    func certificateExpiries(_ expiries: [(listener: String, expiry: Int)]) {
+        for (listener, expiry) in expiries {
+            gauge("sallyport_tls_certificate_expiry_seconds", [("listener", listener)]).record(expiry)
+        }
+    }
+
     /// How many users may have series of their own (`admin.per_user_metrics_limit`). Users
     /// already given series keep them.
     func limitUserSeries(to limit: Int) {

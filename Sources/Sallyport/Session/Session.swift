@@ -66,17 +66,13 @@ final class Session: TimerWheelClient {
     func admit() -> Bool {
         if case .awaitingProxyHeader(let proxy, _) = state {
             if let peer = record.client.flatMap(IPAddress.init), proxy.trusts(peer) { return true }
-            services.logger.notice("connection from outside trusted_proxies closed", metadata: ["peer": "\(record.clientText)"])
-            close(.proxyHeaderRefused)
+            turnAway(.proxyHeaderRefused, notice: "connection from outside trusted_proxies closed")
             return false
         }
         // A peer without an IP (the socket was gone before it could be read) matches no client
         // rule: with rules, it is refused like any address they do not name.
         let (admitted, reason) = services.policy.admitsClient(record.client.flatMap(IPAddress.init))
-        if !admitted {
-            services.logger.notice("client denied", metadata: ["client": "\(record.clientText)", "rule": "\(reason)"])
-            close(.clientDenied(reason))
-        }
+        if !admitted { turnAway(.clientDenied(reason), notice: "client denied", ["rule": "\(reason)"]) }
         return admitted
     }
 
@@ -86,23 +82,25 @@ final class Session: TimerWheelClient {
         // Copied, not kept: holding on to the read buffer would stop the channel's receive-buffer
         // pool from reusing it, and every session would keep a second buffer for its whole life.
         buffer.writeBuffer(&bytes)
-        if case .awaitingProxyHeader(let proxy, let timer) = state {
-            switch buffer.takeProxyHeader(proxy.version) {
-            case .incomplete: return
-            case .refused(let reason):
-                services.logger.notice("PROXY protocol header refused", metadata: ["peer": "\(record.clientText)", "reason": "\(reason)"])
-                close(.proxyHeaderRefused)
-                return
-            case .local:
-                close(.proxyLocal)  // the balancer's health check: nothing to serve
-                return
-            case .client(let client):
-                record.client = client
-                state = .negotiating(timer: timer)
-                guard admit() else { return }
-            }
-        }
         runMachine()
+    }
+
+    /// The client a PROXY header named (`ProxyHeaderReader`); false when the client rules refuse it.
+    func proxied(for client: SocketAddress) -> Bool {
+        guard case .awaitingProxyHeader(_, let timer) = state else { return false }
+        record.client = client
+        state = .negotiating(timer: timer)
+        return admit()
+    }
+
+    /// The verified client certificate's user (a login with method username would replace it).
+    func certified(as identity: Identity) { become(identity) }
+
+    /// Closes the session for `end` before any SOCKS reply (a PROXY header or TLS refused), with a
+    /// notice naming the client.
+    func turnAway(_ end: SessionEnd, notice: String?, _ fields: Logger.Metadata = [:]) {
+        if let notice { services.logger.notice("\(notice)", metadata: record.logFields(fields)) }
+        close(end)
     }
 
     func inputClosed() {
@@ -130,10 +128,8 @@ final class Session: TimerWheelClient {
 
     // MARK: From the server: admin, shutdown, usage
 
-    /// Closed from the admin listener: the access log says `end=closed_by_admin`.
+    /// Closed from the admin listener (`end=closed_by_admin`), or at shutdown: now, whatever the state.
     func closeByAdmin() { close(.closedByAdmin) }
-
-    /// Server shutdown: close now, whatever the state.
     func closeForShutdown() { close(.closedByServer) }
 
     /// What the admin listener shows of this session now. Call on the session's event loop.
@@ -218,9 +214,7 @@ final class Session: TimerWheelClient {
             LoginOutcome.report(result, user: credentials.username, session: record, logger: services.logger, metrics: services.metrics)
             let login = LoginOutcome(result)
             if case .succeeded(let identity) = login {
-                self.identity = identity
-                record.user = identity.user
-                if services.perUserMetrics, let user = identity.user { _ = services.metrics?.userLabel(user) }
+                become(identity)
                 perform(machine.authenticationCompleted(success: true))
                 runMachine()
                 return
@@ -228,6 +222,13 @@ final class Session: TimerWheelClient {
             if case .refused = login { decide(.authRefused) }
             perform(machine.authenticationCompleted(success: false))
         }
+    }
+
+    /// The session is `identity`'s from now on; its per-user metric series is claimed now.
+    private func become(_ identity: Identity) {
+        self.identity = identity
+        record.user = identity.user
+        if services.perUserMetrics, let user = identity.user { _ = services.metrics?.userLabel(user) }
     }
 
     // MARK: The request: decide, dial or bind, reply
@@ -392,9 +393,7 @@ final class Session: TimerWheelClient {
         channel = nil
     }
 
-    /// Where the session is, by name (for tests).
+    /// For tests: where the session is, by name, and its negotiation buffer as it is now.
     var stateName: String { state.name }
-
-    /// For tests: the negotiation buffer as it is now.
     func withNegotiationBuffer<T>(_ body: (ByteBuffer) -> T) -> T { body(buffer) }
 }

@@ -35,6 +35,10 @@ enum SessionEnd: Sendable, Equatable {
     case proxyLocal
     /// The user has used up a quota: refused at the request, or closed while running.
     case quota(Quota)
+    /// The TLS handshake failed: no client certificate, an unknown CA, an expired one, not TLS at all.
+    case tlsFailed
+    /// The client certificate was verified but names no usable user, or is revoked.
+    case certificateRefused
 
     /// The `end` field of the access log.
     var logName: String {
@@ -63,6 +67,8 @@ enum SessionEnd: Sendable, Equatable {
         case .proxyHeaderRefused: return "proxy_refused"
         case .proxyLocal: return "proxy_local"
         case .quota: return "quota"
+        case .tlsFailed: return "tls_failed"
+        case .certificateRefused: return "certificate_refused"
         }
     }
 
