@@ -136,7 +136,11 @@ public final class SallyportServer: Service, Sendable {
         var configuration = self.configuration
         try validate(configuration)
         let tls = try loadTLS(&configuration)
-        generation.withLockedValue { $0 = Generation(configuration: configuration, services: $0.services, checkers: $0.checkers, injected: injectedAuthenticator, tls: tls) }
+        generation.withLockedValue {
+            var services = $0.services
+            services.upstreamTLS = tls.upstreams
+            $0 = Generation(configuration: configuration, services: services, checkers: $0.checkers, injected: injectedAuthenticator, tls: tls.listeners)
+        }
         // The saved totals first: no session may start before a quota can be judged.
         try usage.start(on: group.next(), persist: configuration.usesUsernameMethod)
         var channels: [any Channel] = []
@@ -224,20 +228,6 @@ public final class SallyportServer: Service, Sendable {
         for warning in next.warnings { logger.warning("\(warning)") }
     }
 
-    /// Reads every listener's TLS files; their warnings join the configuration's, the expiry
-    /// dates go to the metrics.
-    private func loadTLS(_ configuration: inout ServerConfiguration) throws -> [ServerTLS?] {
-        do {
-            let tls = try ServerTLS.loadAll(configuration, warnings: &configuration.warnings)
-            metrics.certificateExpiries(zip(configuration.listeners, tls).compactMap { listener, tls in
-                tls.map { (listener.addressDescription, $0.expiry) }
-            })
-            return tls
-        } catch {
-            throw StartupError(description: error.description)
-        }
-    }
-
     private func validate(_ configuration: ServerConfiguration) throws {
         let errors = configuration.validate(externalAuthenticator: injectedAuthenticator != nil).errors
         if !errors.isEmpty { throw StartupError(description: errors.map(\.message).joined(separator: "; ")) }
@@ -247,7 +237,7 @@ public final class SallyportServer: Service, Sendable {
     private static func makeGeneration(
         _ configuration: ServerConfiguration, previous: Generation?, injectedAuthenticator: (any Authenticator)?, logger: Logger,
         accessLogger: Logger, registry: SessionRegistry, limiter: SessionLimiter, resolver: NameResolver, metrics: ServerMetrics,
-        usage: UsageLedger, tls: [ServerTLS?] = []
+        usage: UsageLedger, tls: TLSFiles = TLSFiles()
     ) -> Generation {
         let checkers =
             injectedAuthenticator != nil
@@ -274,7 +264,8 @@ public final class SallyportServer: Service, Sendable {
             quotas: configuration.usage.quotas)
         // The wheels outlive a reload: a session keeps its loop's wheel whatever generation it is of.
         if let previous { services.timers = previous.services.timers }
-        return Generation(configuration: configuration, services: services, checkers: checkers, injected: injectedAuthenticator, tls: tls)
+        services.upstreamTLS = tls.upstreams
+        return Generation(configuration: configuration, services: services, checkers: checkers, injected: injectedAuthenticator, tls: tls.listeners)
     }
 
     private func bind(listenerIndex: Int, _ listener: ListenerConfiguration, on loop: any EventLoop) async throws -> any Channel {

@@ -159,8 +159,15 @@ struct CheckConfig: ParsableCommand {
         do {
             let configuration = try ConfigurationLoader.load(path: path)
             let listeners = configuration.listeners.map(\.addressDescription).joined(separator: ", ")
-            for warning in configuration.warnings { printError("warning: \(warning)") }
+            let tls = configuration.checkTLSFiles()
+            for warning in configuration.warnings + tls.warnings { printError("warning: \(warning)") }
+            if let error = tls.error {
+                printError("\(path): \(error)")
+                throw ExitCode.failure
+            }
             print("\(path): valid; listeners: \(listeners); \(configuration.policySummary)")
+        } catch let exit as ExitCode {
+            throw exit
         } catch {
             printError("\(error)")
             throw ExitCode.failure

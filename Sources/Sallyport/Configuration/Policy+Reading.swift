@@ -33,7 +33,8 @@ extension Policy {
             let ports = entry.list("ports", EgressRule.parsePorts)
             let commands = entry.list("commands", EgressRule.parseCommand)
             var route = EgressRoute.read(&entry)
-            if let via = entry.value("via", UpstreamProxy.parse) {
+            if var via = entry.value("via", UpstreamProxy.parse) {
+                UpstreamProxy.readTLS(&via, &entry)
                 route = route ?? EgressRoute()
                 route?.via = via
                 if action == .deny { problems.report(entry.node("via"), entry.keyPath("via"), "a deny rule sends nothing anywhere: via belongs on allow rules") }
@@ -180,11 +181,13 @@ extension UpstreamProxy {
     /// `socks5://[user:password@]host:port` or `http://[user:password@]host:port`; user and
     /// password may be percent-encoded.
     static func parse(_ text: String) -> Result<UpstreamProxy, ConfigValues.Message> {
-        let usage = "write socks5://[user:password@]host:port or http://[user:password@]host:port"
+        let usage = "write socks5://[user:password@]host:port, socks5+tls://[user:password@]host:port or http://[user:password@]host:port"
         let kind: Kind
         var rest: Substring
-        if text.hasPrefix("socks5://") || text.hasPrefix("socks5h://") {
+        var tls: UpstreamTLS?
+        if text.hasPrefix("socks5://") || text.hasPrefix("socks5h://") || text.hasPrefix("socks5+tls://") {
             kind = .socks5
+            if text.hasPrefix("socks5+tls://") { tls = UpstreamTLS() }
             rest = text[text.index(after: text.firstIndex(of: "/")!)...].dropFirst()
         } else if text.hasPrefix("http://") {
             kind = .http
@@ -221,7 +224,29 @@ extension UpstreamProxy {
         guard IPAddress(host) != nil || DestinationName.normalized(host.utf8) != nil, let port = UInt16(portText), port > 0 else {
             return .failure(.init("'\(kind.rawValue)://\(rest)' is not host:port with a port from 1 to 65535; \(usage)"))
         }
-        return .success(UpstreamProxy(kind: kind, host: host, port: port, username: username, password: password))
+        var proxy = UpstreamProxy(kind: kind, host: host, port: port, username: username, password: password)
+        proxy.tls = tls
+        return .success(proxy)
+    }
+
+    /// A rule's `tls_ca`, `tls_server_name`, `tls_certificate` and `tls_key`, for a `socks5+tls` via.
+    static func readTLS(_ via: inout UpstreamProxy, _ entry: inout ConfigSection) {
+        let problems = entry.problems
+        let ca = entry.string("tls_ca").map(problems.resolve)
+        let serverName = entry.value("tls_server_name") { name -> Result<String, ConfigValues.Message> in
+            IPAddress(name) != nil || DestinationName.normalized(name.utf8) != nil ? .success(name) : .failure(.init("'\(name)' is not a host name or an IP address"))
+        }
+        let certificate = entry.string("tls_certificate").map(problems.resolve)
+        let key = entry.string("tls_key").map(problems.resolve)
+        let given = [ca, serverName, certificate, key].contains { $0 != nil }
+        guard via.tls != nil else {
+            if given { problems.report(entry.node("via"), entry.keyPath("via"), "tls_ca, tls_server_name, tls_certificate and tls_key are for a socks5+tls:// via") }
+            return
+        }
+        if (certificate == nil) != (key == nil) {
+            problems.report(entry.node("via"), entry.keyPath("via"), "a client certificate needs both tls_certificate and tls_key")
+        }
+        via.tls = UpstreamTLS(ca: ca, serverName: serverName, certificate: certificate, key: key)
     }
 
     /// The URL as a message may show it: whatever stands before the `@` replaced, so that a

@@ -17,6 +17,7 @@ struct Dialed {
 struct EgressDialer: Sendable {
     let egress: Egress
     let connector: any OutboundConnecting
+    var tls = UpstreamTLSContexts()
 
     /// The upstream proxy a decision's route goes through, if any.
     func upstream(for route: EgressRoute?) -> UpstreamProxy? { egress.upstream(for: route) }
@@ -82,6 +83,8 @@ struct EgressDialer: Sendable {
         .flatMap { target -> EventLoopFuture<Dialed> in
             let done = eventLoop.makePromise(of: ByteBuffer?.self)
             do {
+                // socks5+tls: the handshake goes inside TLS (NIOSSL holds it until TLS is up).
+                if let handler = try tls.handler(for: upstream) { try target.pipeline.syncOperations.addHandler(handler) }
                 try target.pipeline.syncOperations.addHandler(
                     UpstreamHandshakeHandler(handshake: handshake, upstream: upstream, timeout: max(deadline - eventLoop.now, .milliseconds(1)), done: done))
             } catch {

@@ -145,7 +145,7 @@ final class SessionRequest {
         case .allowed(let allowed, let allowedBy, let routed):
             (addresses, route, rule) = (allowed, routed, allowedBy.description)
         }
-        let dialer = EgressDialer(egress: services.egress, connector: services.connector)
+        let dialer = EgressDialer(egress: services.egress, connector: services.connector, tls: services.upstreamTLS)
         step = .dialing
         if let upstream = dialer.upstream(for: route) {
             via = upstream.description

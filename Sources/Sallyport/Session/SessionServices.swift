@@ -27,6 +27,8 @@ struct SessionServices: Sendable {
     /// Where each user's bytes are counted (nil: not counted), and the quotas judged against them.
     var usage: UsageLedger? = nil
     var quotas: [Quota] = []
+    /// The TLS contexts of the `socks5+tls` upstreams.
+    var upstreamTLS = UpstreamTLSContexts()
 
     var policy: CompiledPolicy { egress.compiled }
 }

@@ -190,6 +190,12 @@ enum ASN1Time {
     }
 }
 
+/// What a configuration's TLS files made: each listener's (by index), and the upstreams'.
+struct TLSFiles: Sendable {
+    var listeners: [ServerTLS?] = []
+    var upstreams = UpstreamTLSContexts()
+}
+
 extension ServerTLS {
     /// Every listener's TLS (nil for a listener without `tls`), by listener index.
     static func loadAll(_ configuration: ServerConfiguration, warnings: inout [String]) throws(LoadError) -> [ServerTLS?] {
