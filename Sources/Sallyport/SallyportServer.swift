@@ -306,7 +306,7 @@ public final class SallyportServer: Service, Sendable {
                     if let proxy = plan.proxy {
                         try pipeline.addHandler(ProxyHeaderReader(session: session, version: proxy.version, tls: plan.tls))
                     } else if let tls = plan.tls {
-                        try pipeline.addHandler(tls.makeHandler())
+                        try tls.addHandlers(to: pipeline)
                     }
                     try pipeline.addHandler(SOCKSServerHandler(session: session, tls: plan.tls))
                 }

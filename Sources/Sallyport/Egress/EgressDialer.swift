@@ -84,7 +84,7 @@ struct EgressDialer: Sendable {
             let done = eventLoop.makePromise(of: ByteBuffer?.self)
             do {
                 // socks5+tls: the handshake goes inside TLS (NIOSSL holds it until TLS is up).
-                if let handler = try tls.handler(for: upstream) { try target.pipeline.syncOperations.addHandler(handler) }
+                try target.pipeline.syncOperations.addHandlers(try tls.handlers(for: upstream))
                 try target.pipeline.syncOperations.addHandler(
                     UpstreamHandshakeHandler(handshake: handshake, upstream: upstream, timeout: max(deadline - eventLoop.now, .milliseconds(1)), done: done))
             } catch {

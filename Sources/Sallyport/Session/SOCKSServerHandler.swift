@@ -103,7 +103,7 @@ final class ProxyHeaderReader: ChannelInboundHandler, RemovableChannelHandler {
             guard session.proxied(for: client) else { return }
             if let tls {
                 do {
-                    try context.pipeline.syncOperations.addHandler(tls.makeHandler(), position: .after(self))
+                    try tls.addHandlers(to: context.pipeline.syncOperations, after: self)
                 } catch {
                     return session.clientError(error)
                 }

@@ -27,8 +27,15 @@ final class ServerTLS: Sendable {
         self.userGroups = userGroups
     }
 
-    /// The handler a new connection's pipeline starts with: handshake, then SOCKS inside.
-    func makeHandler() -> NIOSSLServerHandler { NIOSSLServerHandler(context: context) }
+    /// Puts TLS into a new connection's pipeline (first, or after the PROXY header's reader).
+    func addHandlers(to pipeline: ChannelPipeline.SynchronousOperations, after reader: (any ChannelHandler)? = nil) throws {
+        let handlers: [any ChannelHandler] = [NIOSSLServerHandler(context: context), TLSEndOfStream()]
+        if let reader {
+            try pipeline.addHandlers(handlers, position: .after(reader))
+        } else {
+            try pipeline.addHandlers(handlers)
+        }
+    }
 
     /// The user a client certificate BoringSSL verified names, with their groups; refused when
     /// the CRL revokes it. Asked once the handshake is done, before any SOCKS byte is read.
@@ -70,6 +77,9 @@ final class ServerTLS: Sendable {
         }
         var configuration = TLSConfiguration.makeServerConfiguration(certificateChain: chain.map { .certificate($0) }, privateKey: .privateKey(key))
         configuration.minimumTLSVersion = settings.minimumVersion == "1.3" ? .tlsv13 : .tlsv12
+        // How long a closing connection waits for the client's close_notify: a refused client's
+        // connection, or an ended session's, is gone within a second.
+        configuration.shutdownTimeout = .seconds(1)
         var revocations: [RevocationList] = []
         if let clientCA = settings.clientCA {
             let authorities = try certificates(clientCA, what: "tls.client_ca of \(listener)")
@@ -139,6 +149,17 @@ final class ServerTLS: Sendable {
             lists.append(list)
         }
         return lists
+    }
+}
+
+/// A client that ends the TCP connection without TLS's close_notify (most do, at exit) has closed
+/// its side: for SOCKS, whose streams carry their own ends, that is a close, not an error.
+final class TLSEndOfStream: ChannelInboundHandler, RemovableChannelHandler, Sendable {
+    typealias InboundIn = ByteBuffer
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        if let error = error as? NIOSSLError, case .uncleanShutdown = error { return }
+        context.fireErrorCaught(error)
     }
 }
 

@@ -24,6 +24,7 @@ struct UpstreamTLSContexts: Sendable {
     private static func context(_ tls: UpstreamTLS, for upstream: UpstreamProxy) throws(ServerTLS.LoadError) -> NIOSSLContext {
         var configuration = TLSConfiguration.makeClientConfiguration()
         configuration.minimumTLSVersion = .tlsv12
+        configuration.shutdownTimeout = .seconds(1)
         do {
             if let ca = tls.ca {
                 configuration.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca))
@@ -40,13 +41,13 @@ struct UpstreamTLSContexts: Sendable {
         }
     }
 
-    /// The handler that starts TLS to `upstream`, checking its certificate for `tls_server_name`
-    /// (else the URL's host); nil for an upstream without TLS.
-    func handler(for upstream: UpstreamProxy) throws -> NIOSSLClientHandler? {
-        guard let tls = upstream.tls else { return nil }
+    /// The handlers that start TLS to `upstream`, checking its certificate for `tls_server_name`
+    /// (else the URL's host); none for an upstream without TLS.
+    func handlers(for upstream: UpstreamProxy) throws -> [any ChannelHandler] {
+        guard let tls = upstream.tls else { return [] }
         guard let context = contexts[tls] else { throw ConnectFailure(code: .generalFailure, reason: "\(upstream): no TLS context", configuration: true) }
         let name = tls.serverName ?? upstream.host
         // An IP address is no SNI name: the certificate is then checked for that address.
-        return try NIOSSLClientHandler(context: context, serverHostname: IPAddress(name) != nil ? nil : name)
+        return [try NIOSSLClientHandler(context: context, serverHostname: IPAddress(name) != nil ? nil : name), TLSEndOfStream()]
     }
 }
