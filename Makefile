@@ -123,7 +123,7 @@ bench-pam: deps-test
 # corpus; new inputs go to .build-fuzz/corpus, crashes to .build-fuzz/crashes (add each as
 # Tests/Fuzz/Crashes/TARGET-NAME: the tests replay them).
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := negotiation udp-header config policy proxy-header user-file upstream-handshake
+FUZZ_TARGETS := negotiation udp-header config policy proxy-header user-file upstream-handshake certificate tls-handshake
 fuzz: deps-test
 	$(SWIFT) build --product sallyport-fuzz --scratch-path .build-fuzz -Xswiftc -sanitize=fuzzer,address -Xswiftc -DFUZZING
 	@mkdir -p .build-fuzz/crashes

@@ -98,7 +98,11 @@ let package = Package(
         // What the fuzzer drives (`make fuzz`), also replayed by the tests.
         .target(
             name: "SallyportFuzz",
-            dependencies: ["SOCKSProtocol", "SallyportPolicy", "SallyportAuth", "Sallyport", .product(name: "NIOCore", package: "swift-nio")]
+            dependencies: [
+                "SOCKSProtocol", "SallyportPolicy", "SallyportAuth", "Sallyport", .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOTLS", package: "swift-nio"),
+            ]
         ),
         // libFuzzer's entry with -D FUZZING (`make fuzz`); else replays files through a target.
         .executableTarget(name: "sallyport-fuzz", dependencies: ["SallyportFuzz", "CSystemShims"]),

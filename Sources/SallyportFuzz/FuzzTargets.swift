@@ -18,6 +18,8 @@ public enum FuzzTargets {
         "proxy-header": proxyHeader,
         "user-file": userFile,
         "upstream-handshake": upstreamHandshake,
+        "certificate": certificate,
+        "tls-handshake": tlsHandshake,
     ]
 
     /// The client side of a CONNECT through an upstream (SOCKS5 with or without a login, or HTTP
@@ -82,7 +84,7 @@ public enum FuzzTargets {
     }
 
     /// `data` cut in pieces of 1 to 7 bytes, sizes drawn from `seed`.
-    private static func pieces(of data: [UInt8], seed start: UInt8) -> [[UInt8]] {
+    static func pieces(of data: [UInt8], seed start: UInt8) -> [[UInt8]] {
         var pieces: [[UInt8]] = []
         var rest = data[...]
         var seed = UInt32(start) &+ 1
