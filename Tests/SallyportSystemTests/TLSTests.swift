@@ -88,6 +88,17 @@ import Testing
         await echo.stop()
     }
 
+    @Test func udpAssociateWorksOnATLSControlConnection() async throws {
+        let pki = try await Self.pki()
+        let echo = try await UDPEchoServer.start()
+        let server = try await ServerProcess.start(Self.yaml(pki))
+        defer { server.process.signal(SIGTERM) }
+        let answer = try await Self.socks(server.port, pki, echo: echo.port, certificate: "alice", extra: ["--udp"])
+        #expect(answer.hasPrefix("tls=TLSv1.3 reply=0 udp=ok"), "\(answer)")
+        #expect(await server.process.waitForStderr(containing: "cmd=udp"))
+        #expect(server.process.stderr.contains("user=alice"))
+    }
+
     @Test func revokedExpiredUnknownAndMissingCertificatesAreRefusedBeforeAnySOCKSByte() async throws {
         let pki = try await Self.pki()
         let echo = try await TargetServer.echo()
