@@ -102,7 +102,7 @@ cluster-run:
 
 # Sallyport against microsocks and Dante (and a direct connection), one run, one load generator:
 # prints a table with ratios to the best peer and writes bench-results/latest.json.
-BENCH_PEERS := microsocks dante-server
+BENCH_PEERS := microsocks dante-server stunnel4 openssl
 bench: deps-test
 	$(call apt_install,$(BENCH_PEERS))
 	$(SWIFT) build $(RELEASE)

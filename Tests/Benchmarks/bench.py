@@ -100,8 +100,9 @@ class Proxy:
         self.user, self.password, self.log = user, password, log
         self.connections_only = connections_only
         # Proxies whose CPU this one's figures include (an upstream it goes through), and whether
-        # it is measured itself (an upstream is not, on its own).
-        self.also_counts, self.measured = [], True
+        # it is measured itself (an upstream is not, on its own). A TLS client in front (stunnel in
+        # client mode, standing for the client's own TLS) is not counted: counts_self False.
+        self.also_counts, self.measured, self.counts_self = [], True, True
         self.started_s = None
         self.process = None
         self.argv = None
@@ -165,7 +166,7 @@ def measured(proxy, argv):
     apart) and the load generator's own (it holds the echo target and the sink too)."""
     def proxy_cpu():
         # A proxy with an upstream hop counts both proxies.
-        parts = [cpu_seconds(p) for p in [proxy.pid] + [other.pid for other in proxy.also_counts]]
+        parts = [cpu_seconds(p) for p in ([proxy.pid] if proxy.counts_self else []) + [other.pid for other in proxy.also_counts]]
         return sum(part[0] for part in parts), sum(part[1] for part in parts)
     before = proxy_cpu() if proxy.pid else None
     generator_before = children_cpu_seconds()
@@ -236,6 +237,50 @@ socks pass {{ from: 127.0.0.0/8 to: 0.0.0.0/0 command: connect udpassociate udpr
     return [shutil.which("danted") or "/usr/sbin/danted", "-f", dante_conf]
 
 
+def tls_proxies(work, sallyport, dante):
+    """SOCKS5 inside TLS, two ways: Sallyport's own TLS listener, and stunnel in front of Dante (the
+    usual way to give Dante TLS). The load generator speaks plain SOCKS5, so each gets a stunnel in
+    client mode in front, standing for the client's TLS; its CPU is not counted. Counted: Sallyport;
+    Dante and its stunnel."""
+    stunnel = shutil.which("stunnel4") or shutil.which("stunnel") or "/usr/bin/stunnel4"
+    cert, key = os.path.join(work, "tls.pem"), os.path.join(work, "tls.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes", "-days", "2",
+                    "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1", "-keyout", key, "-out", cert],
+                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    os.chmod(key, 0o600)
+
+    def stunnel_proxy(name, service):
+        def make_argv(port):
+            config = os.path.join(work, f"{name}.conf")
+            with open(config, "w") as f:
+                f.write(f"foreground = yes\npid =\nsyslog = no\noutput = {os.path.join(work, name + '.log')}\n"
+                        f"[{name}]\naccept = {PROXY_HOST}:{port}\n{service()}")
+            return [stunnel, config]
+        return Proxy(name, make_argv, udp=False, memory=False)
+
+    dante_server = stunnel_proxy("stunnel-dante", lambda: f"connect = {PROXY_HOST}:{dante.port}\ncert = {cert}\nkey = {key}\n")
+    dante_server.measured = False
+    dante_tls = stunnel_proxy("dante-tls", lambda: f"client = yes\nconnect = {PROXY_HOST}:{dante_server.port}\n")
+    dante_tls.also_counts, dante_tls.counts_self = [dante, dante_server], False
+
+    sallyport_server = Proxy("sallyport-tls-server", lambda port: sallyport_argv_tls(
+        sallyport, os.path.join(work, "sallyport-tls-server.yaml"), port, cert, key), udp=False, memory=False,
+        log=os.path.join(work, "sallyport-tls-server.log"))
+    sallyport_server.measured = False
+    sallyport_tls = stunnel_proxy("sallyport-tls", lambda: f"client = yes\nconnect = {PROXY_HOST}:{sallyport_server.port}\n")
+    sallyport_tls.also_counts, sallyport_tls.counts_self = [sallyport_server], False
+    return [dante_server, dante_tls, sallyport_server, sallyport_tls]
+
+
+def sallyport_argv_tls(sallyport, path, port, cert, key):
+    """A Sallyport TLS listener (method none on loopback) with the bench's certificate."""
+    with open(path, "w") as f:
+        f.write(f"listen:\n  - address: {PROXY_HOST}:{port}\n    methods: [none]\n    tls: {{certificate: {cert}, key: {key}}}\n"
+                f"rules:\n  - name: bench-loopback\n    action: allow\n    to: [127.0.0.0/8]\n"
+                f"limits: {{connections_per_client: 0}}\n")
+    return [sallyport, "--config", path]
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("bin")
@@ -247,6 +292,7 @@ def main():
     parser.add_argument("--only", default="")
     parser.add_argument("--blocklists", type=int, default=1, help="0 leaves out the blocklist proxies (1, 10,000 and 1,000,000 entries)")
     parser.add_argument("--routes", type=int, default=1, help="0 leaves out the egress-address and upstream-hop proxies")
+    parser.add_argument("--tls", type=int, default=1, help="0 leaves out the TLS proxies (Sallyport's TLS listener, stunnel in front of Dante)")
     parser.add_argument("--compare", default="",
                         help="a directory holding another build's sallyport, measured in the same run as 'sallyport-compare'")
     args = parser.parse_args()
@@ -331,6 +377,8 @@ def main():
         via = Proxy("upstream-hop", via_argv, log=os.path.join(work, "via.log"), memory=False, connections_only=True)
         via.also_counts = [upstream]
         proxies += [upstream, via]
+    if args.tls:
+        proxies += tls_proxies(work, sallyport, next(p for p in proxies if p.name == "dante"))
     if args.compare:
         # Another build (an earlier commit, say) side by side with this one, in the same rounds.
         compare = os.path.join(args.compare, "sallyport")
@@ -501,6 +549,17 @@ def report(results, args):
                           "extra_cpu_us": (cpu - plain_cpu) if cpu and plain_cpu else None}
             table.append([f"{title}: connections/s {fmt(rate)} (×{fmt(summary[n]['vs_plain'])} of plain), CPU µs/conn {fmt(cpu)}"
                           f" (+{fmt(summary[n]['extra_cpu_us'])})"] + ["-" for _ in names] + ["-"])
+    if "sallyport-tls" in results and "dante-tls" in results:
+        def tls_figure(n, key):
+            return summary.get(key, {}).get("values", {}).get(n)
+        tls = {n: {k: tls_figure(n, k) for k in ("conn_per_s", "conn_cpu_us", "bulk1_gbit", "bulk1_cpu_per_gib")} for n in ("sallyport-tls", "dante-tls")}
+        ratios = {k: (tls["sallyport-tls"][k] / tls["dante-tls"][k]) if tls["sallyport-tls"][k] and tls["dante-tls"][k] else None
+                  for k in tls["sallyport-tls"]}
+        summary["tls"] = {"values": tls, "ratio_to_stunnel_dante": ratios}
+        table.append([f"TLS listener vs stunnel in front of Dante: connections/s {fmt(tls['sallyport-tls']['conn_per_s'])} vs "
+                      f"{fmt(tls['dante-tls']['conn_per_s'])} (×{fmt(ratios['conn_per_s'])}), bulk Gbit/s "
+                      f"{fmt(tls['sallyport-tls']['bulk1_gbit'])} vs {fmt(tls['dante-tls']['bulk1_gbit'])} (×{fmt(ratios['bulk1_gbit'])}), "
+                      f"CPU-s/GiB ×{fmt(ratios['bulk1_cpu_per_gib'])}"] + ["-" for _ in names] + ["-"])
     widths = [max(len(str(row[i])) for row in [header] + table) for i in range(len(header))]
     line = lambda row: "  ".join(str(c).ljust(widths[i]) if i == 0 else str(c).rjust(widths[i]) for i, c in enumerate(row))
     print(line(header))
