@@ -45,7 +45,9 @@ extension FuzzTargets {
             while (try? channel.readOutbound(as: ByteBuffer.self)) != nil {}
         }
         precondition(!watcher.plaintextBeforeHandshake, "plaintext before the handshake completed")
-        _ = try? channel.finish()
+        // Close, and let TLS's shutdown timer run out: nothing of the connection is left behind.
+        _ = try? channel.finish(acceptAlreadyClosed: true)
+        channel.embeddedEventLoop.advanceTime(by: .seconds(10))
     }
 }
 
@@ -88,8 +90,9 @@ private let fuzzTLSContext: NIOSSLContext = {
         zncoL6WxFoPVk3l5v/w5QnCGJ9q9V0kaZMiW1jzm8mAEM0xceSEeBNmz
         -----END PRIVATE KEY-----
         """
-    let configuration = TLSConfiguration.makeServerConfiguration(
+    var configuration = TLSConfiguration.makeServerConfiguration(
         certificateChain: try! NIOSSLCertificate.fromPEMBytes(Array(certificate.utf8)).map { .certificate($0) },
         privateKey: .privateKey(try! NIOSSLPrivateKey(bytes: Array(key.utf8), format: .pem)))
+    configuration.shutdownTimeout = .zero
     return try! NIOSSLContext(configuration: configuration)
 }()

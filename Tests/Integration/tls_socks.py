@@ -19,6 +19,7 @@ parser.add_argument("--cert")
 parser.add_argument("--key")
 parser.add_argument("--user")
 parser.add_argument("--password")
+parser.add_argument("--proxy-header", help="a PROXY protocol v1 line sent in clear before TLS, as a balancer would")
 parser.add_argument("--udp", action="store_true", help="UDP ASSOCIATE instead of CONNECT: PAYLOAD goes to the target as a datagram")
 args = parser.parse_args()
 
@@ -39,6 +40,8 @@ def read(conn, count):
 
 
 try:
+    if args.proxy_header:
+        raw.sendall(args.proxy_header.encode() + b"\r\n")
     conn = context.wrap_socket(raw, server_hostname=args.server_name)
     version = conn.version()
     method = 2 if args.user else 0

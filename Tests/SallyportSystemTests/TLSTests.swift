@@ -99,6 +99,42 @@ import Testing
         #expect(server.process.stderr.contains("user=alice"))
     }
 
+    @Test func behindABalancerThePROXYHeaderComesFirstInClearThenTLS() async throws {
+        let pki = try await Self.pki()
+        let echo = try await TargetServer.echo()
+        let yaml = Self.yaml(pki).replacingOccurrences(
+            of: "    methods: [certificate]\n", with: "    methods: [certificate]\n    proxy_protocol: v1\n    trusted_proxies: [127.0.0.0/8]\n")
+        let server = try await ServerProcess.start(yaml)
+        defer { server.process.signal(SIGTERM) }
+        let header = ["--proxy-header", "PROXY TCP4 192.0.2.7 198.51.100.1 40123 1443"]
+        let answer = try await Self.socks(server.port, pki, echo: echo.port, certificate: "alice", extra: header)
+        #expect(answer.hasPrefix("tls=TLSv1.3 reply=0 echo=ok"), "\(answer)")
+        #expect(await server.process.waitForStderr(containing: "msg=session"))
+        let line = try #require(server.process.stderr.split(separator: "\n").first { $0.contains("msg=session") }.map(String.init))
+        #expect(logfmtFields(line)["client"] == "192.0.2.7:40123" && logfmtFields(line)["user"] == "alice", "\(line)")
+        // TLS without the header first is no header: closed before any TLS or SOCKS answer.
+        let bare = try await Self.socks(server.port, pki, echo: echo.port, certificate: "alice")
+        #expect(bare.hasPrefix("refused:"), "\(bare)")
+        #expect(await server.process.waitForStderr(containing: "end=proxy_refused"))
+        await echo.stop()
+    }
+
+    @Test func theCertificatesEndIsAMetric() async throws {
+        let pki = try await Self.pki()
+        let server = try await ServerProcess.start(Self.yaml(pki) + "\nadmin: {listen: 127.0.0.1:0}\n")
+        defer { server.process.signal(SIGTERM) }
+        let admin = try await adminPort(of: server)
+        let (status, body) = try await onThread { try httpRequest(port: admin, "/metrics") }
+        #expect(status == 200)
+        let openssl = try #require(which("openssl"))
+        let end = try await runProcess(openssl, ["x509", "-in", pki + "/server.pem", "-noout", "-enddate"], environment: withoutWrappers)
+        // notAfter=Dec  3 19:04:25 2027 GMT, as Unix seconds through date(1).
+        let date = try await runProcess("/bin/date", ["-u", "-d", end.stdout.replacingOccurrences(of: "notAfter=", with: "").trimmingCharacters(in: .whitespacesAndNewlines), "+%s"])
+        let expected = date.stdout.trimmingCharacters(in: .whitespacesAndNewlines)
+        let line = body.split(separator: "\n").first { $0.hasPrefix("sallyport_tls_certificate_expiry_seconds{") }.map(String.init) ?? ""
+        #expect(line.contains("listener=\"127.0.0.1:0\"") && Double(line.split(separator: " ").last ?? "") == Double(expected), "\(line) vs \(expected)")
+    }
+
     @Test func revokedExpiredUnknownAndMissingCertificatesAreRefusedBeforeAnySOCKSByte() async throws {
         let pki = try await Self.pki()
         let echo = try await TargetServer.echo()
