@@ -135,6 +135,68 @@ import Testing
         #expect(line.contains("listener=\"127.0.0.1:0\"") && Double(line.split(separator: " ").last ?? "") == Double(expected), "\(line) vs \(expected)")
     }
 
+    @Test func aCRLAddedByAReloadRefusesTheCertificatesItRevokes() async throws {
+        let pki = try await Self.pki()
+        let echo = try await TargetServer.echo()
+        let server = try await ServerProcess.start(Self.yaml(pki).replacingOccurrences(of: ", crl: \(pki)/crl.pem", with: "")
+            .replacingOccurrences(of: "{alice: [staff]}", with: "{bob: [staff]}"))
+        defer { server.process.signal(SIGTERM) }
+        let before = try await Self.socks(server.port, pki, echo: echo.port, certificate: "bob")
+        #expect(before.hasPrefix("tls=TLSv1.3 reply=0 echo=ok"), "\(before)")
+        try (Self.yaml(pki).replacingOccurrences(of: "{alice: [staff]}", with: "{bob: [staff]}")).write(toFile: server.configPath, atomically: true, encoding: .utf8)
+        server.process.signal(SIGHUP)
+        #expect(await server.process.waitForStderr(containing: "configuration reloaded"))
+        let after = try await Self.socks(server.port, pki, echo: echo.port, certificate: "bob")
+        #expect(after.hasPrefix("refused:"), "\(after)")
+        #expect(await server.process.waitForStderr(containing: "end=certificate_refused"))
+        await echo.stop()
+    }
+
+    @Test func aCertificateUsersGroupsComeFromTheUserFileToo() async throws {
+        let pki = try await Self.pki()
+        let echo = try await TargetServer.echo()
+        let mkpasswd = try #require(which("mkpasswd"), "mkpasswd (Debian whois) is not installed; `make test` installs it")
+        let hash = try await runProcess(mkpasswd, ["-m", "yescrypt", "--stdin"], input: Data("unused-pw\n".utf8), environment: withoutWrappers)
+        let users = try temporaryFile("alice:\(hash.stdout.trimmingCharacters(in: .whitespacesAndNewlines)):staff\n", suffix: ".users")
+        let yaml = Self.yaml(pki).replacingOccurrences(of: ", groups: {alice: [staff]}", with: "") + "\nauth: {file: \(users)}\n"
+        let server = try await ServerProcess.start(yaml)
+        defer { server.process.signal(SIGTERM) }
+        let answer = try await Self.socks(server.port, pki, echo: echo.port, certificate: "alice")
+        #expect(answer.hasPrefix("tls=TLSv1.3 reply=0 echo=ok"), "\(answer)")
+        #expect(await server.process.waitForStderr(containing: "rule=staff-only"))
+        await echo.stop()
+    }
+
+    @Test func aViaWhoseCertificateDoesNotCarryTheServerNameFailsWithoutSendingTheRequest() async throws {
+        let pki = try await Self.pki()
+        let http = try await TargetServer.start { HTTPResponder(body: "hop\n") }
+        // On 127.0.0.3, which the certificate does not name (NIOSSL also takes an IP address in the
+        // certificate equal to the one connected to), so that only the name decides.
+        let gateway = try await ServerProcess.start(
+            "listen:\n  - address: 127.0.0.3:0\n    tls: {certificate: \(pki)/server.pem, key: \(pki)/server.key}\nrules:\n  - {action: allow, to: [127.0.0.0/8]}\n")
+        defer { gateway.process.signal(SIGTERM) }
+        let curl = try #require(which("curl"))
+        for (name, works) in [("gateway.test", true), ("wrong.test", false)] {
+            let laptop = try await ServerProcess.start("""
+                listen: [127.0.0.1:0]
+                rules:
+                  - {action: allow, to: [127.0.0.0/8], via: "socks5+tls://127.0.0.3:\(gateway.port)", tls_ca: \(pki)/ca.pem, tls_server_name: \(name)}
+                """)
+            defer { laptop.process.signal(SIGTERM) }
+            let fetched = try await runProcess(
+                curl, ["-sS", "--max-time", "20", "--socks5", "127.0.0.1:\(laptop.port)", "http://127.0.0.1:\(http.port)/"], environment: withoutWrappers)
+            #expect((fetched.stdout == "hop\n") == works, "\(name): \(fetched.stdout) \(fetched.stderr)")
+            if !works {
+                // The laptop closed the connection after TLS and before any SOCKS byte: no request reached the gateway.
+                #expect(await gateway.process.waitForStderr(containing: "msg=session", count: 2), "\(gateway.process.stderr)")
+                let last = gateway.process.stderr.split(separator: "\n").last { $0.contains("msg=session") }.map(String.init) ?? ""
+                #expect(logfmtFields(last)["cmd"] == "-" && logfmtFields(last)["up"] == "0", "\(last)")
+                #expect(await laptop.process.waitForStderr(containing: "via=socks5+tls://127.0.0.3:\(gateway.port)"))
+            }
+        }
+        await http.stop()
+    }
+
     @Test func revokedExpiredUnknownAndMissingCertificatesAreRefusedBeforeAnySOCKSByte() async throws {
         let pki = try await Self.pki()
         let echo = try await TargetServer.echo()
