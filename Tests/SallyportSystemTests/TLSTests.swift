@@ -32,6 +32,13 @@ import Testing
         """
     }
 
+    /// A PKI, an echo target and the server on `yaml(pki)`.
+    static func standard() async throws -> (pki: String, echo: TargetServer, server: ServerProcess) {
+        let pki = try await pki()
+        let echo = try await TargetServer.echo()
+        return (pki, echo, try await ServerProcess.start(yaml(pki)))
+    }
+
     /// tls_socks.py's one line for a SOCKS5 CONNECT inside TLS to the echo at `echo`.
     static func socks(_ port: Int, _ pki: String, echo: Int, certificate: String? = nil, extra: [String] = []) async throws -> String {
         let python = try #require(which("python3"))
@@ -70,9 +77,7 @@ import Testing
     }
 
     @Test func aClientCertificateLogsInAsItsUserAndTheRuleForItsGroupDecides() async throws {
-        let pki = try await Self.pki()
-        let echo = try await TargetServer.echo()
-        let server = try await ServerProcess.start(Self.yaml(pki))
+        let (pki, echo, server) = try await Self.standard()
         defer { server.process.signal(SIGTERM) }
         let alice = try await Self.socks(server.port, pki, echo: echo.port, certificate: "alice")
         #expect(alice.hasPrefix("tls=TLSv1.3 reply=0 echo=ok"), "\(alice)")
@@ -198,9 +203,7 @@ import Testing
     }
 
     @Test func revokedExpiredUnknownAndMissingCertificatesAreRefusedBeforeAnySOCKSByte() async throws {
-        let pki = try await Self.pki()
-        let echo = try await TargetServer.echo()
-        let server = try await ServerProcess.start(Self.yaml(pki))
+        let (pki, echo, server) = try await Self.standard()
         defer { server.process.signal(SIGTERM) }
         for (certificate, end) in [("bob", "certificate_refused"), ("carol", "tls_failed"), ("mallory", "tls_failed"), (nil, "tls_failed")] {
             let answer = try await Self.socks(server.port, pki, echo: echo.port, certificate: certificate)
@@ -215,9 +218,7 @@ import Testing
     }
 
     @Test func namesWithControlCharactersOrTwoCommonNamesNameNobody() async throws {
-        let pki = try await Self.pki()
-        let echo = try await TargetServer.echo()
-        let server = try await ServerProcess.start(Self.yaml(pki))
+        let (pki, echo, server) = try await Self.standard()
         defer { server.process.signal(SIGTERM) }
         for certificate in ["crlf", "nul", "twocn"] {
             let answer = try await Self.socks(server.port, pki, echo: echo.port, certificate: certificate)
