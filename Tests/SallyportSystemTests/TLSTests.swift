@@ -202,6 +202,30 @@ import Testing
         await http.stop()
     }
 
+    @Test func aThousandHandshakesThatNeverFinishEndAtTheNegotiationTimeoutWhileARealClientGetsThrough() async throws {
+        let pki = try await Self.pki()
+        let echo = try await TargetServer.echo()
+        let server = try await ServerProcess.start(Self.yaml(pki) + "\ntimeouts: {negotiation: 1s}\n")
+        defer { server.process.signal(SIGTERM) }
+        // Half of a real ClientHello each, then nothing.
+        let hello = try #require(FileManager.default.contents(atPath: packageRoot() + "/Tests/Fuzz/Corpus/tls-handshake/client-hello-tls13"))
+        let half = Array(hello.prefix(hello.count / 2))
+        let port = server.port
+        let sockets = try await onThread { () throws -> [TestSocket] in
+            try (0..<1000).map { _ in
+                let socket = try TestSocket(host: "127.0.0.1", port: port, timeout: 30)
+                try socket.send(half)
+                return socket
+            }
+        }
+        let answer = try await Self.socks(server.port, pki, echo: echo.port, certificate: "alice")
+        #expect(answer.hasPrefix("tls=TLSv1.3 reply=0 echo=ok"), "\(answer)")
+        #expect(await server.process.waitForStderr(containing: "end=negotiation_timeout", count: 1000, timeout: 60))
+        let closed = try await onThread { sockets.allSatisfy { $0.waitForClose() } }
+        #expect(closed)
+        await echo.stop()
+    }
+
     @Test func revokedExpiredUnknownAndMissingCertificatesAreRefusedBeforeAnySOCKSByte() async throws {
         let (pki, echo, server) = try await Self.standard()
         defer { server.process.signal(SIGTERM) }
