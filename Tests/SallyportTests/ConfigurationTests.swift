@@ -332,5 +332,14 @@ import Testing
         #expect(example.warnings.isEmpty)
         let team = try ConfigurationLoader.load(path: packageRoot() + "/conf/examples/team.yaml")
         #expect(team.policy.rules.map(\.name) == ["no-office-lan", "engineers", "contractors", "local-users-web"])
+        // The TLS pair: no finding, no warning (their files are read when a server starts).
+        let gateway = try ConfigurationLoader.load(path: packageRoot() + "/conf/examples/gateway-tls.yaml")
+        #expect(gateway.listeners.first?.certificateMethod == true && gateway.listeners.first?.tls?.clientCA != nil)
+        #expect(gateway.validate().errors.isEmpty && gateway.warnings.isEmpty)
+        let laptop = try ConfigurationLoader.load(path: packageRoot() + "/conf/examples/laptop.yaml")
+        let via = try #require(laptop.policy.rules.first?.route?.via)
+        #expect(via.description == "socks5+tls://gateway.example:1443")
+        #expect(via.tls?.ca == packageRoot() + "/conf/examples/tls/team-ca.pem")
+        #expect(laptop.validate().errors.isEmpty && laptop.warnings.isEmpty)
     }
 }
