@@ -71,7 +71,7 @@ TEST_TMP := $(CURDIR)/.build/test-tmp
 # Counts the allocations of a process it is preloaded into: the allocation ceilings of the release
 # binary (AllocationTests) read it.
 MALLOC_COUNTER := $(CURDIR)/.build/malloc-counter.so
-SYSTEM_TEST_ENV := $(PAM_TEST_ENV) TMPDIR=$(TEST_TMP)/ SALLYPORT_MALLOC_COUNTER=$(MALLOC_COUNTER) \
+SYSTEM_TEST_ENV := $(PAM_TEST_ENV) TMPDIR=$(TEST_TMP)/ SALLYPORT_SYSTEM_TEST_WIDTH=$(SYSTEM_TEST_WIDTH) SALLYPORT_MALLOC_COUNTER=$(MALLOC_COUNTER) \
 	SALLYPORT_RELEASE_BINARY=$(CURDIR)/.build/release/sallyport
 
 alloc-counter: $(MALLOC_COUNTER)

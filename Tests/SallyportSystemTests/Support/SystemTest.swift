@@ -1,4 +1,5 @@
 import SallyportTestSupport
+import Foundation
 import NIOConcurrencyHelpers
 import Testing
 
@@ -68,10 +69,16 @@ extension Trait where Self == TimingTest {
     static var timing: Self { TimingTest() }
 }
 
-/// Shared by the system tests that run side by side; taken whole by a timing test. A waiting
-/// timing test goes before tests that ask after it, so it never waits for ever.
+/// Shared by the system tests that run side by side, at most `width` at a time (swift-testing
+/// starts every test of the run at once: on two cores, 130 tests' servers and clients together
+/// starved in-process proxies for minutes); taken whole by a timing test. Tests go in the order
+/// they asked, and a waiting timing test before tests that ask after it, so none waits for ever.
 final class MachineShare: Sendable {
-    static let shared = MachineShare()
+    static let shared = MachineShare(width: Int(ProcessInfo.processInfo.environment["SALLYPORT_SYSTEM_TEST_WIDTH"] ?? "") ?? 4)
+
+    let width: Int
+
+    init(width: Int) { self.width = max(1, width) }
 
     private struct State {
         var sharing = 0
@@ -89,7 +96,7 @@ final class MachineShare: Sendable {
     private func acquire(alone: Bool) async {
         await withCheckedContinuation { (go: CheckedContinuation<Void, Never>) in
             let now = state.withLockedValue { state -> Bool in
-                let free = state.waiting.isEmpty && !state.alone && (!alone || state.sharing == 0)
+                let free = state.waiting.isEmpty && !state.alone && (alone ? state.sharing == 0 : state.sharing < width)
                 if free {
                     if alone { state.alone = true } else { state.sharing += 1 }
                 } else {
@@ -111,6 +118,7 @@ final class MachineShare: Sendable {
                     guard state.sharing == 0 else { break }
                     state.alone = true
                 } else {
+                    guard state.sharing < width else { break }
                     state.sharing += 1
                 }
                 ready.append(first.go)
