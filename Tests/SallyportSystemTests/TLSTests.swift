@@ -6,16 +6,28 @@ import Testing
 /// the chain, Python's ssl around a SOCKS5 client, client certificates (valid, revoked, expired,
 /// unknown CA, missing, and names no log or rule can take), reloads of renewed and broken files.
 @Suite(.system, .timeLimit(.minutes(3))) struct TLSTests {
-    /// A fresh PKI of the test's own (Tests/Integration/make_pki.py).
-    static func pki() async throws -> String {
+    /// The run's PKI (Tests/Integration/make_pki.py), made once and shared by every TLS test: read
+    /// only. A test that changes a file there works on a copy of its own (`privatePKI()`).
+    static func pki() async throws -> String { try await sharedPKI.value }
+
+    private static let sharedPKI = Task(executorPreference: BlockingTestExecutor.shared) { () async throws -> String in
         let directory = try temporaryDirectory("pki")
-        let python = try #require(which("python3"))
-        let made = try await runProcess(python, [packageRoot() + "/Tests/Integration/make_pki.py", directory], environment: withoutWrappers)
-        try #require(made.status == 0, "make_pki.py: \(made.stderr)")
+        let made = try await runProcess(which("python3") ?? "/usr/bin/python3", [packageRoot() + "/Tests/Integration/make_pki.py", directory], environment: withoutWrappers)
+        guard made.status == 0 else { throw TestSocketError("make_pki.py: \(made.stderr)", errno: 0) }
         for key in ["server", "server2", "alice", "bob", "carol", "mallory", "crlf", "nul", "jose", "twocn"] {
             chmod(directory + "/\(key).key", 0o600)
         }
         return directory
+    }
+
+    /// A copy of the run's PKI that this test may change.
+    static func privatePKI() async throws -> String {
+        let shared = try await pki()
+        let copy = try temporaryDirectory("pki-copy")
+        for file in try FileManager.default.contentsOfDirectory(atPath: shared) {
+            try FileManager.default.copyItem(atPath: "\(shared)/\(file)", toPath: "\(copy)/\(file)")
+        }
+        return copy
     }
 
     /// A listener asking for client certificates (method certificate) and one without.
@@ -32,11 +44,13 @@ import Testing
         """
     }
 
-    /// A PKI, an echo target and the server on `yaml(pki)`.
-    static func standard() async throws -> (pki: String, echo: TargetServer, server: ServerProcess) {
+    /// The PKI, an echo target and the server on `yaml(pki, identity:)` as `edit` changes it.
+    static func standard(
+        identity: String = "cn", _ edit: (_ yaml: String, _ pki: String) -> String = { yaml, _ in yaml }
+    ) async throws -> (pki: String, echo: TargetServer, server: ServerProcess) {
         let pki = try await pki()
         let echo = try await TargetServer.echo()
-        return (pki, echo, try await ServerProcess.start(yaml(pki)))
+        return (pki, echo, try await ServerProcess.start(edit(yaml(pki, identity: identity), pki)))
     }
 
     /// tls_socks.py's one line for a SOCKS5 CONNECT inside TLS to the echo at `echo`.
@@ -105,11 +119,9 @@ import Testing
     }
 
     @Test func behindABalancerThePROXYHeaderComesFirstInClearThenTLS() async throws {
-        let pki = try await Self.pki()
-        let echo = try await TargetServer.echo()
-        let yaml = Self.yaml(pki).replacingOccurrences(
-            of: "    methods: [certificate]\n", with: "    methods: [certificate]\n    proxy_protocol: v1\n    trusted_proxies: [127.0.0.0/8]\n")
-        let server = try await ServerProcess.start(yaml)
+        let (pki, echo, server) = try await Self.standard { yaml, _ in
+            yaml.replacingOccurrences(of: "    methods: [certificate]\n", with: "    methods: [certificate]\n    proxy_protocol: v1\n    trusted_proxies: [127.0.0.0/8]\n")
+        }
         defer { server.process.signal(SIGTERM) }
         let header = ["--proxy-header", "PROXY TCP4 192.0.2.7 198.51.100.1 40123 1443"]
         let answer = try await Self.socks(server.port, pki, echo: echo.port, certificate: "alice", extra: header)
@@ -141,10 +153,9 @@ import Testing
     }
 
     @Test func aCRLAddedByAReloadRefusesTheCertificatesItRevokes() async throws {
-        let pki = try await Self.pki()
-        let echo = try await TargetServer.echo()
-        let server = try await ServerProcess.start(Self.yaml(pki).replacingOccurrences(of: ", crl: \(pki)/crl.pem", with: "")
-            .replacingOccurrences(of: "{alice: [staff]}", with: "{bob: [staff]}"))
+        let (pki, echo, server) = try await Self.standard { yaml, pki in
+            yaml.replacingOccurrences(of: ", crl: \(pki)/crl.pem", with: "").replacingOccurrences(of: "{alice: [staff]}", with: "{bob: [staff]}")
+        }
         defer { server.process.signal(SIGTERM) }
         let before = try await Self.socks(server.port, pki, echo: echo.port, certificate: "bob")
         #expect(before.hasPrefix("tls=TLSv1.3 reply=0 echo=ok"), "\(before)")
@@ -158,13 +169,12 @@ import Testing
     }
 
     @Test func aCertificateUsersGroupsComeFromTheUserFileToo() async throws {
-        let pki = try await Self.pki()
-        let echo = try await TargetServer.echo()
         let mkpasswd = try #require(which("mkpasswd"), "mkpasswd (Debian whois) is not installed; `make test` installs it")
         let hash = try await runProcess(mkpasswd, ["-m", "yescrypt", "--stdin"], input: Data("unused-pw\n".utf8), environment: withoutWrappers)
         let users = try temporaryFile("alice:\(hash.stdout.trimmingCharacters(in: .whitespacesAndNewlines)):staff\n", suffix: ".users")
-        let yaml = Self.yaml(pki).replacingOccurrences(of: ", groups: {alice: [staff]}", with: "") + "\nauth: {file: \(users)}\n"
-        let server = try await ServerProcess.start(yaml)
+        let (pki, echo, server) = try await Self.standard { yaml, _ in
+            yaml.replacingOccurrences(of: ", groups: {alice: [staff]}", with: "") + "\nauth: {file: \(users)}\n"
+        }
         defer { server.process.signal(SIGTERM) }
         let answer = try await Self.socks(server.port, pki, echo: echo.port, certificate: "alice")
         #expect(answer.hasPrefix("tls=TLSv1.3 reply=0 echo=ok"), "\(answer)")
@@ -205,9 +215,7 @@ import Testing
     // Heavy and about a timeout: it runs alone, after the other system tests (a UDP test beside it once
     // waited over 2 s for a datagram on this 2-core machine).
     @Test(.timing) func aThousandHandshakesThatNeverFinishEndAtTheNegotiationTimeoutWhileARealClientGetsThrough() async throws {
-        let pki = try await Self.pki()
-        let echo = try await TargetServer.echo()
-        let server = try await ServerProcess.start(Self.yaml(pki) + "\ntimeouts: {negotiation: 1s}\n")
+        let (pki, echo, server) = try await Self.standard { yaml, _ in yaml + "\ntimeouts: {negotiation: 1s}\n" }
         defer { server.process.signal(SIGTERM) }
         // Half of a real ClientHello each, then nothing.
         let hello = try #require(FileManager.default.contents(atPath: packageRoot() + "/Tests/Fuzz/Corpus/tls-handshake/client-hello-tls13"))
@@ -259,9 +267,9 @@ import Testing
 
     @Test(arguments: [("email", "alice@example.test"), ("uri", "urn:user:alice")])
     func theUserCanComeFromASubjectAlternativeName(identity: String, user: String) async throws {
-        let pki = try await Self.pki()
-        let echo = try await TargetServer.echo()
-        let server = try await ServerProcess.start(Self.yaml(pki, identity: identity).replacingOccurrences(of: "{alice: [staff]}", with: "{\"\(user)\": [staff]}"))
+        let (pki, echo, server) = try await Self.standard(identity: identity) { yaml, _ in
+            yaml.replacingOccurrences(of: "{alice: [staff]}", with: "{\"\(user)\": [staff]}")
+        }
         defer { server.process.signal(SIGTERM) }
         let answer = try await Self.socks(server.port, pki, echo: echo.port, certificate: "alice")
         #expect(answer.hasPrefix("tls=TLSv1.3 reply=0 echo=ok"), "\(answer)")
@@ -316,7 +324,8 @@ import Testing
     }
 
     @Test func checkConfigValidatesThePairThePermissionsAndTheExpiry() async throws {
-        let pki = try await Self.pki()
+        // It makes the key readable by all: on a copy of its own.
+        let pki = try await Self.privatePKI()
         let good = try temporaryFile(Self.yaml(pki))
         let passed = try await runProcess(sallyportExecutable(), ["check-config", good])
         #expect(passed.status == 0, "\(passed.stderr)")
