@@ -53,6 +53,19 @@ import Testing
         return (pki, echo, try await ServerProcess.start(edit(yaml(pki, identity: identity), pki)))
     }
 
+    /// Alice's certificate gets her CONNECT through the server `standard(identity:_:)` starts, and
+    /// the server logs `logging`.
+    static func aliceGetsThrough(
+        identity: String = "cn", logging: String, _ edit: (_ yaml: String, _ pki: String) -> String
+    ) async throws {
+        let (pki, echo, server) = try await standard(identity: identity, edit)
+        defer { server.process.signal(SIGTERM) }
+        let answer = try await socks(server.port, pki, echo: echo.port, certificate: "alice")
+        #expect(answer.hasPrefix("tls=TLSv1.3 reply=0 echo=ok"), "\(answer)")
+        #expect(await server.process.waitForStderr(containing: logging))
+        await echo.stop()
+    }
+
     /// tls_socks.py's one line for a SOCKS5 CONNECT inside TLS to the echo at `echo`.
     static func socks(_ port: Int, _ pki: String, echo: Int, certificate: String? = nil, extra: [String] = []) async throws -> String {
         let python = try #require(which("python3"))
@@ -172,14 +185,9 @@ import Testing
         let mkpasswd = try #require(which("mkpasswd"), "mkpasswd (Debian whois) is not installed; `make test` installs it")
         let hash = try await runProcess(mkpasswd, ["-m", "yescrypt", "--stdin"], input: Data("unused-pw\n".utf8), environment: withoutWrappers)
         let users = try temporaryFile("alice:\(hash.stdout.trimmingCharacters(in: .whitespacesAndNewlines)):staff\n", suffix: ".users")
-        let (pki, echo, server) = try await Self.standard { yaml, _ in
+        try await Self.aliceGetsThrough(logging: "rule=staff-only") { yaml, _ in
             yaml.replacingOccurrences(of: ", groups: {alice: [staff]}", with: "") + "\nauth: {file: \(users)}\n"
         }
-        defer { server.process.signal(SIGTERM) }
-        let answer = try await Self.socks(server.port, pki, echo: echo.port, certificate: "alice")
-        #expect(answer.hasPrefix("tls=TLSv1.3 reply=0 echo=ok"), "\(answer)")
-        #expect(await server.process.waitForStderr(containing: "rule=staff-only"))
-        await echo.stop()
     }
 
     @Test func aViaWhoseCertificateDoesNotCarryTheServerNameFailsWithoutSendingTheRequest() async throws {
@@ -267,14 +275,9 @@ import Testing
 
     @Test(arguments: [("email", "alice@example.test"), ("uri", "urn:user:alice")])
     func theUserCanComeFromASubjectAlternativeName(identity: String, user: String) async throws {
-        let (pki, echo, server) = try await Self.standard(identity: identity) { yaml, _ in
+        try await Self.aliceGetsThrough(identity: identity, logging: "user=\(user)") { yaml, _ in
             yaml.replacingOccurrences(of: "{alice: [staff]}", with: "{\"\(user)\": [staff]}")
         }
-        defer { server.process.signal(SIGTERM) }
-        let answer = try await Self.socks(server.port, pki, echo: echo.port, certificate: "alice")
-        #expect(answer.hasPrefix("tls=TLSv1.3 reply=0 echo=ok"), "\(answer)")
-        #expect(await server.process.waitForStderr(containing: "user=\(user)"))
-        await echo.stop()
     }
 
     @Test func aRenewedCertificateServesNewConnectionsWhileARunningSessionGoesOnAndABrokenKeyKeepsTheOld() async throws {
