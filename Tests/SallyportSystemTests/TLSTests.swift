@@ -120,6 +120,14 @@ import Testing
         await echo.stop()
     }
 
+    @Test func aUserRuleDecidesForTheCertificatesUser() async throws {
+        // No groups anywhere: only the rule naming the user lets alice through.
+        try await Self.aliceGetsThrough(logging: "rule=alice-only") { yaml, _ in
+            yaml.replacingOccurrences(of: ", groups: {alice: [staff]}", with: "")
+                .replacingOccurrences(of: "{name: staff-only, action: allow, who: [group:staff]", with: "{name: alice-only, action: allow, who: [user:alice]")
+        }
+    }
+
     @Test func udpAssociateWorksOnATLSControlConnection() async throws {
         let pki = try await Self.pki()
         let echo = try await UDPEchoServer.start()
