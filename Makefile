@@ -23,7 +23,7 @@ VERSION := $(shell sed -n 's/^public let sallyportVersion = "\(.*\)"/\1/p' Sourc
 RUN_PACKAGES := libpam0g-dev libcrypt-dev libyaml-dev
 TEST_PACKAGES := $(RUN_PACKAGES) gcc libpam-wrapper libnss-wrapper libpam-modules curl ncat netcat-openbsd proxychains4 python3 python3-socks \
 	lintian man-db systemd chromium python3-websocket haproxy dante-server tinyproxy whois apache2-utils \
-	openssl python3-cryptography tcpdump
+	openssl python3-cryptography tcpdump dante-client python3-pyftpdlib ftp
 
 # The PAM suite runs through real PAM: pam_wrapper redirects libpam to our service files (pam_matrix
 # with a password file), nss_wrapper supplies the users' groups.

@@ -67,12 +67,11 @@ extension ByteBuffer {
     /// Writes a SOCKS4 reply: `VN=0 CD DSTPORT DSTIP` (the bound IPv4 address when there is one).
     @discardableResult
     public mutating func writeSOCKS4Reply(_ code: SOCKS4ReplyCode, bound: SOCKSEndpoint = .unspecified) -> Int {
+        // An IPv6 address does not fit: 0.0.0.0 tells the client to use the server's own address
+        // (SOCKS4's rule for a BIND reply), with the port still given.
         var address: UInt32 = 0
-        var port: UInt16 = 0
-        if case .ipv4(let ipv4) = bound.host {
-            address = ipv4.value
-            port = bound.port
-        }
+        let port = bound.port
+        if case .ipv4(let ipv4) = bound.host { address = ipv4.value }
         return writeInteger(UInt8(0)) + writeInteger(code.rawValue) + writeInteger(port) + writeInteger(address)
     }
 

@@ -17,7 +17,8 @@ public struct ServerNegotiation: Sendable {
         /// How many bytes a client may send ahead of its answer (while authenticating or while the
         /// request is carried out) before it is closed.
         public var maximumEarlyData: Int
-        /// Serve SOCKS4 and SOCKS4a CONNECT too (the first byte of a connection picks the version).
+        /// Serve SOCKS4 and SOCKS4a too (the first byte of a connection picks the version): CONNECT,
+        /// and BIND when `commands` holds it.
         /// Such sessions carry no password: they are anonymous.
         public var socks4: Bool
 
@@ -55,7 +56,8 @@ public struct ServerNegotiation: Sendable {
         case close(Failure)
         /// Check these credentials, then call `authenticationCompleted(success:)`.
         case authenticate(UsernamePasswordRequest)
-        /// Carry out this request, then call `requestSucceeded(bound:)` or `requestFailed(_:)`.
+        /// Carry out this request, then call `requestSucceeded(bound:)` or `requestFailed(_:)` (a BIND
+        /// calls `listening(bound:)` first, once its socket listens).
         case execute(SOCKSRequest)
         /// Write this success reply and start relaying; what is left in the buffer is payload.
         case established(ByteBuffer)
@@ -67,6 +69,8 @@ public struct ServerNegotiation: Sendable {
         case authenticating
         case awaitingRequest
         case executing(SOCKSRequest)
+        /// A BIND's first reply is sent: its peer has yet to connect.
+        case awaitingPeer
         case established
         case closed
     }
@@ -100,12 +104,12 @@ public struct ServerNegotiation: Sendable {
                     isSOCKS4 = true
                     guard let request = try buffer.readSOCKS4Request() else { return .needMoreData }
                     socks4UserID = request.userID
-                    guard request.command == .connect, configuration.commands.contains(.connect) else {
+                    guard request.command == .connect || request.command == .bind, configuration.commands.contains(request.command) else {
                         return fail(.commandNotSupported(request.command), reply: .commandNotSupported)
                     }
-                    let connect = SOCKSRequest(command: .connect, destination: request.destination)
-                    state = .executing(connect)
-                    return .execute(connect)
+                    let socks5 = SOCKSRequest(command: request.command, destination: request.destination)
+                    state = .executing(socks5)
+                    return .execute(socks5)
                 }
                 guard let greeting = try buffer.readClientGreeting() else { return .needMoreData }
                 return chooseMethod(from: greeting)
@@ -120,7 +124,7 @@ public struct ServerNegotiation: Sendable {
                 }
                 state = .executing(request)
                 return .execute(request)
-            case .authenticating, .executing:
+            case .authenticating, .executing, .awaitingPeer:
                 guard buffer.readableBytes <= configuration.maximumEarlyData else {
                     state = .closed
                     return .close(.earlyDataLimitExceeded)
@@ -155,30 +159,51 @@ public struct ServerNegotiation: Sendable {
         return .sendAndClose(reply, .authenticationFailed, reply: nil)
     }
 
-    /// The request was carried out; `bound` is the address to report as `BND`.
+    /// A BIND's socket listens at `bound`: the first of its two replies. The second comes with
+    /// `requestSucceeded(bound:)` (the peer's address) or `requestFailed(_:)`.
+    public mutating func listening(bound: SOCKSEndpoint) -> Action {
+        guard case .executing(let request) = state, request.command == .bind else { return .wait }
+        state = .awaitingPeer
+        return .send(successReply(bound: bound))
+    }
+
+    /// The request was carried out; `bound` is the address to report as `BND` (for a BIND, the
+    /// peer that connected).
     public mutating func requestSucceeded(bound: SOCKSEndpoint) -> Action {
-        guard case .executing = state else { return .wait }
+        switch state {
+        case .executing(let request) where request.command != .bind: break
+        case .awaitingPeer: break
+        default: return .wait
+        }
         state = .established
+        return .established(successReply(bound: bound))
+    }
+
+    private func successReply(bound: SOCKSEndpoint) -> ByteBuffer {
         var reply = Self.replyBuffer()
         if isSOCKS4 {
             reply.writeSOCKS4Reply(.granted, bound: bound)
         } else {
             reply.writeSOCKSReply(SOCKSReply(code: .succeeded, bound: bound))
         }
-        return .established(reply)
+        return reply
     }
 
     /// The request failed or was refused with this reply code.
     public mutating func requestFailed(_ code: SOCKSReplyCode) -> Action {
-        guard case .executing = state else { return .wait }
+        switch state {
+        case .executing, .awaitingPeer: break
+        default: return .wait
+        }
         return fail(.requestFailed(code), reply: code)
     }
 
-    /// The client sent EOF. Before the request is complete that ends the negotiation; after it, the
+    /// The client sent EOF. Before the request is complete that ends the negotiation, and so does
+    /// it while a BIND waits for its peer (nobody would be left to relay to); after a request, the
     /// request goes on (the EOF is the caller's to pass on once relaying).
     public mutating func inputClosed() -> Action {
         switch state {
-        case .awaitingGreeting, .awaitingCredentials, .awaitingRequest, .authenticating:
+        case .awaitingGreeting, .awaitingCredentials, .awaitingRequest, .authenticating, .awaitingPeer:
             state = .closed
             return .close(.clientClosed)
         case .executing, .established, .closed:

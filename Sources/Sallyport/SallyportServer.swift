@@ -59,7 +59,8 @@ public final class SallyportServer: Service, Sendable {
             self.configuration = configuration
             self.services = services
             self.checkers = checkers
-            let commands: Set<SOCKSCommand> = services.udp.enabled ? [.connect, .udpAssociate] : [.connect]
+            // BIND is always served: the rules decide who may (none by default).
+            let commands: Set<SOCKSCommand> = services.udp.enabled ? [.connect, .udpAssociate, .bind] : [.connect, .bind]
             listeners = configuration.listeners.enumerated().map { index, listener in
                 var own = services
                 own.authenticator = injected ?? checkers.authenticator(for: configuration.checker(for: listener))
@@ -139,6 +140,8 @@ public final class SallyportServer: Service, Sendable {
         generation.withLockedValue {
             var services = $0.services
             services.upstreamTLS = tls.upstreams
+        services.bind = configuration.bind
+        services.relay = configuration.relay
             $0 = Generation(configuration: configuration, services: services, checkers: $0.checkers, injected: injectedAuthenticator, tls: tls.listeners)
         }
         // The saved totals first: no session may start before a quota can be judged.
@@ -265,6 +268,8 @@ public final class SallyportServer: Service, Sendable {
         // The wheels outlive a reload: a session keeps its loop's wheel whatever generation it is of.
         if let previous { services.timers = previous.services.timers }
         services.upstreamTLS = tls.upstreams
+        services.bind = configuration.bind
+        services.relay = configuration.relay
         return Generation(configuration: configuration, services: services, checkers: checkers, injected: injectedAuthenticator, tls: tls.listeners)
     }
 

@@ -123,18 +123,21 @@ public enum FuzzTargets {
         guard input.count >= 2 else { return }
         let options = input[0]
         let methods: [AuthenticationMethod] = options & 1 == 0 ? [.none] : [.usernamePassword, .none]
-        // The seed byte's top bit serves SOCKS4 too.
+        // The seed byte's top bit serves SOCKS4 too, the next serves BIND; the one after makes a
+        // BIND's peer never come (its second reply is a failure).
+        var commands: Set<SOCKSCommand> = options & 2 == 0 ? [.connect] : [.connect, .udpAssociate]
+        if input[1] & 0x40 != 0 { commands.insert(.bind) }
         let configuration = ServerNegotiation.Configuration(
-            methods: methods, commands: options & 2 == 0 ? [.connect] : [.connect, .udpAssociate], maximumEarlyData: Int(options >> 2) * 16,
-            socks4: input[1] & 0x80 != 0)
+            methods: methods, commands: commands, maximumEarlyData: Int(options >> 2) * 16, socks4: input[1] & 0x80 != 0)
         let data = Array(input.dropFirst(2))
-        let whole = drive(configuration, pieces: [data], options: options)
-        let split = drive(configuration, pieces: pieces(of: data, seed: input[1]), options: options)
+        let peerComes = input[1] & 0x20 == 0
+        let whole = drive(configuration, pieces: [data], options: options, peerComes: peerComes)
+        let split = drive(configuration, pieces: pieces(of: data, seed: input[1]), options: options, peerComes: peerComes)
         precondition(whole == split, "fed in pieces the machine did otherwise: \(whole) vs \(split)")
     }
 
     /// Runs the machine over the pieces; answers authentication and requests from `options`.
-    static func drive(_ configuration: ServerNegotiation.Configuration, pieces: [[UInt8]], options: UInt8) -> [String] {
+    static func drive(_ configuration: ServerNegotiation.Configuration, pieces: [[UInt8]], options: UInt8, peerComes: Bool) -> [String] {
         var machine = ServerNegotiation(configuration: configuration)
         var buffer = ByteBuffer()
         var log: [String] = []
@@ -168,6 +171,19 @@ public enum FuzzTargets {
                     precondition(DestinationName.isNormalized(name), "a request carries \(name.debugDescription)")
                 }
                 log.append("execute \(request)")
+                precondition(configuration.commands.contains(request.command), "a command not served was executed")
+                if request.command == .bind, options & 0x80 == 0 {
+                    // The first reply says where the socket listens, with code success; the
+                    // second names the peer, or fails.
+                    guard case .send(let first) = machine.listening(bound: SOCKSEndpoint(host: .ipv4(SOCKSIPv4Address(0xC000_0201)), port: 4321)) else {
+                        preconditionFailure("a BIND's first reply was not sent")
+                    }
+                    let granted = machine.isSOCKS4 ? SOCKS4ReplyCode.granted.rawValue : SOCKSReplyCode.succeeded.rawValue
+                    precondition(first.getInteger(at: 1, as: UInt8.self) == granted, "a BIND's first reply is not a success")
+                    log.append("listening \(Array(first.readableBytesView))")
+                    if !peerComes { return perform(machine.requestFailed(.ttlExpired)) }
+                    return perform(machine.requestSucceeded(bound: SOCKSEndpoint(host: .ipv4(SOCKSIPv4Address(0xC000_0202)), port: 20)))
+                }
                 if options & 0x80 == 0 {
                     return perform(machine.requestSucceeded(bound: .unspecified))
                 }

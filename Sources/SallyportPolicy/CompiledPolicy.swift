@@ -102,7 +102,7 @@ public final class CompiledPolicy: Sendable {
             }
             if rule.hasBlocks { return .resolve }
         }
-        return policy.defaultAction == .deny ? .deny(.defaultAction) : .resolve
+        return policy.allowsByDefault(command) ? .resolve : .deny(.defaultAction)
     }
 
     /// `Policy.checkAddresses`, through the index.
@@ -137,7 +137,7 @@ public final class CompiledPolicy: Sendable {
             return .success(Policy.Allowed(reason: label, route: rule.route))
         }
         if let special { return .failure(Policy.Refusal(reason: .specialAddress(special))) }
-        return policy.defaultAction == .allow ? .success(Policy.Allowed(reason: .defaultAction)) : .failure(Policy.Refusal(reason: .defaultAction))
+        return policy.allowsByDefault(command) ? .success(Policy.Allowed(reason: .defaultAction)) : .failure(Policy.Refusal(reason: .defaultAction))
     }
 
     /// Rules whose inline hosts or domains hold `name`, in order.

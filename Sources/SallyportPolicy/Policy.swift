@@ -65,7 +65,7 @@ public struct EgressRule: Hashable, Sendable {
     }
 
     /// How logs name the rule: its name, else its position and line.
-    func label(index: Int) -> String {
+    public func label(index: Int) -> String {
         if let name { return name }
         if let line { return "rule-\(index + 1)@line\(line)" }
         return "rule-\(index + 1)"
@@ -104,8 +104,14 @@ public struct EgressRule: Hashable, Sendable {
     }
 
     /// Whether the rule is for this subject and command, whatever the port.
+    /// An allow rule without `commands` covers CONNECT and UDP ASSOCIATE, never BIND: letting
+    /// strangers connect in to a client needs a rule that names `bind`. A deny applies to all three.
     func appliesTo(_ subject: PolicySubject, command: SOCKSCommand) -> Bool {
-        if let commands, !commands.contains(command) { return false }
+        if let commands {
+            if !commands.contains(command) { return false }
+        } else if command == .bind && action == .allow {
+            return false
+        }
         guard let who else { return true }
         return who.contains { $0.matches(subject) }
     }
@@ -243,7 +249,12 @@ public struct Policy: Hashable, Sendable {
             if rule.action == .allow { return nil }
             if rule.matchesEveryAddress && rule.ports == nil { return .rule(rule.label(index: index)) }
         }
-        return defaultAction == .allow ? nil : .defaultAction
+        return allowsByDefault(command) ? nil : .defaultAction
+    }
+
+    /// Whether `default_action` allows `command`: `allow` does for CONNECT and UDP, never for BIND.
+    public func allowsByDefault(_ command: SOCKSCommand) -> Bool {
+        defaultAction == .allow && command != .bind
     }
 
     /// The first check of a name: a deny here needs no lookup.
@@ -263,7 +274,7 @@ public struct Policy: Hashable, Sendable {
             // An address rule may judge the name's addresses: only they can tell.
             if rule.hasBlocks { return .resolve }
         }
-        return defaultAction == .deny ? .deny(.defaultAction) : .resolve
+        return allowsByDefault(command) ? .resolve : .deny(.defaultAction)
     }
 
     /// The check of a destination's addresses (`name` is the name they came from, if any).
@@ -337,7 +348,7 @@ public struct Policy: Hashable, Sendable {
             return .success(Allowed(reason: label(index), route: rule.route))
         }
         if let special { return .failure(Refusal(reason: .specialAddress(special))) }
-        return defaultAction == .allow ? .success(Allowed(reason: .defaultAction)) : .failure(Refusal(reason: .defaultAction))
+        return allowsByDefault(command) ? .success(Allowed(reason: .defaultAction)) : .failure(Refusal(reason: .defaultAction))
     }
 
     /// A name as rules compare it: lower case, without a trailing dot.

@@ -14,7 +14,7 @@ extension UDPAssociation {
 
     /// The ports to try, in order: 0 (any free port) without a range; a small range whole, from
     /// a random start; a large one at `maxBindAttempts` random ports.
-    static func bindCandidates(_ ports: ClosedRange<Int>?) -> [Int] {
+    public static func bindCandidates(_ ports: ClosedRange<Int>?) -> [Int] {
         guard let ports else { return [0] }
         if ports.count <= maxBindAttempts {
             let offset = Int.random(in: 0..<ports.count)

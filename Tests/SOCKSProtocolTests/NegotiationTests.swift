@@ -19,7 +19,8 @@ struct NegotiationDriver {
     var steps: [Step] = []
     /// The answer given to `.authenticate`.
     var authenticationSucceeds = true
-    /// The answer given to `.execute`: a bound address, or a failure code.
+    /// The answer given to `.execute`: a bound address, or a failure code. For a BIND, a bound
+    /// address is where it listens (the first reply); `peer(_:)` gives the second.
     var executeResult: ExecuteResult? = .success(SOCKSEndpoint(host: .ipv4(.init(127, 0, 0, 1)), port: 4242))
 
     enum ExecuteResult {
@@ -36,6 +37,15 @@ struct NegotiationDriver {
     var closeReason: ServerNegotiation.Failure? {
         for step in steps { if case .closed(let reason) = step { return reason } }
         return nil
+    }
+
+    /// A BIND's peer connected (`.success`, its address) or did not (`.failure`).
+    mutating func peer(_ result: ExecuteResult) {
+        switch result {
+        case .success(let peer): _ = perform(machine.requestSucceeded(bound: peer))
+        case .failure(let code): _ = perform(machine.requestFailed(code))
+        }
+        run()
     }
 
     mutating func feed(_ bytes: [UInt8]) {
@@ -73,6 +83,7 @@ struct NegotiationDriver {
         case .execute(let request):
             steps.append(.execute(request))
             switch executeResult {
+            case .success(let bound) where request.command == .bind: return perform(machine.listening(bound: bound))
             case .success(let bound): return perform(machine.requestSucceeded(bound: bound))
             case .failure(let code): return perform(machine.requestFailed(code))
             case nil: return false

@@ -3,7 +3,7 @@ import Testing
 
 @testable import SOCKSProtocol
 
-/// SOCKS4 and SOCKS4a on a listener that serves them: CONNECT only, replies 0x5A/0x5B.
+/// SOCKS4 and SOCKS4a on a listener that serves them: CONNECT (and BIND where served), replies 0x5A/0x5B.
 @Suite(.timeLimit(.minutes(1))) struct SOCKS4Tests {
     /// CONNECT 93.184.216.34:80 as user "bob".
     static let connect4: [UInt8] = [4, 1, 0, 80, 93, 184, 216, 34] + Array("bob".utf8) + [0]
@@ -42,7 +42,7 @@ import Testing
         #expect(driver.closeReason == .requestFailed(.connectionRefused))
     }
 
-    @Test func bindIsRejectedWith0x5B() {
+    @Test func bindIsRejectedWith0x5BWhereItIsNotServed() {
         var driver = NegotiationDriver(socks4: true)
         driver.feed([4, 2, 0, 80, 93, 184, 216, 34, 0])
         #expect(driver.sentBytes == [0, 0x5B, 0, 0, 0, 0, 0, 0])

@@ -156,6 +156,34 @@ let teamPolicy = Policy(rules: [
         #expect(!allowed(53, .connect))
     }
 
+    @Test func bindNeedsAnAllowThatNamesItWhileADenyWithoutCommandsStillAppliesToIt() {
+        let peers = EgressRule(name: "ftp-peers", action: .allow, who: [.group("engineers")], to: [.block(block("93.184.216.0/24"))], commands: [.bind])
+        let everything = EgressRule(name: "everything", action: .allow)
+        let noLab = EgressRule(name: "no-lab", action: .deny, to: [.block(block("93.184.216.128/25"))])
+        func decision(_ policy: Policy, _ address: String, _ subject: PolicySubject) -> Policy.Decision {
+            let compiled = CompiledPolicy(policy, indexFrom: 0)
+            let plain = policy.checkAddresses([ip(address)], name: nil, port: 21, command: .bind, subject: subject)
+            // The compiled policy decides the same.
+            #expect(compiled.checkAddresses([ip(address)], name: nil, port: 21, command: .bind, subject: subject) == plain)
+            return plain
+        }
+        // An allow without commands, and default_action allow, cover CONNECT and UDP, never BIND.
+        let open = Policy(rules: [everything], defaultAction: .allow)
+        #expect(decision(open, "93.184.216.7", alice) == .deny(.defaultAction))
+        #expect(open.refusesEveryDestination(.bind, subject: alice) == .defaultAction)
+        #expect(open.refusesEveryDestination(.connect, subject: alice) == nil)
+        #expect(!open.allowsByDefault(.bind) && open.allowsByDefault(.connect))
+        // A rule naming bind allows it, for its subjects and destinations only.
+        let team = Policy(rules: [noLab, peers, everything])
+        #expect(decision(team, "93.184.216.7", alice) == .allow([ip("93.184.216.7")], .rule("ftp-peers")))
+        #expect(decision(team, "93.184.216.7", carol) == .deny(.defaultAction))
+        #expect(decision(team, "8.8.8.8", alice) == .deny(.defaultAction))
+        // A deny without commands applies to BIND as to the others.
+        #expect(decision(team, "93.184.216.200", alice) == .deny(.rule("no-lab")))
+        #expect(team.refusesEveryDestination(.bind, subject: alice) == nil)
+        #expect(team.refusesEveryDestination(.bind, subject: carol) == .defaultAction)
+    }
+
     @Test func hostRulesMatchWithoutCaseOrTrailingDot() {
         let policy = Policy(rules: [EgressRule(name: "one", action: .allow, to: [.host("api.example.com")])])
         #expect(policy.checkName("API.Example.COM.", port: 443, command: .connect, subject: anonymous) == .resolve)

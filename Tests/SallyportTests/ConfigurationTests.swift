@@ -71,7 +71,7 @@ import Testing
         } throws: { error in
             let text = "\(error)"
             return text.contains("bad.yaml:2:5: listen[0]: '127.0.0.1:99999': the port must be a number from 0 to 65535")
-                && text.contains("bad.yaml:4:3: timeouts.negotation: unknown key; known keys here: negotiation, connect, dns, idle, shutdown_grace")
+                && text.contains("bad.yaml:4:3: timeouts.negotation: unknown key; known keys here: negotiation, connect, dns, bind, idle, shutdown_grace")
         }
     }
 
@@ -287,7 +287,7 @@ import Testing
         ("rules:\n  - action: deny\n    to: [\"x\\u0600.evil.example\"]\n", "is not ASCII"),
         ("rules:\n  - action: allow\n    ports: [0]\n", "rules[0].ports[0]: '0' is not a port"),
         ("rules:\n  - action: allow\n    ports: [90-80]\n", "'90-80' is not a port"),
-        ("rules:\n  - action: allow\n    commands: [bind]\n", "unknown command 'bind'"),
+        ("rules:\n  - action: allow\n    commands: [bnid]\n", "unknown command 'bnid'; expected connect, udp or bind"),
         ("rules:\n  - action: allow\n    to: []\n", "an empty list matches nothing"),
         ("rules:\n  - {name: a, action: allow}\n  - {name: a, action: deny}\n", "rules[1].name: the name 'a' is used by an earlier rule"),
         ("rules:\n  - action: allow\n    form: x\n", "rules[0].form: unknown key"),
@@ -316,6 +316,25 @@ import Testing
         #expect {
             try ConfigurationLoader.parse(yaml: "udp:\n  advertise: my-host\n", file: "u.yaml")
         } throws: { "\($0)".contains("u.yaml:2:14: udp.advertise: 'my-host' is not an IP address") }
+    }
+
+    @Test func bindSettingsAndTimeoutAreRead() throws {
+        let configuration = try ConfigurationLoader.parse(
+            yaml: "bind:\n  advertise: 198.51.100.9\n  port_range: 41000-41999\ntimeouts:\n  bind: 45s\nrules:\n  - {action: allow, commands: [bind]}\n", file: "b.yaml")
+        #expect(configuration.bind.advertise == "198.51.100.9")
+        #expect(configuration.bind.ports == 41000...41999)
+        #expect(configuration.timeouts.bind == .seconds(45))
+        #expect(configuration.policy.rules.first?.commands == [.bind])
+        #expect(ServerConfiguration().timeouts.bind == .minutes(2) && ServerConfiguration().bind.ports == nil)
+        for (yaml, expected) in [
+            ("bind:\n  advertise: my-host\n", "b.yaml:2:14: bind.advertise: 'my-host' is not an IP address"),
+            ("bind:\n  port_range: 41000-\n", "b.yaml:2:15: bind.port_range:"),
+            ("bind:\n  ports: 1\n", "b.yaml:2:3: bind.ports: unknown key; known keys here: advertise, port_range"),
+        ] {
+            #expect {
+                try ConfigurationLoader.parse(yaml: yaml, file: "b.yaml")
+            } throws: { "\($0)".contains(expected) }
+        }
     }
 
     @Test func missingFileIsNamed() {

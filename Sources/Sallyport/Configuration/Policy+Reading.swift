@@ -39,7 +39,7 @@ extension Policy {
                 route?.via = via
                 if action == .deny { problems.report(entry.node("via"), entry.keyPath("via"), "a deny rule sends nothing anywhere: via belongs on allow rules") }
                 if let commands, !commands.contains(.connect) {
-                    problems.report(entry.node("via"), entry.keyPath("via"), "via carries CONNECT sessions only, and this rule allows only udp: drop via, or add connect to commands")
+                    problems.report(entry.node("via"), entry.keyPath("via"), "via carries CONNECT sessions only, and this rule's commands leave connect out: drop via, or add connect to commands")
                 }
             }
             let listFile = entry.string("to_file")
@@ -115,7 +115,8 @@ extension EgressRule {
         switch text {
         case "connect": return .success(.connect)
         case "udp": return .success(.udpAssociate)
-        default: return .failure(.init("unknown command '\(text)'; expected connect or udp"))
+        case "bind": return .success(.bind)
+        default: return .failure(.init("unknown command '\(text)'; expected connect, udp or bind"))
         }
     }
 

@@ -14,6 +14,8 @@ public struct ServerConfiguration: Sendable, Hashable {
     public var auth: AuthenticationSettings
     public var udp: UDPSettings
     public var dns = DNSSettings()
+    /// BIND's listening sockets.
+    public var bind = BindSettings()
     /// The admin listener (metrics, sessions, status page); off by default.
     public var admin = AdminSettings()
     /// Per-user usage totals, where they are saved, and quotas.
@@ -223,9 +225,16 @@ extension ServerConfiguration {
     /// What the rules allow, in a sentence: for `check-config`.
     public var policySummary: String {
         guard hasOwnRules else {
-            return "no rules in the file: the default rule applies (every public destination, for everyone; loopback, private and other special addresses stay closed)"
+            return "no rules in the file: the default rule applies (every public destination, for everyone; loopback, private and other special addresses stay closed); \(bindSummary)"
         }
-        return "\(policy.rules.count) rule(s), default \(policy.defaultAction.rawValue)"
+        return "\(policy.rules.count) rule(s), default \(policy.defaultAction.rawValue); \(bindSummary)"
+    }
+
+    /// Whether anyone may BIND: only an allow rule that names `bind` in its commands lets them.
+    var bindSummary: String {
+        let allowing = policy.rules.enumerated().filter { $1.action == .allow && $1.commands?.contains(.bind) == true }
+        guard !allowing.isEmpty else { return "BIND refused to everyone (reply 0x02): no allow rule has commands: [bind]" }
+        return "BIND allowed by \(allowing.map { $1.label(index: $0) }.joined(separator: ", "))"
     }
 
     /// Reads the whole file: each section by the settings type it belongs to.
@@ -255,6 +264,7 @@ extension ServerConfiguration {
         root.section("log") { log.read(&$0) }
         root.section("udp") { udp.read(&$0) }
         root.section("dns") { dns.read(&$0) }
+        root.section("bind") { bind.read(&$0) }
         root.section("admin") { admin.read(&$0) }
         usage.read(&root)
     }

@@ -9,6 +9,8 @@ public struct Timeouts: Sendable, Hashable {
     public var connect: TimeAmount = .seconds(10)
     /// For one name lookup; past it the client gets reply 0x04 (host unreachable).
     public var dns: TimeAmount = .seconds(5)
+    /// How long a BIND waits for its peer to connect; past it the client gets reply 0x06.
+    public var bind: TimeAmount = .minutes(2)
     /// A relayed session with no byte moving either way for this long is closed; nil never.
     public var idle: TimeAmount? = .minutes(30)
     /// On SIGTERM/SIGINT, how long running sessions may go on before they are closed.
@@ -26,6 +28,7 @@ extension Timeouts {
         section.duration("negotiation", into: &negotiation)
         section.duration("connect", into: &connect)
         section.duration("dns", into: &dns)
+        section.duration("bind", into: &bind)
         section.duration("idle", into: &idle)
         section.durationOrZero("shutdown_grace", into: &shutdownGrace)
         section.durationOrZero("shutdown_delay", into: &shutdownDelay)

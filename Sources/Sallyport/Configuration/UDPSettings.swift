@@ -29,13 +29,8 @@ public struct UDPSettings: Sendable, Hashable {
 extension UDPSettings {
     mutating func read(_ section: inout ConfigSection) {
         section.bool("enabled", into: &enabled)
-        if let text = section.value("advertise", { text in
-            IPAddress(text) != nil
-                ? .success(text) : .failure(ConfigValues.Message("'\(text)' is not an IP address; give the public address clients reach this host at"))
-        }) {
-            advertise = text
-        }
-        if let range = section.value("port_range", EgressRule.parsePorts) { ports = Int(range.lowerBound)...Int(range.upperBound) }
+        section.advertisedAddress(into: &advertise)
+        section.portRange(into: &ports)
         section.duration("idle", into: &idle)
         section.integer("max_destinations", range: 1...65_536, into: &maxDestinations)
         section.integer("max_pending_destinations", range: 1...65_536, into: &maxPendingDestinations)

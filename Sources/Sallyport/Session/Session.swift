@@ -11,20 +11,20 @@ import SallyportRelay
 /// left held (timer, lookups, login waiter, limiter grant). Bound to its channel's event loop; the
 /// channel handler only hands it the channel's events.
 final class Session: TimerWheelClient {
-    private let services: SessionServices
+    let services: SessionServices
     /// The channel's event loop's timer wheel: the negotiation timeout.
     private var wheel: TimerWheel?
-    private var state: SessionState
+    private(set) var state: SessionState
     private var machine: ServerNegotiation
     /// Bytes read from the client and not yet consumed by the negotiation.
     private var buffer = ByteBuffer()
-    private var record: SessionRecord
-    private var identity = Identity.anonymous
-    private var channel: (any Channel)?
+    private(set) var record: SessionRecord
+    private(set) var identity = Identity.anonymous
+    private(set) var channel: (any Channel)?
     /// The channel handler, taken out of the pipeline once the relay owns the channel.
     private var handler: (any RemovableChannelHandler)?
     private var clientInputClosed = false
-    private var usage = SessionUsage()
+    var usage = SessionUsage()
     /// The first end decided; what the access log says even if other events follow.
     private var decided: SessionEnd?
 
@@ -35,7 +35,7 @@ final class Session: TimerWheelClient {
         self.record = SessionRecord(id: services.registry.makeID(), listener: listener)
     }
 
-    private var subject: PolicySubject { PolicySubject(user: identity.user, groups: identity.groups) }
+    var subject: PolicySubject { PolicySubject(user: identity.user, groups: identity.groups) }
 
     /// The one way from one state to the next.
     private func move(to next: SessionState) {
@@ -136,7 +136,7 @@ final class Session: TimerWheelClient {
     var snapshot: SessionSnapshot { record.snapshot(bytes: bytesSoFar) }
 
     /// The bytes relayed so far, each way. Call on the session's event loop.
-    private var bytesSoFar: RelayCounters {
+    var bytesSoFar: RelayCounters {
         switch state {
         case .associated(let association, _):
             let counters = association.countersSoFar
@@ -144,16 +144,6 @@ final class Session: TimerWheelClient {
         case .relaying(let relay, _): return relay.bytesSoFar
         default: return record.counters
         }
-    }
-
-    /// The keeper's tick: report the bytes so far, and close the session when its user has used
-    /// up a quota. Call on the session's event loop.
-    func usageTick(quotas: [Quota]) {
-        guard !state.isOver, identity.user != nil else { return }
-        usage.account(bytesSoFar, of: identity, in: services.usage)
-        // Relaying or associated: only a running session is closed for a quota here.
-        guard !quotas.isEmpty, !state.isNegotiating, let quota = overQuota(quotas) else { return }
-        close(.quota(quota))
     }
 
     // MARK: The negotiation
@@ -168,8 +158,9 @@ final class Session: TimerWheelClient {
         channel?.flush()
     }
 
-    private func perform(_ action: ServerNegotiation.Action) {
+    private func perform(_ action: ServerNegotiation.Action, flush: Bool = false) {
         guard let channel, !state.isOver else { return }
+        defer { if flush { channel.flush() } }
         if machine.isSOCKS4, record.notes?.socks4UserID == nil {
             record.notesForWriting().socks4UserID = SessionRecord.printable(machine.socks4UserID ?? [])
         }
@@ -249,25 +240,27 @@ final class Session: TimerWheelClient {
         }
     }
 
-    /// Decided, dialled or bound: the reply, then the relay or the association; or the refusal.
+    /// Decided, dialled, bound or accepted: the reply, then the relay or the association; or the
+    /// refusal. A BIND's first reply (it listens) leaves the request running.
     private func requestDone(_ outcome: SessionRequest.Outcome, _ running: SessionRequest) {
         guard case .requesting(let current) = state, current === running, let channel else { return outcome.discard() }
         record.rule = running.rule
         if let via = running.via { record.notesForWriting().upstream = via }
         if case .failed(let end) = outcome { return fail(end) }
+        if case .listening = outcome { return perform(machine.listening(bound: outcome.bound(in: services)), flush: true) }
         record.remote = outcome.remote
-        guard case .established(let reply) = machine.requestSucceeded(bound: outcome.bound(advertising: services.udp.advertise)) else {
+        guard case .established(let reply) = machine.requestSucceeded(bound: outcome.bound(in: services)) else {
             return outcome.discard()
         }
         record.reply = .succeeded
         channel.write(reply, promise: nil)
         switch outcome {
-        case .connected(let dialed): startRelay(to: dialed, grant: running.grant)
+        case .connected(let dialed), .accepted(let dialed): startRelay(to: dialed, grant: running.grant)
         case .associated(let association):
             channel.flush()
             buffer = ByteBuffer()
             move(to: .associated(association, running))
-        case .failed: break
+        case .listening, .failed: break
         }
     }
 
@@ -319,34 +312,10 @@ final class Session: TimerWheelClient {
         }
     }
 
-    /// The quota the session's user has used up, logged; nil when none.
-    private func overQuota(_ quotas: [Quota]? = nil) -> Quota? {
-        SessionUsage.exceeded(quotas, subject: subject, services: services, record: record)
-    }
-
-    /// The allowance a session of a user with a quota relays under; nil when no quota applies.
-    private func makeAllowance() -> ByteAllowance? {
-        guard SessionUsage.needsAllowance(identity, services: services), let ledger = services.usage else { return nil }
-        let (quotas, subject) = (services.quotas, subject)
-        return ByteAllowance(lease: SessionUsage.lease) { [weak self] in
-            guard let self, !state.isOver else { return 0 }
-            // What this session moved so far goes into the ledger first: every session's
-            // unreported bytes stay within its current lease.
-            usage.account(bytesSoFar, of: identity, in: ledger)
-            let left = ledger.remaining(subject, quotas: quotas)
-            if left == 0 {
-                // Used up: the session ends, after the read that spent it is passed on.
-                if let quota = overQuota(quotas) { decide(.quota(quota)) }
-                channel?.eventLoop.assumeIsolated().execute { [self] in closeForShutdown() }
-            }
-            return Int(min(left, UInt64(SessionUsage.lease)))
-        }
-    }
-
     // MARK: Ending
 
     /// Records why the session ends, unless an earlier cause was recorded.
-    private func decide(_ end: SessionEnd) {
+    func decide(_ end: SessionEnd) {
         guard decided == nil else { return }
         decided = end
         switch end {
@@ -364,7 +333,7 @@ final class Session: TimerWheelClient {
 
     /// Ends the session for `end`, whatever its state: a running relay or association is closed
     /// (and reports its end), anything before closes the client connection (which then finishes it).
-    private func close(_ end: SessionEnd) {
+    func close(_ end: SessionEnd) {
         decide(end)
         switch state {
         case .relaying(let relay, _): relay.close()

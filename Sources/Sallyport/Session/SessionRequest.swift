@@ -4,12 +4,14 @@ import SOCKSProtocol
 import SallyportPolicy
 import SallyportRelay
 
-/// A request being carried out, from its limits to the outbound connection or the relay socket:
-/// limits first (a refused session costs no lookup), the egress decision (with a lookup when the
-/// name needs one), then the dial (CONNECT) or the bind (UDP ASSOCIATE). It holds what it took —
-/// the limiter grant and the session's lookups — until the session's next state takes them over
-/// or leaving the state gives them back, and its own `timeouts.connect` timer until then; it
-/// reports to the session once. Lives on the session's event loop.
+/// A request being carried out, from its limits to the outbound connection, the relay socket or the
+/// peer's connection: limits first (a refused session costs no lookup), the egress decision (with a
+/// lookup when the name needs one), then the dial (CONNECT), the relay socket (UDP ASSOCIATE) or
+/// the listening socket and its peer (BIND). It holds what it took — the limiter grant, the
+/// session's lookups, a BIND's listening socket — until the session's next state takes them over
+/// or leaving the state gives them back, and its own timer (`timeouts.connect`, or `timeouts.bind`
+/// while a BIND listens) until then; it reports to the session once (a BIND reports that it
+/// listens first). Lives on the session's event loop.
 final class SessionRequest {
     enum Step: Equatable {
         case admitting
@@ -19,6 +21,8 @@ final class SessionRequest {
         case dialing
         /// The UDP relay socket is being opened.
         case binding
+        /// A BIND listens (or is opening its socket) for its peer.
+        case listening
     }
 
     enum Outcome {
@@ -26,15 +30,19 @@ final class SessionRequest {
         case connected(Dialed)
         /// The relay socket is open: the session replies and the association runs.
         case associated(UDPAssociation)
+        /// A BIND listens here: the session sends the first reply; more is to come.
+        case listening(SocketAddress)
+        /// A BIND's peer connected: the session sends the second reply and relays.
+        case accepted(Dialed)
         /// Refused or failed: the session replies with the end's code and closes.
         case failed(SessionEnd)
 
         /// What an outcome nobody waits for any more still holds, closed.
         func discard() {
             switch self {
-            case .connected(let dialed): dialed.channel.close(promise: nil)
+            case .connected(let dialed), .accepted(let dialed): dialed.channel.close(promise: nil)
             case .associated(let association): association.close(.controlClosed)
-            case .failed: break
+            case .listening, .failed: break
             }
         }
     }
@@ -46,20 +54,24 @@ final class SessionRequest {
     }
 
     let request: SOCKSRequest
-    private(set) var step = Step.admitting
+    var step = Step.admitting
     private(set) var grant: SessionLimiter.Grant?
-    private(set) var ticket: LookupTicket?
+    var ticket: LookupTicket?
     /// `timeouts.connect` while a name is looked up or an upstream dialled (a direct connect has
     /// the connector's own timeout).
     private var timer: Scheduled<Void>?
     /// The rule that allowed the destination, and the upstream it goes through: for the access log.
-    private(set) var rule: String?
+    var rule: String?
     private(set) var via: String?
-    private let services: SessionServices
-    private let subject: PolicySubject
+    let services: SessionServices
+    let subject: PolicySubject
     /// The session's record as it was at the request: names the session in log lines.
-    private let record: SessionRecord
-    private var report: ((Outcome) -> Void)?
+    let record: SessionRecord
+    private(set) var report: ((Outcome) -> Void)?
+    /// A BIND's listening socket, closed when the session moves on.
+    var listener: BindListener?
+    /// A BIND refused a peer already (logged once).
+    var refusedPeer = false
 
     init(_ request: SOCKSRequest, services: SessionServices, subject: PolicySubject, record: SessionRecord) {
         self.request = request
@@ -68,7 +80,7 @@ final class SessionRequest {
         self.record = record
     }
 
-    private var client: ClientNetwork { ClientNetwork(record.client) }
+    var client: ClientNetwork { ClientNetwork(record.client) }
 
     /// Carries the request out on `channel`'s event loop; `report` hears how it went, once.
     func start(on channel: any Channel, association hooks: AssociationHooks?, report: @escaping (Outcome) -> Void) {
@@ -81,6 +93,7 @@ final class SessionRequest {
             self.grant = grant
         }
         if let hooks { return associate(on: channel, hooks) }
+        if request.command == .bind { return bind(on: channel) }
         let eventLoop = channel.eventLoop
         // The lookup and the connect together get `timeouts.connect`.
         let deadline = eventLoop.now + services.timeouts.connect
@@ -107,24 +120,36 @@ final class SessionRequest {
         report = nil
         timer?.cancel()
         timer = nil
+        listener?.close()
+        listener = nil
     }
 
-    private func finish(_ outcome: Outcome) {
+    func finish(_ outcome: Outcome) {
         guard let report else { return outcome.discard() }
         self.report = nil
         report(outcome)
     }
 
     /// `timeouts.connect` ran out while the name was looked up (0x04) or connected to (0x06).
-    private func startTimer(_ deadline: NIODeadline, on eventLoop: any EventLoop) {
+    /// `timeouts.bind` ran out while a BIND listened (0x06).
+    func startTimer(_ deadline: NIODeadline, on eventLoop: any EventLoop) {
         guard timer == nil else { return }
         timer = eventLoop.assumeIsolated().scheduleTask(deadline: deadline) { [self] in
             switch step {
             case .resolving: finish(.failed(.requestFailed(.hostUnreachable)))
             case .dialing: finish(.failed(.requestFailed(.ttlExpired)))
+            case .listening:
+                services.logger.debug("no BIND peer in time", metadata: record.logFields(["dst": "\(request.destination)"]))
+                finish(.failed(.requestFailed(.ttlExpired)))
             case .admitting, .binding: break
             }
         }
+    }
+
+    /// Stops the running timer (a BIND's lookup is done; its wait has its own).
+    func stopTimer() {
+        timer?.cancel()
+        timer = nil
     }
 
     private func dial(_ decision: EgressDecision, deadline: NIODeadline, on eventLoop: any EventLoop) {
@@ -170,7 +195,7 @@ final class SessionRequest {
     }
 
     /// Refuses a destination the policy denies: reply 0x02, a notice naming the rule.
-    private func deny(_ reason: Policy.Reason) {
+    func deny(_ reason: Policy.Reason) {
         var notice = RefusalNotice(logger: services.logger)
         notice.refused(
             "request denied", request.destination, reason: reason.description, command: request.command, session: record.idText,
@@ -214,22 +239,28 @@ extension SessionRequest.Outcome {
     /// Where the session's outbound side is: the target's address, or the relay socket's.
     var remote: SocketAddress? {
         switch self {
-        case .connected(let dialed): return dialed.channel.remoteAddress
+        case .connected(let dialed), .accepted(let dialed): return dialed.channel.remoteAddress
         case .associated(let association): return association.boundAddress
-        case .failed: return nil
+        case .listening, .failed: return nil
         }
     }
 
-    /// The reply's BND: the outbound socket's address, or the relay socket's (with `advertise`'s
-    /// address instead of its own, for a server behind NAT).
-    func bound(advertising advertise: String?) -> SOCKSEndpoint {
+    /// The reply's BND: the outbound socket's address; the relay socket's or the listening
+    /// socket's (with `advertise`'s address instead of its own, for a server behind NAT); or a
+    /// BIND's peer.
+    func bound(in services: SessionServices) -> SOCKSEndpoint {
         switch self {
         case .connected(let dialed): return dialed.channel.localAddress.map(SOCKSEndpoint.init) ?? .unspecified
-        case .associated(let association):
-            let bound = SOCKSEndpoint(association.boundAddress)
-            guard let advertised = advertise.flatMap(IPAddress.init) else { return bound }
-            return SOCKSEndpoint(host: advertised.socksHost, port: bound.port)
+        case .accepted(let dialed): return dialed.channel.remoteAddress.map(SOCKSEndpoint.init) ?? .unspecified
+        case .associated(let association): return Self.advertised(association.boundAddress, as: services.udp.advertise)
+        case .listening(let address): return Self.advertised(address, as: services.bind.advertise)
         case .failed: return .unspecified
         }
+    }
+
+    private static func advertised(_ address: SocketAddress, as advertise: String?) -> SOCKSEndpoint {
+        let bound = SOCKSEndpoint(address)
+        guard let advertised = advertise.flatMap(IPAddress.init) else { return bound }
+        return SOCKSEndpoint(host: advertised.socksHost, port: bound.port)
     }
 }

@@ -29,6 +29,9 @@ struct SessionServices: Sendable {
     var quotas: [Quota] = []
     /// The TLS contexts of the `socks5+tls` upstreams.
     var upstreamTLS = UpstreamTLSContexts()
+    /// BIND's listening sockets, and the relay options their peers' connections get.
+    var bind = BindSettings()
+    var relay = RelaySettings()
 
     var policy: CompiledPolicy { egress.compiled }
 }
