@@ -22,7 +22,8 @@ import Testing
     @Test func socksifiedActiveFTPFetchesAFileThroughBind() async throws {
         let socksify = try #require(which("socksify"), "socksify (Debian dante-client) is not installed; `make test` installs it")
         let ftp = try #require(which("tnftp"), "tnftp (Debian ftp) is not installed; `make test` installs it")
-        let python = try #require(which("python3"))
+        // Debian's python3, which python3-pyftpdlib installs into (not a python3 earlier on PATH).
+        let python = "/usr/bin/python3"
         let site = try temporaryDirectory("ftp-site")
         let content = String(repeating: "a file fetched over an active-mode data connection\n", count: 2_000)
         try content.write(toFile: site + "/file.txt", atomically: true, encoding: .utf8)
