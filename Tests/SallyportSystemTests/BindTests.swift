@@ -36,7 +36,7 @@ func loopback(_ last: UInt8, _ port: Int = 0) -> SOCKSEndpoint {
             to: [127.0.0.0/8, "::1/128"]
           - name: bind-loopback
             action: allow
-            to: [127.0.0.0/8]
+            to: [127.0.0.0/8, "::1/128"]
             commands: [bind]
 
         """
@@ -108,6 +108,86 @@ func loopback(_ last: UInt8, _ port: Int = 0) -> SOCKSEndpoint {
         // The first stranger is logged, once.
         let refusals = server.process.stderr.split(separator: "\n").filter { $0.contains("BIND peer refused") }
         #expect(refusals.count == 1 && refusals[0].contains("peer=127.0.0.3:"), "\(refusals)")
+    }
+
+    @Test func strangersByTheHundredAreClosedAndLeaveNoDescriptorBehind() async throws {
+        let server = try await Self.start()
+        defer { server.process.signal(SIGKILL) }
+        let before = openDescriptors(server.pid)
+        let strangers = 300
+        let (closed, second) = try await onThread { () throws -> (Int, SOCKSReply) in
+            let client = try TestSocket(host: "127.0.0.1", port: server.port)
+            let first = try client.socksBind(expecting: loopback(2))
+            var closed = 0
+            for _ in 0..<strangers {
+                let socket = try TestSocket(host: "127.0.0.1", port: Int(first.bound.port), from: "127.0.0.3")
+                if socket.waitForClose() { closed += 1 }
+            }
+            let peer = try TestSocket(host: "127.0.0.1", port: Int(first.bound.port), from: "127.0.0.2")
+            let second = try client.readReply()
+            peer.shutdownWrite()
+            client.shutdownWrite()
+            _ = try client.receiveUntilEOF()
+            return (closed, second)
+        }
+        #expect(closed == strangers)
+        #expect(second.code == .succeeded && second.bound.host == loopback(2).host)
+        #expect(await server.process.waitForStderr(containing: "msg=session"))
+        let after = openDescriptors(server.pid)
+        #expect(before != nil && after != nil)
+        #expect((after ?? 99) - (before ?? 0) < 5, "descriptors went from \(before ?? -1) to \(after ?? -1)")
+        #expect(server.process.stderr.split(separator: "\n").filter { $0.contains("BIND peer refused") }.count == 1)
+    }
+
+    @Test func bindsRefusedForABusyPortRangeGetReply01AndKeepNoDescriptor() async throws {
+        // The range's one port is held by a listening socket of the test's.
+        let taken = try RefusingPort(listenBacklog: 4)
+        let server = try await Self.start("bind: {port_range: \(taken.port)-\(taken.port)}")
+        defer { server.process.signal(SIGKILL) }
+        let attempts = 40
+        let before = openDescriptors(server.pid)
+        let codes = try await onThread {
+            try (0..<attempts).map { _ in try TestSocket(host: "127.0.0.1", port: server.port).socksBind(expecting: loopback(1)).code }
+        }
+        #expect(codes.allSatisfy { $0 == .generalFailure }, "\(codes)")
+        #expect(await server.process.waitForStderr(containing: "msg=session", count: attempts))
+        #expect(server.process.stderr.contains("cannot open a BIND listening socket"))
+        let after = openDescriptors(server.pid)
+        #expect((after ?? 99) - (before ?? 0) < 5, "descriptors went from \(before ?? -1) to \(after ?? -1)")
+        _ = taken
+    }
+
+    @Test func aBindExpectingANameTakesThePeerAtItsAddresses() async throws {
+        let server = try await Self.start()
+        defer { server.process.signal(SIGKILL) }
+        let (first, stranger, second) = try await onThread { () throws -> (SOCKSReply, Bool, SOCKSReply) in
+            let client = try TestSocket(host: "127.0.0.1", port: server.port)
+            let first = try client.socksBind(expecting: SOCKSEndpoint(host: .domain("localhost"), port: 21))
+            let stranger = try TestSocket(host: "127.0.0.1", port: Int(first.bound.port), from: "127.0.0.5").waitForClose()
+            let peer = try TestSocket(host: "127.0.0.1", port: Int(first.bound.port), from: "127.0.0.1")
+            _ = peer
+            return (first, stranger, try client.readReply())
+        }
+        #expect(first.code == .succeeded)
+        #expect(stranger, "an address the name does not have was let in")
+        #expect(second.code == .succeeded && second.bound.host == loopback(1).host)
+    }
+
+    @Test func aBindOverIPv6ListensOnTheIPv6AddressTheClientReached() async throws {
+        let server = try await ServerProcess.start("listen: [\"[::1]:0\"]\n" + Self.bindRules)
+        defer { server.process.signal(SIGKILL) }
+        let ipv6Loopback = SOCKSEndpoint(host: .ipv6(SOCKSIPv6Address(high: 0, low: 1)), port: 0)
+        let (first, second, relayed) = try await onThread { () throws -> (SOCKSReply, SOCKSReply, [UInt8]) in
+            let client = try TestSocket(host: "::1", port: server.port)
+            let first = try client.socksBind(expecting: ipv6Loopback)
+            let peer = try TestSocket(host: "::1", port: Int(first.bound.port))
+            let second = try client.readReply()
+            try client.send([7, 8, 9])
+            return (first, second, try peer.receive(exactly: 3))
+        }
+        #expect(first.code == .succeeded && first.bound.host == ipv6Loopback.host)
+        #expect(second.code == .succeeded && second.bound.host == ipv6Loopback.host)
+        #expect(relayed == [7, 8, 9])
     }
 
     @Test func closingTheControlConnectionEndsTheBindAndItsListeningSocket() async throws {
