@@ -78,18 +78,19 @@ final class RefusingPort: @unchecked Sendable {
         await proxy.stop()
     }
 
-    @Test func bindGetsReply07AndTheLogNamesIt() async throws {
+    @Test func anUnknownCommandGetsReply07AndTheLogNamesIt() async throws {
         let proxy = try await TestProxy.start()
         let (reply, closed) = try await onThread { () throws -> ([UInt8], Bool) in
             let socket = try TestSocket(host: "127.0.0.1", port: proxy.port)
             try socket.send([5, 1, 0])
             _ = try socket.receive(exactly: 2)
-            try socket.send([5, 2, 0, 1, 127, 0, 0, 1, 0, 80])
+            // RFC 1928 has commands 0x01-0x03 only; 0x09 is none of them.
+            try socket.send([5, 9, 0, 1, 127, 0, 0, 1, 0, 80])
             return (try socket.receive(exactly: 10), socket.waitForClose())
         }
         #expect(reply == [5, 7, 0, 1, 0, 0, 0, 0, 0, 0])
         #expect(closed)
-        #expect(await proxy.logs.wait { $0.contains { $0.contains("cmd=bind") && $0.contains("reply=7") && $0.contains("end=command_not_supported") } })
+        #expect(await proxy.logs.wait { $0.contains { $0.contains("cmd=cmd-9") && $0.contains("reply=7") && $0.contains("end=command_not_supported") } })
         await proxy.stop()
     }
 
